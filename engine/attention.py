@@ -1,0 +1,63 @@
+"""The attention function transformers calls for ``attn_implementation="star"``.
+
+The model's own modeling code computes Q/K/V and RoPE from the global ``position_ids`` we pass,
+updates the ``StarCache`` and calls this function; what it computes depends on the cache's mode:
+
+- ``anchor``: plain causal attention over the anchor tokens;
+- ``block``: a context block attends fully to the anchor and causally to itself;
+- ``query``: query/generated tokens attend to this rank's context with *no* mask, the host also
+  causally to the tail, and the ranks' partials are merged by a distributed softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AttentionInterface
+
+from engine.cache import StarCache
+from kernels import attention_with_lse, block_attention, empty_partial, merge_partials
+
+ATTN_NAME = "star"
+
+
+def star_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    star_cache: StarCache | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    if star_cache is None:
+        raise RuntimeError("star attention needs the engine's StarCache (pass star_cache=...)")
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    layer = star_cache.layers[module.layer_idx]
+    if star_cache.mode == "anchor":
+        out, _ = attention_with_lse(query, key, value, scale, causal=True)
+    elif star_cache.mode == "block":
+        out, _ = block_attention(query, key, value, layer.anchor_k, layer.anchor_v, scale)
+    else:
+        out = _query_attention(star_cache, module.layer_idx, query, key, value, scale)
+    return out.transpose(1, 2).contiguous(), None
+
+
+def _query_attention(cache: StarCache, layer_idx: int, query, key, value, scale) -> torch.Tensor:
+    ctx_k, ctx_v = cache.context_kv(layer_idx)
+    if ctx_k is None or ctx_k.shape[2] == 0:
+        o, lse = empty_partial(query, value.shape[-1])  # a rank with no blocks
+    else:
+        o, lse = attention_with_lse(query, ctx_k, ctx_v, scale, causal=False)
+    outs, lses = [o], [lse]
+    if cache.comm.is_host:
+        o, lse = attention_with_lse(query, key, value, scale, causal=True)
+        outs.append(o)
+        lses.append(lse)
+    out, lse = merge_partials(outs, lses, out_dtype=query.dtype) if len(outs) > 1 else (outs[0], lses[0])
+    return cache.comm.merge_across_ranks(out, lse)
+
+
+def register() -> None:
+    """Make ``attn_implementation="star"`` known to transformers (idempotent)."""
+    AttentionInterface.register(ATTN_NAME, star_attention_forward)

@@ -1,0 +1,129 @@
+"""The KV cache of one rank: its own context blocks, the anchor while phase 1 runs, and (on the
+query host) the query and generated tokens. A transformers ``Cache`` so the model's own code
+drives it; the star attention function reads it back by layer index."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from transformers.cache_utils import Cache, CacheLayerMixin
+
+from engine.comm import Comm
+
+Mode = Literal["anchor", "block", "query"]
+
+
+class StarLayer(CacheLayerMixin):
+    """One layer's KV. Context and tail live in buffers allocated once (no re-concatenation)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.context_k: torch.Tensor | None = None
+        self.context_v: torch.Tensor | None = None
+        self.anchor_k: torch.Tensor | None = None
+        self.anchor_v: torch.Tensor | None = None
+        self.tail_k: torch.Tensor | None = None
+        self.tail_v: torch.Tensor | None = None
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.is_initialized = True
+
+    def update(self, key_states, value_states, *args, **kwargs):  # driven by StarCache.update
+        raise NotImplementedError
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return query_length, 0
+
+    def get_seq_length(self) -> int:
+        return 0 if self.context_k is None else self.context_k.shape[2]
+
+    def get_max_length(self) -> int:
+        return -1
+
+
+class StarCache(Cache):
+    """Per-rank KV for Star Attention.
+
+    ``mode`` says what the next forward pass is: ``anchor`` (keep its KV as the anchor),
+    ``block`` (write its KV into the context buffer at ``block_offset``) or ``query`` (append
+    to the tail on the query host only). The engine sets the mode; the model calls ``update``.
+    """
+
+    def __init__(self, num_layers: int, comm: Comm, local_context: int, context_tokens: int):
+        super().__init__(layers=[StarLayer() for _ in range(num_layers)])
+        self.comm = comm
+        self.local_context = local_context  # tokens this rank holds
+        self.context_tokens = context_tokens  # tokens of the whole context (all ranks)
+        self.mode: Mode = "block"
+        self.block_offset = 0
+        self.context_len = 0  # filled so far, in local tokens
+        self.tail_len = 0
+        self.tail_capacity = 0
+
+    # --- driven by the engine -------------------------------------------------------------
+    def start_block(self, offset: int) -> None:
+        self.mode, self.block_offset = "block", offset
+
+    def use_anchor_from_context(self, anchor: int) -> None:
+        """Block 0 is on this rank: its first ``anchor`` tokens' KV *is* the anchor's (causal prefix)."""
+        for layer in self.layers:
+            layer.anchor_k = layer.context_k[:, :, :anchor]
+            layer.anchor_v = layer.context_v[:, :, :anchor]
+
+    def drop_anchor(self) -> None:
+        for layer in self.layers:
+            layer.anchor_k = layer.anchor_v = None
+
+    def start_query(self, capacity: int) -> None:
+        """Forget any earlier query's tail; room for ``capacity`` query + generated tokens."""
+        self.mode = "query"
+        self.tail_len = 0
+        self.tail_capacity = capacity
+        for layer in self.layers:
+            layer.tail_k = layer.tail_v = None
+
+    # --- driven by the model --------------------------------------------------------------
+    def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
+        layer = self.layers[layer_idx]
+        length = key_states.shape[2]
+        if self.mode == "anchor":
+            layer.anchor_k, layer.anchor_v = key_states, value_states
+            return key_states, value_states
+        if self.mode == "block":
+            if layer.context_k is None:
+                shape = (*key_states.shape[:2], self.local_context, key_states.shape[3])
+                vshape = (*value_states.shape[:2], self.local_context, value_states.shape[3])
+                layer.context_k = key_states.new_empty(shape)
+                layer.context_v = value_states.new_empty(vshape)
+                layer.is_initialized = True
+            end = self.block_offset + length
+            layer.context_k[:, :, self.block_offset : end] = key_states
+            layer.context_v[:, :, self.block_offset : end] = value_states
+            if layer_idx == len(self.layers) - 1:
+                self.context_len = max(self.context_len, end)
+            return key_states, value_states
+        # query mode: only the host keeps the tail; the other ranks return the new KV unchanged
+        if not self.comm.is_host:
+            return key_states, value_states
+        if layer.tail_k is None:
+            cap = max(self.tail_capacity, length)
+            layer.tail_k = key_states.new_empty((*key_states.shape[:2], cap, key_states.shape[3]))
+            layer.tail_v = value_states.new_empty((*value_states.shape[:2], cap, value_states.shape[3]))
+        start = self.tail_len
+        if start + length > layer.tail_k.shape[2]:
+            raise RuntimeError("query tail overflow: more tokens than the planned capacity")
+        layer.tail_k[:, :, start : start + length] = key_states
+        layer.tail_v[:, :, start : start + length] = value_states
+        if layer_idx == len(self.layers) - 1:
+            self.tail_len += length
+        return layer.tail_k[:, :, : start + length], layer.tail_v[:, :, : start + length]
+
+    def context_kv(self, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        layer = self.layers[layer_idx]
+        if layer.context_k is None:
+            return None, None
+        return layer.context_k[:, :, : self.context_len], layer.context_v[:, :, : self.context_len]
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.context_tokens + self.tail_len

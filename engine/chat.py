@@ -1,0 +1,31 @@
+"""Split a chat prompt into the context (phase 1, question-independent) and the query (phase 2).
+
+The documents must sit *before* the question in the token stream so that phase 1 can encode
+them without knowing it; the question and the chat template's closing tail form the query.
+"""
+
+from __future__ import annotations
+
+_SENTINEL = "\u2063STARCLI-DOCUMENTS\u2063"
+
+
+def build_prompt(
+    tokenizer, documents: str, question: str, system: str | None = None
+) -> tuple[str, str]:
+    """Return ``(context_text, query_text)`` whose concatenation is the full chat prompt."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = []
+        if system:
+            messages.append({"role": "system", "content": system})
+        messages.append({"role": "user", "content": f"{_SENTINEL}\n\n{question}"})
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        head, _, tail = rendered.partition(_SENTINEL)
+        if tail:
+            return head + documents, tail
+    prefix = (getattr(tokenizer, "bos_token", None) or "") + (f"{system}\n\n" if system else "")
+    return f"{prefix}{documents}", f"\n\nQuestion: {question}\nAnswer:"
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids without extra BOS/EOS: chat templates already carry their special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -1,0 +1,79 @@
+"""What ranks say to each other: the (O, LSE) gather of phase 2 and the host's chosen token.
+
+``Comm`` is the single-process version (no torch.distributed at all); ``DistComm`` wraps an
+initialised process group. Rank and world size are read from the group when the object is built,
+never at import time (a known trap: module-level RANK read before the group exists).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from kernels import merge_partials
+
+
+class Comm:
+    """One rank, no communication."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def host(self) -> int:
+        """The query host: the last rank holds the query and generated tokens' KV."""
+        return self.world_size - 1
+
+    @property
+    def is_host(self) -> bool:
+        return self.rank == self.host
+
+    def merge_across_ranks(self, out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+        """Exact softmax over all ranks' keys from each rank's partial (O, LSE)."""
+        return out
+
+    def broadcast_from_host(self, values: list[int]) -> list[int]:
+        """The host's integers (next token, stop flag) on every rank."""
+        return values
+
+    def gather_floats(self, value: float) -> list[float]:
+        return [value]
+
+    def barrier(self) -> None:
+        """Wait for every rank."""
+
+
+class DistComm(Comm):
+    """Ranks of a torch.distributed process group (gloo on CPU, NCCL on GPU)."""
+
+    def __init__(self, device: torch.device):
+        if not dist.is_initialized():
+            raise RuntimeError("DistComm needs an initialised process group")
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        self.device = device
+
+    def merge_across_ranks(self, out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
+        # One collective per layer: O and LSE travel packed as [.., D + 1] float32.
+        packed = torch.cat([out.float(), lse.unsqueeze(-1)], dim=-1).contiguous()
+        gathered = [torch.empty_like(packed) for _ in range(self.world_size)]
+        dist.all_gather(gathered, packed)
+        stacked = torch.stack(gathered)
+        merged, _ = merge_partials(stacked[..., :-1], stacked[..., -1], out_dtype=out.dtype)
+        return merged
+
+    def broadcast_from_host(self, values: list[int]) -> list[int]:
+        t = torch.tensor(values, dtype=torch.long, device=self.device)
+        dist.broadcast(t, src=self.host)
+        return [int(x) for x in t.tolist()]
+
+    def gather_floats(self, value: float) -> list[float]:
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        out = [torch.empty_like(t) for _ in range(self.world_size)]
+        dist.all_gather(out, t)
+        return [float(x.item()) for x in out]
+
+    def barrier(self) -> None:
+        # A tiny all_reduce rather than dist.barrier(): it honours the group's timeout on every backend.
+        t = torch.zeros(1, device=self.device)
+        dist.all_reduce(t)

@@ -1,0 +1,102 @@
+"""Events the engine yields while it works; JSON lines carry them between processes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **asdict(self)}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+
+@dataclass
+class Progress(Event):
+    """A unit of work finished: ``stage`` is ``anchor`` or ``phase1`` (blocks of this rank)."""
+
+    kind: ClassVar[str] = "progress"
+    stage: str
+    done: int
+    total: int
+    rank: int = 0
+    tokens: int = 0
+
+
+@dataclass
+class ContextEncoded(Event):
+    """Phase 1 finished on every rank (emitted by the query host)."""
+
+    kind: ClassVar[str] = "context_encoded"
+    context_tokens: int
+    blocks: int
+    blocks_per_rank: list[int]
+    seconds: float
+
+
+@dataclass
+class QueryStarted(Event):
+    kind: ClassVar[str] = "query_started"
+    query: int
+    query_tokens: int
+
+
+@dataclass
+class Token(Event):
+    """New answer text; ``text`` may be empty while a multi-byte character or stop string is pending."""
+
+    kind: ClassVar[str] = "token"
+    query: int
+    token_id: int
+    text: str
+
+
+@dataclass
+class Stats(Event):
+    """Final figures for one query."""
+
+    kind: ClassVar[str] = "stats"
+    query: int
+    answer: str
+    mode: str
+    world_size: int
+    block_size: int
+    anchor_size: int
+    context_tokens: int
+    query_tokens: int
+    generated_tokens: int
+    stop_reason: str
+    load_s: float
+    context_encoding_s: float
+    ttft_s: float
+    decode_s: float
+    decode_tokens_per_s: float
+    blocks_per_rank: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Failure(Event):
+    """A rank failed; the launcher turns this into one ``Error:`` line."""
+
+    kind: ClassVar[str] = "error"
+    rank: int
+    phase: str
+    error_type: str
+    message: str
+
+
+_KINDS = {cls.kind: cls for cls in (Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)}
+
+
+def event_from_dict(data: dict[str, Any]) -> Event:
+    """Rebuild an event from its JSON form (the launcher side of the event stream)."""
+    cls = _KINDS[data["event"]]
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})

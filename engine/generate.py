@@ -1,0 +1,151 @@
+"""The generation loop shared by every attention mode: sample, stream text, stop.
+
+Kept as plain functions (gpt-fast's lesson): ``step`` runs the model on one token and returns its
+logits; everything mode-specific lives behind it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from engine.comm import Comm
+from engine.errors import BadSettingError
+from engine.events import Token
+
+
+@dataclass
+class GenerationSettings:
+    max_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        if self.max_tokens < 1:
+            raise BadSettingError(f"max tokens must be at least 1 (got {self.max_tokens})")
+        if self.temperature < 0:
+            raise BadSettingError(f"temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise BadSettingError(f"top-p must be in (0, 1] (got {self.top_p})")
+
+
+class Sampler:
+    """Greedy at temperature 0, else temperature + nucleus sampling from a seeded generator."""
+
+    def __init__(self, settings: GenerationSettings, device: torch.device):
+        self.temperature = settings.temperature
+        self.top_p = settings.top_p
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(settings.seed if settings.seed is not None else torch.seed())
+
+    def __call__(self, logits: torch.Tensor) -> int:
+        logits = logits.float().reshape(-1)
+        if self.temperature == 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / self.temperature, dim=-1)
+        if self.top_p < 1:
+            sorted_probs, order = torch.sort(probs, descending=True)
+            keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < self.top_p
+            probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+class TextStream:
+    """Incremental detokenisation that never emits half a character or any part of a stop string."""
+
+    def __init__(self, tokenizer, stop: list[str]):
+        self.tokenizer = tokenizer
+        self.stop = [s for s in stop if s]
+        self.ids: list[int] = []
+        self.emitted = 0
+        self.text = ""
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        """Add a token; return the new text safe to show and whether a stop string was hit."""
+        self.ids.append(token_id)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        hits = [i for i in (self.text.find(s) for s in self.stop) if i >= 0]
+        if hits:
+            self.text = self.text[: min(hits)]
+            return self._flush(len(self.text)), True
+        safe = len(self.text)
+        if self.text.endswith("\ufffd"):  # an incomplete UTF-8 sequence: wait for more bytes
+            safe -= 1
+        for s in self.stop:  # hold back a suffix that may grow into a stop string
+            for k in range(min(len(s) - 1, safe), 0, -1):
+                if self.text[:safe].endswith(s[:k]):
+                    safe -= k
+                    break
+        return self._flush(safe), False
+
+    def finish(self) -> str:
+        return self._flush(len(self.text))
+
+    def _flush(self, upto: int) -> str:
+        upto = max(upto, self.emitted)
+        out = self.text[self.emitted : upto]
+        self.emitted = upto
+        return out
+
+
+@dataclass
+class DecodeResult:
+    text: str
+    tokens: int
+    stop_reason: str
+    ttft_s: float
+    decode_s: float
+
+
+def decode_loop(
+    first_logits: torch.Tensor,
+    step: Callable[[int], torch.Tensor],
+    comm: Comm,
+    settings: GenerationSettings,
+    tokenizer,
+    eos_ids: set[int],
+    query_index: int,
+    started: float,
+    sink: list[DecodeResult],
+) -> Iterator[Token]:
+    """Yield tokens until EOS, a stop string or the token limit; append the summary to ``sink``.
+
+    The host samples and broadcasts ``[token, stop flag]`` so every rank runs the same steps.
+    """
+    sampler = Sampler(settings, first_logits.device) if comm.is_host else None
+    stream = TextStream(tokenizer, settings.stop)
+    logits = first_logits
+    ttft = decode_start = 0.0
+    count, reason = 0, "max_tokens"
+    while True:
+        token, stop = -1, 0
+        if comm.is_host:
+            token = sampler(logits)
+            if token in eos_ids:
+                stop = 1
+        token, stop = comm.broadcast_from_host([token, stop])
+        if count == 0:
+            ttft = time.perf_counter() - started
+            decode_start = time.perf_counter()
+        if stop == 1:
+            reason = "eos"
+            break
+        count += 1
+        text, hit = stream.push(token)
+        if comm.is_host and (text or hit):
+            yield Token(query=query_index, token_id=token, text=text)
+        if hit:
+            reason = "stop"
+            break
+        if count >= settings.max_tokens:
+            break
+        logits = step(token)
+    rest = stream.finish()
+    if comm.is_host and rest:
+        yield Token(query=query_index, token_id=-1, text=rest)
+    sink.append(DecodeResult(stream.text, count, reason, ttft, time.perf_counter() - decode_start))

