@@ -1,7 +1,6 @@
 """Attention kernels with log-sum-exp and the LSE merge; no dependency on engine or starcli."""
 
-from kernels.dispatch import attention_with_lse, block_attention, register_attention
-from kernels.merge import merge_partials
+from kernels.dispatch import attention_with_lse, block_attention, merge_partials, register_attention
 from kernels.reference import attention_with_lse_math, empty_partial
 
 __all__ = [

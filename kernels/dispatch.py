@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import torch
 
-from kernels.merge import merge_partials
+from kernels.merge import merge_partials as _merge_reference
 from kernels.reference import attention_with_lse_cpu_flash, attention_with_lse_math
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -21,9 +21,39 @@ AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 _ATTENTION: dict[str, AttentionFn] = {"cpu": attention_with_lse_cpu_flash}
 
 
+_MERGE: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
+_cuda_checked = False
+
+
 def register_attention(device_type: str, fn: AttentionFn) -> None:
     """Make ``fn`` the attention-with-LSE used for tensors on ``device_type``."""
     _ATTENTION[device_type] = fn
+
+
+def _register_cuda() -> None:
+    """Register the cuDNN/flash/Triton kernels the first time a CUDA tensor arrives (importing
+    Triton at import time would slow every CPU run)."""
+    global _cuda_checked
+    _cuda_checked = True
+    if "cuda" in _ATTENTION:
+        return
+    try:
+        from kernels.cuda_attention import attention_with_lse_cuda, merge_cuda
+    except ImportError:  # no Triton: the math version stays the CUDA path
+        return
+    _ATTENTION["cuda"] = attention_with_lse_cuda
+    _MERGE["cuda"] = merge_cuda
+
+
+def merge_partials(outs, lses, out_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``kernels.merge.merge_partials`` through the fastest merge for the partials' device."""
+    first = outs if isinstance(outs, torch.Tensor) else outs[0]
+    if first.device.type == "cuda" and not _cuda_checked:
+        _register_cuda()
+    fn = _MERGE.get(first.device.type, _merge_reference)
+    if os.environ.get("STARCLI_KERNELS") == "reference":
+        fn = _merge_reference
+    return fn(outs, lses, out_dtype)
 
 
 def attention_with_lse(
@@ -35,6 +65,8 @@ def attention_with_lse(
     """
     if os.environ.get("STARCLI_KERNELS") == "reference":
         return attention_with_lse_math(q, k, v, scale, causal)
+    if q.device.type == "cuda" and not _cuda_checked:
+        _register_cuda()
     fn = _ATTENTION.get(q.device.type, attention_with_lse_math)
     return fn(q, k, v, scale, causal)
 

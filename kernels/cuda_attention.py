@@ -1,0 +1,128 @@
+"""Attention with LSE on CUDA: cuDNN (fastest on Hopper, DESIGN.md), torch's flash as fallback, and
+the Triton split-KV kernel when few query rows face many keys.
+
+The fused kernels want equal query/KV head counts and align a causal mask top-left, while the
+engine asks for grouped-query attention with a bottom-right causal mask. ``gqa_attention_with_lse``
+bridges the two exactly, on any device, so its logic is tested on CPU too:
+
+- unmasked attention folds the ``G`` query heads of a KV head into the query length
+  (``[B, Hkv, G*Lq, D]``): no key is copied, each is read once per KV head;
+- causal attention with ``Lq == Lk`` repeats the KV heads (a copy ~1% of the attention time at 16K);
+- causal attention with ``Lq < Lk`` is the unmasked prefix ``[0, Lk-Lq)`` merged with the causal
+  square ``[Lk-Lq, Lk)``; with ``Lq == 1`` it is simply unmasked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from kernels.merge import merge_partials
+from kernels.reference import attention_with_lse_math, empty_partial
+
+DenseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float, bool], tuple[torch.Tensor, torch.Tensor]]
+FewFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
+MergeFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
+
+# Query rows per KV head (G * Lq) up to which the split-KV kernel beats a fused prefill kernel,
+# whose grid has only ceil(rows / 128) tiles per head and leaves most SMs idle.
+FEW_QUERY_ROWS = 512
+
+
+def gqa_attention_with_lse(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    causal: bool,
+    dense: DenseFn,
+    few: FewFn | None = None,
+    merge: MergeFn = merge_partials,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Grouped-query, bottom-right-causal attention with LSE over ``dense`` (equal heads; causal
+    only with ``Lq == Lk``) and ``few`` (unmasked, grouped heads, few query rows)."""
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    if lq == 0 or lk == 0:
+        return empty_partial(q, v.shape[-1])
+    groups = hq // hkv
+    if causal and lq == 1:
+        causal = False  # the last query token sees every key
+    if causal and lq > lk:  # leading queries see no key at all: rare, left to the reference
+        return attention_with_lse_math(q, k, v, scale, causal=True)
+    if causal and lq < lk:
+        cut = lk - lq
+        head = gqa_attention_with_lse(q, k[:, :, :cut], v[:, :, :cut], scale, False, dense, few, merge)
+        tail = gqa_attention_with_lse(q, k[:, :, cut:], v[:, :, cut:], scale, True, dense, few, merge)
+        return merge([head[0], tail[0]], [head[1], tail[1]], out_dtype=q.dtype)
+    if not causal:
+        if few is not None and groups * lq <= FEW_QUERY_ROWS:
+            return few(q, k, v, scale)
+        folded = q.reshape(b, hkv, groups * lq, d)
+        out, lse = dense(folded, k, v, scale, False)
+        return out.reshape(b, hq, lq, v.shape[-1]), lse.reshape(b, hq, lq)
+    if groups > 1:
+        k = k.repeat_interleave(groups, dim=1)
+        v = v.repeat_interleave(groups, dim=1)
+    return dense(q, k, v, scale, True)
+
+
+def _cudnn(q, k, v, scale, causal):
+    res = torch.ops.aten._scaled_dot_product_cudnn_attention(
+        q, k, v, None, True, 0.0, causal, False, scale=scale
+    )
+    return res[0], res[1]
+
+
+def _flash(q, k, v, scale, causal):
+    res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+    return res[0], res[1]
+
+
+_BACKENDS: dict[str, Callable] = {"cudnn": _cudnn, "flash": _flash}
+_order = ["cudnn", "flash"]
+
+
+def dense_cuda(q, k, v, scale, causal):
+    """Equal-head fused attention with LSE: cuDNN, falling back to flash where cuDNN refuses the
+    shapes or is missing."""
+    b, h, lq, _ = q.shape
+    last: Exception | None = None
+    for name in list(_order):
+        try:
+            out, lse = _BACKENDS[name](q, k, v, scale, causal)
+            return out, lse.reshape(b, h, lq).float()
+        except RuntimeError as exc:  # unsupported shape/dtype on this backend
+            last = exc
+    raise RuntimeError(f"no fused CUDA attention accepted these inputs: {last}")
+
+
+def set_backend_order(order: list[str]) -> None:
+    """Choose the fused backends tried, in order (the benchmark compares them)."""
+    _order[:] = order
+
+
+def attention_with_lse_cuda(q, k, v, scale, causal=False):
+    """The CUDA entry registered in ``kernels.dispatch``; float32 and odd head dims go to the math
+    version, the rest to cuDNN/flash/Triton."""
+    from kernels import triton_attention as tri
+
+    if q.dtype not in (torch.float16, torch.bfloat16) or not tri.supported(q) or q.shape[-1] > 128:
+        return attention_with_lse_math(q, k, v, scale, causal)
+    return gqa_attention_with_lse(q, k, v, scale, causal, dense_cuda, tri.split_kv_attention, merge_cuda)
+
+
+def merge_cuda(outs, lses, out_dtype=None):
+    """``merge_partials`` through the one-pass Triton kernel (lists of two without stacking)."""
+    from kernels import triton_attention as tri
+
+    if isinstance(outs, torch.Tensor):
+        if outs.stride(-1) != 1:
+            outs = outs.contiguous()
+        return tri.merge_stacked(outs, lses, out_dtype)
+    outs, lses = list(outs), list(lses)
+    dtype = out_dtype or outs[0].dtype
+    if len(outs) == 2 and outs[0].stride(-1) == 1:
+        return tri.merge_pair(outs[0], lses[0].float(), outs[1], lses[1].float(), dtype)
+    return tri.merge_stacked(torch.stack(outs), torch.stack([x.float() for x in lses]), dtype)

@@ -1,0 +1,295 @@
+"""Triton kernels: split-KV attention with LSE for few queries over many keys, and the LSE merge.
+
+``split_kv_attention`` is flash-decoding made GQA-aware: the ``G`` query heads sharing one KV head
+(times the ``Lq`` query tokens) form the rows of one tile, so each KV head's keys are read once,
+not ``G`` times, and the keys are cut into splits that run in parallel. It needs no mask (every
+query sees every key), which is what phase 2 asks of the local context and what a single decode
+token asks of everything. ``kv_len`` may be a device tensor so that a CUDA graph can replay the
+same launch over a growing cache.
+
+``merge_stacked`` merges ``P`` partials in one pass, in float32 and in the max-shifted form, with
+empty partials (LSE = -inf) contributing nothing: the same function as ``kernels.merge``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+_LOG2E = 1.4426950408889634
+
+
+@triton.jit
+def _split_kv_kernel(
+    Q,
+    K,
+    V,
+    O_PART,
+    L_PART,
+    KV_LEN,
+    kv_len_static,
+    chunk,
+    scale_log2,
+    sq_b,
+    sq_h,
+    sq_l,
+    sk_b,
+    sk_h,
+    sk_n,
+    sv_b,
+    sv_h,
+    sv_n,
+    HKV: tl.constexpr,
+    G: tl.constexpr,
+    LQ: tl.constexpr,
+    D: tl.constexpr,
+    HAS_LEN: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    pid_s = tl.program_id(2)
+    b = (pid_bh // HKV).to(tl.int64)
+    h = (pid_bh % HKV).to(tl.int64)
+    m_rows: tl.constexpr = G * LQ
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < m_rows
+    g = rows // LQ
+    t = rows % LQ
+    d = tl.arange(0, D)
+    q_ptr = Q + b * sq_b + (h * G + g)[:, None] * sq_h + t[:, None] * sq_l + d[None, :]
+    q = tl.load(q_ptr, mask=row_ok[:, None], other=0.0)
+
+    if HAS_LEN:
+        kv_len = tl.load(KV_LEN).to(tl.int32)
+    else:
+        kv_len = kv_len_static
+    start = pid_s * chunk
+    end = tl.minimum(start + chunk, kv_len)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    k_base = K + b * sk_b + h * sk_h
+    v_base = V + b * sv_b + h * sv_h
+    for n in range(start, end, BLOCK_N):
+        cols = n + tl.arange(0, BLOCK_N)
+        col_ok = cols < end
+        k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
+        s = tl.dot(q, k) * scale_log2
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        m_i = m_new
+
+    has_keys = l_i > 0
+    out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
+    base = (pid_s * tl.num_programs(1) + pid_bh) * m_rows
+    tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
+    tl.store(L_PART + base + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _merge_kernel(
+    PARTS,
+    L,
+    OUT,
+    OUT_L,
+    P,
+    R,
+    H,
+    LQ,
+    so_p,
+    so_b,
+    so_h,
+    so_l,
+    sl_p,
+    sl_b,
+    sl_h,
+    sl_l,
+    sout_b,
+    sout_h,
+    sout_l,
+    D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    ok = rows < R
+    b = rows // (H * LQ)
+    h = (rows // LQ) % H
+    t = rows % LQ
+    d = tl.arange(0, D)
+    l_off = b * sl_b + h * sl_h + t * sl_l
+    o_off = b * so_b + h * so_h + t * so_l
+    peak = tl.full([BLOCK_R], float("-inf"), tl.float32)
+    for p in range(P):
+        peak = tl.maximum(peak, tl.load(L + p * sl_p + l_off, mask=ok, other=float("-inf")))
+    shift = tl.where(peak == float("-inf"), 0.0, peak)
+    total = tl.zeros([BLOCK_R], tl.float32)
+    acc = tl.zeros([BLOCK_R, D], tl.float32)
+    for p in range(P):
+        w = tl.exp(tl.load(L + p * sl_p + l_off, mask=ok, other=float("-inf")) - shift)
+        o = tl.load(PARTS + p * so_p + o_off[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+        total += w
+        acc += w[:, None] * o.to(tl.float32)
+    out = acc / tl.where(total > 0, total, 1.0)[:, None]
+    lse = tl.where(total > 0, shift + tl.log(tl.where(total > 0, total, 1.0)), peak)
+    out_off = b * sout_b + h * sout_h + t * sout_l
+    tl.store(OUT + out_off[:, None] + d[None, :], out.to(OUT.dtype.element_ty), mask=ok[:, None])
+    tl.store(OUT_L + rows, lse, mask=ok)
+
+
+def merge_stacked(
+    o: torch.Tensor, lse: torch.Tensor, out_dtype: torch.dtype | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge partials ``o`` [P, B, H, L, D] (last dim contiguous) with ``lse`` [P, B, H, L]."""
+    p, b, h, lq, d = o.shape
+    out = torch.empty((b, h, lq, d), dtype=out_dtype or o.dtype, device=o.device)
+    out_lse = torch.empty((b, h, lq), dtype=torch.float32, device=o.device)
+    rows = b * h * lq
+    if rows == 0:
+        return out, out_lse
+    lse = lse.float()
+    block = 16 if d >= 128 else 32
+    _merge_kernel[(triton.cdiv(rows, block),)](
+        o,
+        lse,
+        out,
+        out_lse,
+        p,
+        rows,
+        h,
+        lq,
+        *o.stride()[:4],
+        *lse.stride(),
+        *out.stride()[:3],
+        D=d,
+        BLOCK_R=block,
+        num_warps=4,
+    )
+    return out, out_lse
+
+
+def merge_pair(
+    oa: torch.Tensor, la: torch.Tensor, ob: torch.Tensor, lb: torch.Tensor, out_dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge two partials without stacking them: the second is addressed from the first's pointer
+    (same dtype and strides), so the kernel reads each once."""
+    same = oa.dtype == ob.dtype and oa.stride() == ob.stride() and la.stride() == lb.stride()
+    if not same or la.dtype != torch.float32 or lb.dtype != torch.float32:
+        return merge_stacked(torch.stack([oa, ob]), torch.stack([la.float(), lb.float()]), out_dtype)
+    so_p = (ob.data_ptr() - oa.data_ptr()) // oa.element_size()
+    sl_p = (lb.data_ptr() - la.data_ptr()) // la.element_size()
+    b, h, lq, d = oa.shape
+    out = torch.empty((b, h, lq, d), dtype=out_dtype, device=oa.device)
+    out_lse = torch.empty((b, h, lq), dtype=torch.float32, device=oa.device)
+    rows = b * h * lq
+    if rows == 0:
+        return out, out_lse
+    block = 16 if d >= 128 else 32
+    _merge_kernel[(triton.cdiv(rows, block),)](
+        oa,
+        la,
+        out,
+        out_lse,
+        2,
+        rows,
+        h,
+        lq,
+        so_p,
+        *oa.stride()[:3],
+        sl_p,
+        *la.stride(),
+        *out.stride()[:3],
+        D=d,
+        BLOCK_R=block,
+        num_warps=4,
+    )
+    return out, out_lse
+
+
+def split_kv_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    scale: float,
+    kv_len: torch.Tensor | None = None,
+    splits: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked attention of ``q`` [B, Hq, Lq, D] over ``k``/``v`` [B, Hkv, Lk, D] → (O, LSE fp32).
+
+    ``kv_len`` (a one-element device tensor) limits the keys to the first ``kv_len``: the launch
+    shape then depends only on ``Lk`` (the buffer's capacity), so a CUDA graph can replay it.
+    """
+    b, hq, lq, d = q.shape
+    hkv, lk = k.shape[1], k.shape[2]
+    groups = hq // hkv
+    m_rows = groups * lq
+    block_m = max(16, triton.next_power_of_2(min(m_rows, 64)))
+    block_n = 64 if block_m <= 16 else 32
+    m_tiles = triton.cdiv(m_rows, block_m)
+    if splits is None:
+        programs = 4 * torch.cuda.get_device_properties(q.device).multi_processor_count
+        want = max(1, programs // max(1, m_tiles * b * hkv))
+        splits = max(1, min(want, triton.cdiv(max(lk, 1), 256)))
+    chunk = triton.cdiv(triton.cdiv(max(lk, 1), splits), block_n) * block_n
+    splits = triton.cdiv(max(lk, 1), chunk)
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k.stride(-1) != 1:
+        k = k.contiguous()
+    if v.stride(-1) != 1:
+        v = v.contiguous()
+    o_part = torch.empty((splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
+    l_part = torch.empty((splits, b, hkv, m_rows), dtype=torch.float32, device=q.device)
+    length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
+    _split_kv_kernel[(m_tiles, b * hkv, splits)](
+        q,
+        k,
+        v,
+        o_part,
+        l_part,
+        length,
+        lk,
+        chunk,
+        scale * _LOG2E,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        HKV=hkv,
+        G=groups,
+        LQ=lq,
+        D=d,
+        HAS_LEN=kv_len is not None,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        num_warps=4,
+        num_stages=3,
+    )
+    # Rows of [B, Hkv, G*Lq] are exactly the rows of a contiguous [B, Hq, Lq].
+    o_part = o_part.view(splits, b, hq, lq, d)
+    l_part = l_part.view(splits, b, hq, lq)
+    if splits == 1:
+        return o_part[0].to(q.dtype), l_part[0]
+    return merge_stacked(o_part, l_part, out_dtype=q.dtype)
+
+
+def supported(q: torch.Tensor) -> bool:
+    """Head dims the kernels handle: a power of two from 16 to 256 (tl.arange needs it)."""
+    d = q.shape[-1]
+    return q.is_cuda and 16 <= d <= 256 and d == 2 ** int(math.log2(d))

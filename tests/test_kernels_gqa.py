@@ -1,0 +1,58 @@
+"""CPU checks of the GQA / causal-alignment logic the CUDA path runs over cuDNN and Triton.
+
+``gqa_attention_with_lse`` is device-agnostic: here its fused backends are stood in for by the
+float32 reference restricted to what the real ones accept (equal heads; causal only with
+Lq == Lk), and the result must equal grouped, bottom-right-causal attention in float64.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kernels.cuda_attention import gqa_attention_with_lse
+from kernels.merge import merge_partials
+from kernels.reference import attention_with_lse_math
+
+
+def _dense(q, k, v, scale, causal):
+    assert q.shape[1] == k.shape[1], "dense backends need equal head counts"
+    assert not causal or q.shape[2] == k.shape[2], "dense backends align causal top-left"
+    return attention_with_lse_math(q, k, v, scale, causal)
+
+
+def _few(q, k, v, scale):
+    return attention_with_lse_math(q, k, v, scale, causal=False)
+
+
+def _rel(a, b):
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+@pytest.mark.parametrize("use_few", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize(("hq", "hkv", "lq", "lk"), [(4, 2, 5, 5), (6, 2, 3, 11), (4, 4, 1, 9), (8, 2, 7, 7)])
+def test_matches_float64_reference(hq, hkv, lq, lk, causal, use_few):
+    gen = torch.Generator().manual_seed(hq * 100 + lq * 10 + lk)
+    q = torch.randn(2, hq, lq, 16, generator=gen)
+    k = torch.randn(2, hkv, lk, 16, generator=gen)
+    v = torch.randn(2, hkv, lk, 16, generator=gen)
+    few = _few if use_few else None
+    out, lse = gqa_attention_with_lse(q, k, v, 0.25, causal, _dense, few, merge_partials)
+    ref_o, ref_lse = attention_with_lse_math(q.double(), k.double(), v.double(), 0.25, causal)
+    assert out.shape == (2, hq, lq, 16) and lse.shape == (2, hq, lq)
+    assert _rel(out, ref_o) < 1e-5
+    assert _rel(lse, ref_lse) < 1e-5
+
+
+def test_causal_with_more_queries_than_keys_leaves_empty_rows():
+    q, k, v = torch.randn(1, 2, 4, 8), torch.randn(1, 1, 2, 8), torch.randn(1, 1, 2, 8)
+    out, lse = gqa_attention_with_lse(q, k, v, 0.3, True, _dense, None, merge_partials)
+    assert torch.isinf(lse[..., :2]).all() and torch.isfinite(lse[..., 2:]).all()
+    assert not torch.isnan(out).any()
+
+
+def test_no_keys_is_an_empty_partial():
+    q = torch.randn(1, 2, 3, 8)
+    out, lse = gqa_attention_with_lse(q, q[:, :1, :0], q[:, :1, :0], 0.3, False, _dense, None)
+    assert (out == 0).all() and torch.isinf(lse).all()
