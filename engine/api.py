@@ -199,6 +199,8 @@ class Engine:
                 cache.use_anchor_from_context(plan.anchor)
             yield Progress(stage="phase1", done=done, total=len(own), rank=rank, tokens=b_stop - b_start)
         cache.drop_anchor()
+        if self.device.type == "cuda":  # GPU work is asynchronous: time it, not its launches
+            torch.cuda.synchronize(self.device)
         mine = time.perf_counter() - started
         self.comm.barrier()
         seconds = time.perf_counter() - started
