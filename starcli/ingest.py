@@ -179,7 +179,7 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
         out.warnings.extend(local.warnings)
         skipped.extend(local.skipped)
     out.skipped.extend(skipped)
-    if len(out.documents) == before_docs:
+    if len(out.documents) == before_docs and not any(s.reason.startswith("duplicate of") for s in skipped):
         if not skipped:
             raise InputError(f"{root}: the directory is empty")
         raise InputError(f"{root}: nothing left to read after filters: {_summary(skipped)}")
