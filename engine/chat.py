@@ -9,9 +9,7 @@ from __future__ import annotations
 _SENTINEL = "\u2063STARCLI-DOCUMENTS\u2063"
 
 
-def build_prompt(
-    tokenizer, documents: str, question: str, system: str | None = None
-) -> tuple[str, str]:
+def build_prompt(tokenizer, documents: str, question: str, system: str | None = None) -> tuple[str, str]:
     """Return ``(context_text, query_text)`` whose concatenation is the full chat prompt."""
     if getattr(tokenizer, "chat_template", None):
         messages = []

@@ -46,34 +46,36 @@ class Comm:
 class DistComm(Comm):
     """Ranks of a torch.distributed process group (gloo on CPU, NCCL on GPU)."""
 
-    def __init__(self, device: torch.device):
+    def __init__(self, device: torch.device, group: dist.ProcessGroup | None = None):
         if not dist.is_initialized():
             raise RuntimeError("DistComm needs an initialised process group")
-        self.rank = dist.get_rank()
-        self.world_size = dist.get_world_size()
+        self.group = group
+        self.rank = dist.get_rank(group)
+        self.world_size = dist.get_world_size(group)
         self.device = device
+        self._host_global = dist.get_global_rank(group, self.host) if group is not None else self.host
 
     def merge_across_ranks(self, out: torch.Tensor, lse: torch.Tensor) -> torch.Tensor:
         # One collective per layer: O and LSE travel packed as [.., D + 1] float32.
         packed = torch.cat([out.float(), lse.unsqueeze(-1)], dim=-1).contiguous()
         gathered = [torch.empty_like(packed) for _ in range(self.world_size)]
-        dist.all_gather(gathered, packed)
+        dist.all_gather(gathered, packed, group=self.group)
         stacked = torch.stack(gathered)
         merged, _ = merge_partials(stacked[..., :-1], stacked[..., -1], out_dtype=out.dtype)
         return merged
 
     def broadcast_from_host(self, values: list[int]) -> list[int]:
         t = torch.tensor(values, dtype=torch.long, device=self.device)
-        dist.broadcast(t, src=self.host)
+        dist.broadcast(t, src=self._host_global, group=self.group)
         return [int(x) for x in t.tolist()]
 
     def gather_floats(self, value: float) -> list[float]:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         out = [torch.empty_like(t) for _ in range(self.world_size)]
-        dist.all_gather(out, t)
+        dist.all_gather(out, t, group=self.group)
         return [float(x.item()) for x in out]
 
     def barrier(self) -> None:
         # A tiny all_reduce rather than dist.barrier(): it honours the group's timeout on every backend.
         t = torch.zeros(1, device=self.device)
-        dist.all_reduce(t)
+        dist.all_reduce(t, group=self.group)

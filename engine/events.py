@@ -19,8 +19,18 @@ class Event:
 
 
 @dataclass
+class Started(Event):
+    """A rank process is up; the launcher keeps its pid to make sure none outlives the job."""
+
+    kind: ClassVar[str] = "started"
+    rank: int
+    pid: int
+    world_size: int
+
+
+@dataclass
 class Progress(Event):
-    """A unit of work finished: ``stage`` is ``anchor`` or ``phase1`` (blocks of this rank)."""
+    """A unit of work finished: ``stage`` is ``load``, ``anchor`` or ``phase1`` (blocks of this rank)."""
 
     kind: ClassVar[str] = "progress"
     stage: str
@@ -92,7 +102,7 @@ class Failure(Event):
     message: str
 
 
-_KINDS = {cls.kind: cls for cls in (Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)}
+_KINDS = {cls.kind: cls for cls in (Started, Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

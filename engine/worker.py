@@ -1,0 +1,117 @@
+"""One rank of a multi-process job (``python -m engine``, started by torchrun).
+
+Every rank loads the model and runs the same request; events go, one JSON line per
+``os.write`` on an ``O_APPEND`` file, to the path the launcher named: the query host writes
+everything, the other ranks their start, progress and failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+import traceback
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from engine.api import Engine, Request
+from engine.comm import Comm, DistComm
+from engine.errors import EngineError
+from engine.events import Event, Failure, Progress, QueryStarted, Started, Token
+from engine.models import load_model
+
+
+class EventWriter:
+    """Line-atomic JSON-lines writer; ``-`` means stdout."""
+
+    def __init__(self, path: str):
+        self.fd = 1 if path == "-" else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    def write(self, event: Event) -> None:
+        os.write(self.fd, (event.to_json() + "\n").encode())
+
+
+def _watch_launcher(pid: int) -> None:
+    """Exit if the launcher dies (even by SIGKILL), so that no rank outlives the job."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                os._exit(1)
+            except PermissionError:
+                pass
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _phase_after(event: Event, phase: str) -> str:
+    if isinstance(event, Progress):
+        return "load" if event.stage == "load" else "phase 1"
+    if isinstance(event, QueryStarted):
+        return "phase 2"
+    if isinstance(event, Token):
+        return "decode"
+    return phase
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
+    parser.add_argument("--request", required=True, help="request JSON file (engine.Request.to_json)")
+    parser.add_argument("--events", default="-", help="JSON-lines event file, or - for stdout")
+    parser.add_argument(
+        "--model", default=None, help="model name, directory or hub id (default model if unset)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--timeout", type=float, default=300.0, help="collective timeout in seconds")
+    parser.add_argument("--launcher-pid", type=int, default=None, help="exit when this process is gone")
+    args = parser.parse_args(argv)
+
+    writer = EventWriter(args.events)
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    phase = "startup"
+    if args.launcher_pid:
+        _watch_launcher(args.launcher_pid)
+    try:
+        writer.write(Started(rank=rank, pid=os.getpid(), world_size=world))
+        device = torch.device(args.device)
+        if device.type == "cuda":
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
+        comm: Comm = Comm()
+        if world > 1:
+            dist.init_process_group(
+                backend="nccl" if device.type == "cuda" else "gloo",
+                timeout=timedelta(seconds=args.timeout),
+            )
+            comm = DistComm(device)
+        request = Request.from_json(Path(args.request).read_text())
+        phase = "load"
+        started = time.perf_counter()
+        loaded = load_model(args.model, device)
+        load_s = time.perf_counter() - started
+        writer.write(Progress(stage="load", done=1, total=1, rank=rank))
+        engine = Engine(loaded.model, loaded.tokenizer, comm, load_s=load_s)
+        for event in engine.run(request):
+            phase = _phase_after(event, phase)
+            if comm.is_host or isinstance(event, Progress):
+                writer.write(event)
+        return 0
+    except EngineError as exc:
+        writer.write(Failure(rank=rank, phase=phase, error_type=type(exc).__name__, message=str(exc)))
+        return 2
+    except Exception as exc:  # noqa: BLE001 - reported to the launcher, traceback to stderr
+        writer.write(Failure(rank=rank, phase=phase, error_type=type(exc).__name__, message=str(exc)))
+        traceback.print_exc(file=sys.stderr)
+        return 1
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

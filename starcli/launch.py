@@ -1,0 +1,261 @@
+"""Run an engine request: in this process for one rank, as a supervised torchrun job for several.
+
+The torchrun job gets a private temp dir (request file, event file), a free rendezvous port
+(``--standalone``) and our pid so its ranks exit if we die. Events are read back from the
+JSON-lines file as the ranks append them. Any failure or Ctrl-C tears the whole job down.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import engine.errors as engine_errors
+from engine import Engine, Event, Failure, Progress, Request
+from engine.events import Started, event_from_dict
+
+POLL_S = 0.02
+TERM_GRACE_S = 3.0
+
+
+class LaunchError(Exception):
+    """A runtime failure of the job (a rank died, the model failed to load): exit code 1."""
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when a GPU is visible, else CPU."""
+    if device == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise engine_errors.BadSettingError(f"unknown device {device!r}: use auto, cpu or cuda")
+    return device
+
+
+def default_nproc(device: str) -> int:
+    """Every visible GPU on CUDA, one rank on CPU."""
+    if resolve_device(device) == "cuda":
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    return 1
+
+
+def load_tokenizer(model: str | None):
+    """The model's tokenizer without its weights (exact token counts before anything heavy)."""
+    from transformers import AutoTokenizer
+
+    from engine.models import resolve_model_path
+
+    path = resolve_model_path(model)
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception:  # noqa: BLE001 - not cached yet: a hub id the user asked for
+        try:
+            return AutoTokenizer.from_pretrained(path)
+        except Exception as exc:  # noqa: BLE001
+            raise engine_errors.ModelLoadError(f"could not load the tokenizer of {model!r}: {exc}") from exc
+
+
+def run_request(
+    request: Request, *, model: str | None, nproc: int = 1, device: str = "cpu", verbose: bool = False
+) -> Iterator[Event]:
+    """Yield the job's events (load progress first). Raises EngineError subclasses for bad
+    requests, LaunchError for runtime failures, KeyboardInterrupt once every worker is gone."""
+    device = resolve_device(device)
+    if nproc < 1:
+        raise engine_errors.BadSettingError(f"--nproc must be at least 1 (got {nproc})")
+    if device == "cuda":
+        import torch
+
+        visible = torch.cuda.device_count()
+        if nproc > visible:
+            raise engine_errors.BadSettingError(
+                f"--nproc {nproc} needs {nproc} GPUs but {visible} are visible; lower --nproc"
+            )
+    if nproc == 1:
+        yield from _run_in_process(request, model, device)
+    else:
+        yield from _run_torchrun(request, model, nproc, device, verbose)
+
+
+def _run_in_process(request: Request, model: str | None, device: str) -> Iterator[Event]:
+    from engine.models import load_model
+
+    started = time.perf_counter()
+    try:
+        loaded = load_model(model, device)
+    except engine_errors.ModelLoadError as exc:
+        raise LaunchError(str(exc)) from exc
+    load_s = time.perf_counter() - started
+    yield Progress(stage="load", done=1, total=1, rank=0)
+    yield from Engine(loaded.model, loaded.tokenizer, load_s=load_s).run(request)
+
+
+def _run_torchrun(
+    request: Request, model: str | None, nproc: int, device: str, verbose: bool
+) -> Iterator[Event]:
+    workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
+    request_path, events_path = workdir / "request.json", workdir / "events.jsonl"
+    request_path.write_text(request.to_json())
+    events_path.touch()
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",
+        "--monitor-interval=0.1",
+        "-m",
+        "engine",
+        "--request",
+        str(request_path),
+        "--events",
+        str(events_path),
+        "--device",
+        device,
+        "--launcher-pid",
+        str(os.getpid()),
+    ]
+    if model:
+        cmd += ["--model", model]
+    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(_threads_per_rank(nproc))))
+    stderr_path = workdir / "stderr.log"
+    with open(stderr_path, "wb") as stderr_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=stderr_file,
+            stderr=stderr_file,
+            env=env,
+            start_new_session=True,
+        )
+    pids: set[int] = set()
+    phases: dict[int, str] = {}
+    failure: Failure | None = None
+    try:
+        for event in _follow(events_path, proc):
+            if isinstance(event, Started):
+                pids.add(event.pid)
+                phases[event.rank] = "startup"
+                continue
+            if isinstance(event, Failure):
+                failure = failure or event
+                continue
+            _note_phase(event, phases)
+            yield event
+        code = proc.wait()
+        if failure is not None:
+            _raise_failure(failure)
+        if code != 0:
+            log = stderr_path.read_text(errors="replace")
+            rank = _dead_rank(log)
+            where = (
+                f"rank {rank} died during {phases.get(rank, 'startup')}"
+                if rank is not None
+                else "a rank died"
+            )
+            detail = f" (exit code {_dead_exitcode(log)})" if _dead_exitcode(log) else ""
+            if verbose:
+                sys.stderr.write(log)
+            raise LaunchError(f"{where}{detail}; rerun with --verbose for the ranks' logs")
+    finally:
+        _stop(proc, pids)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _follow(path: Path, proc: subprocess.Popen) -> Iterator[Event]:
+    """Tail the event file until the job exits, then drain what is left."""
+    buffer = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read()
+            if chunk:
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield event_from_dict(json.loads(line))
+                continue
+            if proc.poll() is not None:
+                rest = handle.read()
+                if not rest:
+                    return
+                buffer += rest
+                continue
+            time.sleep(POLL_S)
+
+
+def _note_phase(event: Event, phases: dict[int, str]) -> None:
+    if isinstance(event, Progress):
+        phases[event.rank] = "model load" if event.stage == "load" else "phase 1"
+    elif event.kind == "query_started":
+        for rank in phases:
+            phases[rank] = "phase 2"
+    elif event.kind == "token":
+        for rank in phases:
+            phases[rank] = "decode"
+
+
+def _raise_failure(failure: Failure) -> None:
+    cls = getattr(engine_errors, failure.error_type, None)
+    if (
+        isinstance(cls, type)
+        and issubclass(cls, engine_errors.EngineError)
+        and cls is not engine_errors.ModelLoadError
+    ):
+        error = cls.__new__(cls)
+        Exception.__init__(error, failure.message)
+        raise error
+    raise LaunchError(f"rank {failure.rank} failed during {failure.phase}: {failure.message}")
+
+
+def _dead_rank(log: str) -> int | None:
+    """The rank torchrun names as the first failure (its 'Root Cause' block)."""
+    root = log.split("Root Cause", 1)[-1]
+    match = re.search(r"rank\s*:\s*(\d+)", root)
+    return int(match.group(1)) if match else None
+
+
+def _dead_exitcode(log: str) -> str | None:
+    root = log.split("Root Cause", 1)[-1]
+    match = re.search(r"exitcode\s*:\s*(-?\d+)", root)
+    if not match:
+        return None
+    code = int(match.group(1))
+    return f"killed by signal {-code}" if code < 0 else str(code)
+
+
+def _stop(proc: subprocess.Popen, pids: set[int]) -> None:
+    """SIGTERM torchrun (it stops its workers), then SIGKILL anything of the job still alive."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            pass
+    for pid in [proc.pid, *pids]:
+        try:
+            os.killpg(pid, signal.SIGKILL) if pid == proc.pid else os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if proc.poll() is None:
+        proc.wait()
+
+
+def _threads_per_rank(nproc: int) -> int:
+    return max(1, (os.cpu_count() or 1) // nproc)

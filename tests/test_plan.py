@@ -1,0 +1,88 @@
+"""Block planning: coverage, contiguity, balance, and the documented errors."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from engine.errors import BadSettingError, EmptyInputError
+from engine.plan import CostModel, plan_blocks
+
+
+@pytest.mark.parametrize(
+    "n,b,a,w", [(1, 1, 1, 1), (10, 3, 2, 2), (100, 7, 7, 3), (64, 16, 4, 8), (5, 100, 50, 3)]
+)
+def test_blocks_cover_context_and_ranks_are_contiguous(n, b, a, w):
+    plan = plan_blocks(n, b, a, w)
+    assert plan.blocks[0][0] == 0 and plan.blocks[-1][1] == n
+    assert all(p[1] == q[0] for p, q in zip(plan.blocks, plan.blocks[1:]))
+    assert all(stop - start == b for start, stop in plan.blocks[:-1])
+    flat = [i for run in plan.ranks for i in run]
+    assert flat == list(range(len(plan.blocks)))
+    assert len(plan.ranks) == w
+
+
+def _load(plan, cost, rank):
+    own = plan.ranks[rank]
+    if not own:
+        return 0.0
+    work = sum(cost.block(plan.blocks[i][1] - plan.blocks[i][0], plan.anchor if i else 0) for i in own)
+    return work + (cost.block(plan.anchor, 0) if own[0] != 0 else 0.0)
+
+
+def _best_max_load(plan, cost, world):
+    """Brute force over every contiguous split: the smallest possible heaviest rank."""
+    k = len(plan.blocks)
+    best = float("inf")
+    for cuts in itertools.combinations_with_replacement(range(k + 1), world - 1):
+        bounds = (0, *cuts, k)
+        runs = tuple(tuple(range(bounds[r], bounds[r + 1])) for r in range(world))
+        trial = type(plan)(plan.context_tokens, plan.block_size, plan.anchor_size, plan.blocks, runs)
+        best = min(best, max(_load(trial, cost, r) for r in range(world)))
+    return best
+
+
+@pytest.mark.parametrize(
+    "n,b,a,w", [(8192, 1024, None, 4), (5000, 512, 128, 3), (3000, 700, 700, 2), (900, 100, 10, 5)]
+)
+@pytest.mark.parametrize("cost", [CostModel(1.0, 0.0), CostModel(1.0, 0.01)])
+def test_assignment_minimises_the_heaviest_rank(n, b, a, w, cost):
+    plan = plan_blocks(n, b, a, w, cost)
+    heaviest = max(_load(plan, cost, r) for r in range(w))
+    assert heaviest == pytest.approx(_best_max_load(plan, cost, w), rel=1e-6)
+
+
+def test_rank_with_block_zero_takes_more_when_anchor_is_costly():
+    # Rank 0 pays no anchor, so with attention-heavy costs it should carry at least as many blocks.
+    plan = plan_blocks(12 * 512, 512, None, 3, CostModel(linear=1.0, per_key=0.01))
+    counts = plan.blocks_per_rank()
+    assert counts[0] >= max(counts[1:])
+
+
+def test_more_ranks_than_blocks_leaves_ranks_empty():
+    plan = plan_blocks(10, 8, 1, 3)
+    assert plan.blocks_per_rank() == [1, 1, 0]
+    assert plan.rank_span(2) == (0, 0)
+
+
+def test_single_block_uses_no_anchor():
+    assert plan_blocks(100, 200, None, 1).anchor == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,words",
+    [
+        (dict(context_tokens=0, block_size=4, anchor_size=None, world_size=1), EmptyInputError, "empty"),
+        (dict(context_tokens=9, block_size=0, anchor_size=None, world_size=1), BadSettingError, "at least 1"),
+        (dict(context_tokens=9, block_size=4, anchor_size=5, world_size=1), BadSettingError, "anchor size 5"),
+        (
+            dict(context_tokens=9, block_size=4, anchor_size=-1, world_size=1),
+            BadSettingError,
+            "anchor size -1",
+        ),
+    ],
+)
+def test_bad_plans_raise_specific_errors(kwargs, error, words):
+    with pytest.raises(error, match=words):
+        plan_blocks(**kwargs)
