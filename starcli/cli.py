@@ -1,0 +1,320 @@
+"""The ``starcli`` command line: thin commands over ingestion, prompting, the launcher and rendering.
+
+Heavy modules (torch, transformers, the engine) are imported inside the commands, so ``--help``,
+``--version`` and usage errors answer at once. Every failure ends as one ``Error:`` line and a
+documented exit code (``exit_code_for``); a traceback only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+import time
+from contextlib import closing
+from typing import Annotated, Any
+
+import typer
+
+from starcli import __version__
+from starcli import config as opt
+from starcli.config import ENV_VARS, ConfigError, read_config, resolve
+from starcli.render import Renderer, answer_json, format_plan
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
+OUT_OF_MEMORY_HINT = "out of memory; try a smaller --block-size, more --nproc, or a shorter input"
+
+app = typer.Typer(
+    name="starcli",
+    help="Ask questions about, and summarize, very long documents with Star Attention.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"starcli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Ask questions about, and summarize, very long documents with Star Attention.
+
+    A SOURCE is a file (text, code, PDF), a directory (read as a repository) or - for stdin;
+    with no SOURCE, piped stdin is read. Defaults come from $XDG_CONFIG_HOME/starcli/config.toml,
+    then STARCLI_* variables, then flags.
+    """
+
+
+@app.command(no_args_is_help=True)
+def ask(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
+    ] = None,
+    question: Annotated[str, typer.Argument(metavar="QUESTION", help="What to ask about the sources.")] = ...,
+    model: opt.Model = None,
+    attention: opt.Attention = None,
+    block_size: opt.BlockSize = None,
+    anchor_size: opt.AnchorSize = None,
+    nproc: opt.Nproc = None,
+    device: opt.Device = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    seed: opt.Seed = None,
+    system: opt.System = None,
+    json: opt.Json = False,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
+    dry_run: opt.DryRun = False,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    no_gitignore: opt.NoGitignore = False,
+) -> None:
+    """Answer QUESTION about the sources; the answer streams to stdout."""
+    if not question.strip():
+        raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    options = dict(locals())
+    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), question, options))
+
+
+@app.command()
+def summarize(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
+    ] = None,
+    model: opt.Model = None,
+    attention: opt.Attention = None,
+    block_size: opt.BlockSize = None,
+    anchor_size: opt.AnchorSize = None,
+    nproc: opt.Nproc = None,
+    device: opt.Device = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    seed: opt.Seed = None,
+    system: opt.System = None,
+    json: opt.Json = False,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
+    dry_run: opt.DryRun = False,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    no_gitignore: opt.NoGitignore = False,
+) -> None:
+    """Summarize the sources (a document, or a repository's purpose and layout)."""
+    options = dict(locals())
+    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options))
+
+
+def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str]:
+    """The sources as given; none means piped stdin. With nothing piped either, print usage and
+    exit 2 at once: reading a terminal would sit waiting for input nobody meant to type."""
+    if sources:
+        return list(sources)
+    if _stdin_is_terminal():
+        typer.echo(ctx.get_usage(), err=True)
+        typer.echo(
+            f"Error: no SOURCE given and nothing piped on stdin; try '{ctx.command_path} --help'", err=True
+        )
+        raise typer.Exit(EXIT_USAGE)
+    return ["-"]
+
+
+def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> int:
+    """Run one command and turn every outcome into an exit code (``exit_code_for``)."""
+    renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
+    try:
+        return _execute(renderer, sources, question, options)
+    except BrokenPipeError:
+        silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
+        return EXIT_BROKEN_PIPE
+    except KeyboardInterrupt:
+        _close(renderer)  # the partial answer stays, printed once
+        renderer.note("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one Error: line and its code
+        code = exit_code_for(exc)
+        _close(renderer)
+        if options["verbose"]:
+            import traceback
+
+            traceback.print_exc(file=sys.stderr)
+        renderer.error(_message(exc, code))
+        return code
+    finally:
+        _close(renderer)
+
+
+def _execute(renderer: Renderer, sources: list[str], question: str | None, options: dict[str, Any]) -> int:
+    """Read, plan or prompt, run, print: the whole command, raising on any failure."""
+    started = time.perf_counter()
+    _quiet_libraries()
+    file_values, config_warnings = read_config()
+    settings = resolve({name: options.get(name) for name in ENV_VARS}, file_values)
+    for warning in config_warnings:
+        renderer.warn(warning)
+
+    from starcli import ingest as ingestion
+    from starcli.launch import default_nproc, resolve_device
+    from starcli.prompt import ask_instructions, build, estimate_plan, summary_instructions
+
+    renderer.stage("Reading sources")
+    ingested = ingestion.ingest(
+        sources,
+        stdin=sys.stdin.buffer if "-" in sources else None,
+        include=tuple(options["include"] or ()),
+        exclude=tuple(options["exclude"] or ()),
+        use_gitignore=not options["no_gitignore"],
+    )
+    renderer.report_ingest(ingested.documents, ingested.skipped, ingested.warnings, ingested.total_tokens)
+    if not ingested.documents:
+        raise ingestion.InputError(
+            f"nothing to read: all {len(ingested.skipped)} files were skipped "
+            "(-v lists them; see --include, --exclude, --no-gitignore)"
+        )
+    question = ask_instructions(question) if question else summary_instructions(sources)
+    documents_text = ingestion.render_documents(ingested.documents)
+    device = resolve_device(settings.device)
+    nproc = settings.nproc or default_nproc(device)
+    if options["dry_run"]:
+        plan = estimate_plan(settings, nproc, device, ingested, documents_text, question)
+        if options["json"]:
+            renderer.print_json(plan)
+        else:
+            renderer.print_text(format_plan(plan))
+        return EXIT_OK
+
+    from engine import GenerationSettings, Request, Stats
+    from engine.models import DEFAULT_MODEL
+    from starcli.launch import LaunchError, load_tokenizer, run_request
+    from starcli.prompt import context_window, fit_max_tokens
+
+    renderer.stage("Tokenizing")
+    tokenizer = load_tokenizer(settings.model)
+    prompt = build(tokenizer, documents_text, question, settings.system)
+    window = context_window(settings.model)
+    explicit = options["max_tokens"] is not None or "max_tokens" in file_values
+    max_tokens = fit_max_tokens(prompt, settings.max_tokens, window, explicit)
+    n, m = len(prompt.context_ids), len(prompt.query_ids)
+    renderer.update_stage(
+        f"Tokenized: {n:,} context + {m:,} query tokens" + (f" of {window:,}" if window else "")
+    )
+    if max_tokens < settings.max_tokens:
+        renderer.note(f"answer limited to {max_tokens} tokens by the model's window of {window:,}")
+
+    generation = GenerationSettings(
+        max_tokens=max_tokens, temperature=settings.temperature, seed=settings.seed
+    )
+    request = Request(
+        context=prompt.context_ids,
+        queries=[prompt.query_ids],
+        mode=settings.attention,
+        block_size=settings.block_size,
+        anchor_size=settings.anchor_size,
+        generation=generation,
+    )
+    renderer.total_blocks = -(-n // settings.block_size) if settings.attention == "star" else 1
+    renderer.stage("Loading model")
+    stats: Stats | None = None
+    events = run_request(
+        request, model=settings.model, nproc=nproc, device=device, verbose=options["verbose"]
+    )
+    with closing(events):  # closing it on any exit stops the job's workers
+        for event in events:
+            if event.kind == "error":
+                raise LaunchError(f"rank {event.rank} failed during {event.phase}: {event.message}")
+            renderer.handle(event)
+            if isinstance(event, Stats):
+                stats = event
+    if stats is None:
+        raise LaunchError("the engine finished without an answer; rerun with --verbose")
+    if options["json"]:
+        total_s = time.perf_counter() - started
+        renderer.print_json(answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s))
+    else:
+        renderer.finish_answer(stats)
+    return EXIT_OK
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """2 for bad usage or unusable input, 1 for runtime failures, 130 for Ctrl-C, 141 (as if killed
+    by SIGPIPE, like other Unix tools) when stdout's reader went away.
+
+    Error classes are looked up only in modules already imported: an exception can only come from
+    a module that was loaded, and importing the engine to check would cost seconds (torch)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_BROKEN_PIPE
+    failures: list[type] = []
+    usage: list[type] = [ConfigError]
+    if (errors := sys.modules.get("engine.errors")) is not None:
+        failures += [errors.ModelLoadError, errors.RankFailure]
+        usage.append(errors.EngineError)
+    if (launch := sys.modules.get("starcli.launch")) is not None:
+        failures.append(launch.LaunchError)
+    if (ingest := sys.modules.get("starcli.ingest")) is not None:
+        usage.append(ingest.InputError)
+    if isinstance(exc, tuple(failures)):
+        return EXIT_FAILURE
+    return EXIT_USAGE if isinstance(exc, tuple(usage)) else EXIT_FAILURE
+
+
+def _message(exc: BaseException, code: int) -> str:
+    """The text after ``Error:``: our own errors speak for themselves; anything else is named."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return OUT_OF_MEMORY_HINT
+    message = str(exc).strip() or type(exc).__name__
+    if code == EXIT_FAILURE and type(exc).__module__ == "builtins":
+        message = f"{type(exc).__name__}: {message}"
+    return message.splitlines()[0] if message else message
+
+
+def silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that flushing what is still buffered cannot raise at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+
+
+def _quiet_libraries() -> None:
+    """Keep transformers' own progress bars and advice off stderr (ours says what is happening);
+    set in the environment so that torchrun's ranks inherit it too."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if (hf_logging := sys.modules.get("transformers.utils.logging")) is not None:
+        hf_logging.disable_progress_bar()  # already imported (tests in one process): env is read too late
+        hf_logging.set_verbosity_error()
+
+
+def _close(renderer: Renderer) -> None:
+    try:
+        renderer.close()
+    except BrokenPipeError:
+        silence_stdout()
+
+
+def _stdin_is_terminal() -> bool:
+    try:
+        return sys.stdin is None or sys.stdin.isatty()
+    except (AttributeError, ValueError):
+        return True
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,257 @@
+"""Settings: built-in defaults, then the config file, then environment variables, then flags.
+
+Also declares the command-line options of the settings, so that defaults and the help texts
+that quote them sit together.
+
+Every default lives here (and only here) so the accuracy work can retune block and anchor sizes
+in one place. Flags and environment variables arrive together from Typer (each option names its
+``STARCLI_*`` variable); a value Typer leaves as ``None`` falls through to the file, then to the
+default below.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 needs the backport
+    import tomli as tomllib
+
+DEFAULT_BLOCK_SIZE = 2048
+DEFAULT_ANCHOR_SIZE: int | None = None  # None: the anchor is as long as a block (the paper's choice)
+DEFAULT_MAX_TOKENS = 512
+DEVICES = ("auto", "cpu", "cuda")
+# The engine's modes (engine.api.MODES, pinned by a test): listed here rather than imported because
+# importing the engine imports torch, seconds that --help, --version and usage errors should not pay.
+# A new mode (ring) is one more name here.
+ATTENTION_MODES: tuple[str, ...] = ("star", "global")
+
+
+class ConfigError(Exception):
+    """A config file or setting that cannot be used; the CLI exits 2 with this message."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What a run needs to know beyond its sources and question."""
+
+    model: str | None = None  # None: the bundled default model
+    attention: str = "star"
+    block_size: int = DEFAULT_BLOCK_SIZE
+    anchor_size: int | None = DEFAULT_ANCHOR_SIZE
+    nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
+    device: str = "auto"
+    max_tokens: int = DEFAULT_MAX_TOKENS
+    temperature: float = 0.0
+    seed: int | None = None
+    system: str | None = None
+
+
+SETTING_NAMES = tuple(f.name for f in fields(Settings))
+ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
+_INTS = {"block_size", "anchor_size", "nproc", "max_tokens", "seed"}
+_FLOATS = {"temperature"}
+_MINIMUM = {"block_size": 1, "anchor_size": 0, "nproc": 1, "max_tokens": 1, "temperature": 0}
+_CHOICES = {"attention": ATTENTION_MODES, "device": DEVICES}
+
+
+def config_path() -> Path:
+    """``$STARCLI_CONFIG`` if set, else ``$XDG_CONFIG_HOME/starcli/config.toml``."""
+    if os.environ.get("STARCLI_CONFIG"):
+        return Path(os.environ["STARCLI_CONFIG"]).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "starcli" / "config.toml"
+
+
+def read_config(path: Path | None = None) -> tuple[dict[str, Any], list[str]]:
+    """The file's settings (keys may use ``-`` or ``_``) and warnings for keys it does not know.
+
+    A missing file is no error; a malformed one is, because silently ignoring a setting the
+    user wrote is worse than stopping."""
+    path = path or config_path()
+    if not path.is_file():
+        return {}, []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    values: dict[str, Any] = {}
+    warnings = []
+    for key, value in data.items():
+        name = key.replace("-", "_")
+        if name not in SETTING_NAMES:
+            warnings.append(f"{path}: unknown setting {key!r} ignored (known: {', '.join(SETTING_NAMES)})")
+            continue
+        values[name] = _checked(name, value, f"{path}: {key}")
+    return values, warnings
+
+
+def resolve(given: dict[str, Any], file_values: dict[str, Any] | None = None) -> Settings:
+    """Merge: ``given`` (flags and env, ``None`` meaning "not given") beats the file beats defaults."""
+    merged = dict(file_values or {})
+    merged.update({k: v for k, v in given.items() if v is not None})
+    for name, value in merged.items():
+        _checked(name, value, f"--{name.replace('_', '-')}")
+    return replace(Settings(), **merged)
+
+
+def _checked(name: str, value: Any, where: str) -> Any:
+    """Type and range check one setting, naming where it came from in the error."""
+    if name in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer (got {value!r})")
+    if name in _FLOATS and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise ConfigError(f"{where} must be a number (got {value!r})")
+    if name not in _INTS | _FLOATS and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string (got {value!r})")
+    if name in _MINIMUM and value < _MINIMUM[name]:
+        raise ConfigError(f"{where} must be at least {_MINIMUM[name]} (got {value})")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[name])} (got {value!r})")
+    return float(value) if name in _FLOATS else value
+
+
+# --- the command-line options shared by ask and summarize --------------------------------------
+# Declared here, beside the defaults their help texts quote. Flags and STARCLI_* variables arrive
+# through Typer; a value left as None falls back to the config file, then to the defaults above.
+_MODEL, _OUTPUT, _INPUT = "Model and attention", "Output", "Input"
+
+
+def _setting(help_text: str, **kwargs: Any) -> Any:
+    """A setting's option: no Typer default (None means "not given"), its STARCLI_* variable."""
+    return typer.Option(show_default=False, help=help_text, rich_help_panel=_MODEL, **kwargs)
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    """A callback accepting only ``choices`` (this Typer has no Choice type for plain strings)."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        envvar=ENV_VARS["model"],
+        show_default=False,
+        rich_help_panel=_MODEL,
+        help="A local model directory or hub id (default: the bundled SmolLM2-135M-Instruct).",
+    ),
+]
+Attention = Annotated[
+    str | None,
+    _setting(
+        "star, or global (dense attention) (default: star).",
+        envvar=ENV_VARS["attention"],
+        metavar="[" + "|".join(ATTENTION_MODES) + "]",
+        callback=_one_of(ATTENTION_MODES),
+    ),
+]
+BlockSize = Annotated[
+    int | None,
+    _setting(
+        f"Context block size in tokens (default: {DEFAULT_BLOCK_SIZE}).", envvar=ENV_VARS["block_size"], min=1
+    ),
+]
+AnchorSize = Annotated[
+    int | None,
+    _setting("Anchor size in tokens (default: the block size).", envvar=ENV_VARS["anchor_size"], min=0),
+]
+Nproc = Annotated[
+    int | None,
+    _setting(
+        "Ranks (processes) to run (default: every visible GPU, else 1).", envvar=ENV_VARS["nproc"], min=1
+    ),
+]
+Device = Annotated[
+    str | None,
+    _setting(
+        "auto, cpu or cuda (default: auto).",
+        envvar=ENV_VARS["device"],
+        metavar="[" + "|".join(DEVICES) + "]",
+        callback=_one_of(DEVICES),
+    ),
+]
+MaxTokens = Annotated[
+    int | None,
+    _setting(
+        f"Longest answer in tokens (default: {DEFAULT_MAX_TOKENS}, less when the model's window is short).",
+        envvar=ENV_VARS["max_tokens"],
+        min=1,
+    ),
+]
+Temperature = Annotated[
+    float | None,
+    _setting("Sampling temperature; 0 is greedy (default: 0).", envvar=ENV_VARS["temperature"], min=0.0),
+]
+Seed = Annotated[int | None, _setting("Random seed for sampling.", envvar=ENV_VARS["seed"])]
+System = Annotated[
+    str | None, _setting("System prompt (default: the model's own).", envvar=ENV_VARS["system"])
+]
+Json = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON object: answer, sources, skipped files, timings.",
+        rich_help_panel=_OUTPUT,
+    ),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress or notes on stderr, only errors.", rich_help_panel=_OUTPUT
+    ),
+]
+Verbose = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="List every skipped file; tracebacks and rank logs on errors.",
+        rich_help_panel=_OUTPUT,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Show sources, token estimates and the block plan; load no model.",
+        rich_help_panel=_OUTPUT,
+    ),
+]
+Include = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--include",
+        metavar="GLOB",
+        show_default=False,
+        rich_help_panel=_INPUT,
+        help="Read only files matching GLOB (repeatable).",
+    ),
+]
+Exclude = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude",
+        metavar="GLOB",
+        show_default=False,
+        rich_help_panel=_INPUT,
+        help="Skip files matching GLOB (repeatable).",
+    ),
+]
+NoGitignore = Annotated[
+    bool,
+    typer.Option("--no-gitignore", help="Also read files that .gitignore excludes.", rich_help_panel=_INPUT),
+]

@@ -1,0 +1,138 @@
+"""Turn documents and a question into the engine's context and query, counted exactly.
+
+The prompt is built in the CLI process with the model's tokenizer only (no weights), for two
+reasons: the exact token count is known before any model loads, so input beyond the model's
+window stops with exit 2 instead of costing a model load (or a torchrun job) first; and the
+request then carries token ids, so every rank sees exactly the tokens that were counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.chat import build_prompt, encode
+from engine.errors import ContextTooLongError
+
+# How a question reaches the model: after the documents (phase 1 never sees it), with a short
+# instruction that keeps small models on the documents instead of their own recollections.
+ASK_TEMPLATE = "Answer the question using the documents above.\n\nQuestion: {question}"
+
+SUMMARIZE_DOCUMENT = (
+    "Summarize the document above for someone who has not read it. Start with one sentence "
+    "saying what it is and what it is for. Then give its main points, findings or arguments "
+    "as a short bulleted list, in the order the document presents them, keeping names, "
+    "numbers and conclusions exact. End with any caveats or open questions it states. "
+    "Use only what the document says."
+)
+
+SUMMARIZE_REPOSITORY = (
+    "Summarize the code repository above for a developer who is new to it. Say in one or two "
+    "sentences what the software does. Then describe how it is organised: the main files or "
+    "modules and what each is responsible for, the entry points (commands, main functions, "
+    "public API), and how to build, run or test it if the files say so. Mention its notable "
+    "dependencies and configuration. Refer to files by their paths. Use only what the files show."
+)
+
+MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The context (phase 1) and query (phase 2) as text and as the token ids sent to the engine."""
+
+    context_text: str
+    query_text: str
+    context_ids: list[int]
+    query_ids: list[int]
+
+
+def ask_instructions(question: str) -> str:
+    """The user's question wrapped in ``ASK_TEMPLATE``."""
+    return ASK_TEMPLATE.format(question=question.strip())
+
+
+def summary_instructions(sources: list[str]) -> str:
+    """Repository instructions when any source is a directory, document instructions otherwise."""
+    is_repository = any(s != "-" and Path(s).is_dir() for s in sources)
+    return SUMMARIZE_REPOSITORY if is_repository else SUMMARIZE_DOCUMENT
+
+
+def build(tokenizer, documents_text: str, question: str, system: str | None = None) -> Prompt:
+    """Chat-template the documents and question, then tokenize each half exactly as the engine would."""
+    context_text, query_text = build_prompt(tokenizer, documents_text, question, system)
+    return Prompt(context_text, query_text, encode(tokenizer, context_text), encode(tokenizer, query_text))
+
+
+def context_window(model: str | None) -> int | None:
+    """The model's position limit read from its config, without weights; ``None`` when the config
+    is not available locally (the engine still checks after loading)."""
+    from engine.models import resolve_model_path
+
+    try:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True)
+    except Exception:  # noqa: BLE001 - any failure only means "check later, in the engine"
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
+def fit_max_tokens(prompt: Prompt, max_tokens: int, window: int | None, explicit: bool) -> int:
+    """The answer's token limit, checked against the window before any model loads.
+
+    The input is never truncated: if it does not fit, raise the engine's own error (both numbers
+    and the ways out). A default answer limit that overflows the window is lowered to the room
+    left, since the user never asked for that many; an explicit one is honoured or refused."""
+    if window is None:
+        return max_tokens
+    used = len(prompt.context_ids) + len(prompt.query_ids)
+    room = window - used
+    if used + max_tokens <= window:
+        return max_tokens
+    if not explicit and room >= MIN_ANSWER_TOKENS:
+        return room
+    error = ContextTooLongError(
+        used + max_tokens, window, len(prompt.context_ids), len(prompt.query_ids), max_tokens
+    )
+    if room < MIN_ANSWER_TOKENS:  # the input itself is the problem: say so, without --max-tokens advice
+        error.args = (
+            f"the input is {used:,} tokens (documents {len(prompt.context_ids):,} + question "
+            f"{len(prompt.query_ids):,}), beyond the model's window of {window:,} tokens; shorten it "
+            f"(--include/--exclude, fewer sources) or use a model with a longer context (--model)",
+        )
+    raise error
+
+
+def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: str, question: str) -> dict:
+    """What ``--dry-run`` shows: sources, skips, token estimates and the block plan.
+
+    Counts come from the fast tiktoken estimate (``starcli.ingest.estimate_tokens``) since the
+    point is to load neither tokenizer nor weights. Blocks per rank use the planner's default cost
+    model; the engine balances with the model's own FLOP costs, so a split may differ by a block.
+    """
+    from engine.models import DEFAULT_MODEL
+    from engine.plan import plan_blocks
+    from starcli.ingest import estimate_tokens
+
+    context_tokens = max(estimate_tokens(documents_text), 1)
+    if settings.attention == "global":
+        blocks, per_rank, anchor = 1, [1], 0
+    else:
+        plan = plan_blocks(context_tokens, settings.block_size, settings.anchor_size, nproc)
+        blocks, per_rank, anchor = len(plan.blocks), plan.blocks_per_rank(), plan.anchor
+    return {
+        "dry_run": True,
+        "model": settings.model or DEFAULT_MODEL,
+        "attention": settings.attention,
+        "device": device,
+        "world_size": nproc,
+        "block_size": settings.block_size,
+        "anchor_size": anchor,
+        "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
+        "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
+        "context_tokens": context_tokens,
+        "query_tokens": estimate_tokens(question),
+        "blocks": blocks,
+        "blocks_per_rank": per_rank,
+    }

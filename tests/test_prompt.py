@@ -1,0 +1,76 @@
+"""Prompt assembly: instructions, exact token halves, and the window check before any model loads."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ContextTooLongError
+from starcli import prompt
+from starcli.prompt import Prompt, build, fit_max_tokens, summary_instructions
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word; no chat template (the plain fallback prompt)."""
+
+    chat_template = None
+    bos_token = "<s>"
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [len(word) for word in text.split()]}
+
+
+def _prompt(context: int, query: int) -> Prompt:
+    return Prompt("c", "q", [1] * context, [1] * query)
+
+
+def test_summary_instructions_pick_repository_for_directories(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    assert summary_instructions([str(tmp_path)]) == prompt.SUMMARIZE_REPOSITORY
+    assert summary_instructions([str(tmp_path / "a.txt")]) == prompt.SUMMARIZE_DOCUMENT
+    assert summary_instructions(["-"]) == prompt.SUMMARIZE_DOCUMENT
+
+
+def test_ask_instructions_keep_the_question():
+    text = prompt.ask_instructions("  Who wrote it?\n")
+    assert text.endswith("Question: Who wrote it?")
+
+
+def test_build_puts_documents_in_the_context_and_question_in_the_query():
+    built = build(WordTokenizer(), "alpha beta gamma", "which letter?")
+    assert "alpha beta gamma" in built.context_text and "which letter?" not in built.context_text
+    assert "which letter?" in built.query_text
+    assert len(built.context_ids) == 3  # "<s>alpha", "beta", "gamma"
+    assert built.query_ids == [len(w) for w in built.query_text.split()]
+
+
+def test_fit_max_tokens_keeps_a_limit_that_fits():
+    assert fit_max_tokens(_prompt(100, 10), 50, window=200, explicit=True) == 50
+    assert fit_max_tokens(_prompt(100, 10), 5000, window=None, explicit=False) == 5000
+
+
+def test_fit_max_tokens_lowers_a_default_limit_to_the_room_left():
+    assert fit_max_tokens(_prompt(150, 10), 512, window=200, explicit=False) == 40
+
+
+def test_fit_max_tokens_refuses_an_explicit_limit_beyond_the_window():
+    with pytest.raises(ContextTooLongError) as info:
+        fit_max_tokens(_prompt(150, 10), 512, window=200, explicit=True)
+    message = str(info.value)
+    assert "672" in message and "200" in message and "--max-tokens" in message
+
+
+def test_input_beyond_the_window_is_refused_never_truncated():
+    with pytest.raises(ContextTooLongError) as info:
+        fit_max_tokens(_prompt(9000, 20), 512, window=8192, explicit=False)
+    message = str(info.value)
+    assert "9,020" in message and "8,192" in message  # both numbers
+    assert "--include/--exclude" in message and "longer context" in message  # and the ways out
+    assert "--max-tokens" not in message  # a shorter answer would not help
+
+
+def test_context_window_reads_a_local_config(tmp_path):
+    from transformers import LlamaConfig
+
+    LlamaConfig(max_position_embeddings=1234).save_pretrained(tmp_path)
+    assert prompt.context_window(str(tmp_path)) == 1234
+    assert prompt.context_window(str(tmp_path / "missing")) is None
