@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import DynamicCache
 
-from engine import attention
+from engine import attention, compiled, graphs
 from engine.cache import StarCache
 from engine.chat import encode
 from engine.comm import Comm
@@ -72,6 +72,8 @@ class Engine:
         self.comm = comm or Comm()
         self.load_s = load_s
         self.device = next(model.parameters()).device
+        if compiled.compile_enabled(self.device):
+            compiled.compile_pointwise(model)
         self.eos_ids = _eos_ids(model, tokenizer)
 
     # --- public ---------------------------------------------------------------------------
@@ -143,9 +145,17 @@ class Engine:
                 position += 1
                 return out
 
-            yield from decode_loop(
-                logits, step, self.comm, settings, self.tokenizer, self.eos_ids, index, started, sink
-            )
+            decode = step
+            if isinstance(cache, StarCache):  # replay the step as a CUDA graph where possible
+                decode = graphs.DecodeStep(self.model, cache, position, self.device, step)
+            try:
+                yield from decode_loop(
+                    logits, decode, self.comm, settings, self.tokenizer, self.eos_ids, index, started, sink
+                )
+            finally:
+                if isinstance(decode, graphs.DecodeStep):
+                    decode.close()
+                    self.last_decode_step = decode  # capture time and fallback reason, for benchmarks
         result = sink[0]
         if self.comm.is_host:
             plan = encoded.plan

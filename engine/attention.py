@@ -15,11 +15,18 @@ import torch
 from transformers import AttentionInterface
 
 from engine.cache import StarCache
-from kernels import attention_with_lse, block_attention, empty_partial, merge_partials
+from kernels import (
+    attention_with_lse,
+    attention_with_lse_upto,
+    block_attention,
+    empty_partial,
+    merge_partials,
+)
 
 ATTN_NAME = "star"
 
 
+@torch.compiler.disable  # our kernels are already fused; compiled callers break the graph here
 def star_attention_forward(
     module: torch.nn.Module,
     query: torch.Tensor,
@@ -50,7 +57,11 @@ def _query_attention(cache: StarCache, layer_idx: int, query, key, value, scale)
     else:
         o, lse = attention_with_lse(query, ctx_k, ctx_v, scale, causal=False)
     outs, lses = [o], [lse]
-    if cache.comm.is_host:
+    if cache.comm.is_host and cache.graph_slot is not None:  # decode step under a CUDA graph
+        o, lse = attention_with_lse_upto(query, key, value, scale, cache.graph_kv_len)
+        outs.append(o)
+        lses.append(lse)
+    elif cache.comm.is_host:
         o, lse = attention_with_lse(query, key, value, scale, causal=True)
         outs.append(o)
         lses.append(lse)

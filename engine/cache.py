@@ -60,6 +60,10 @@ class StarCache(Cache):
         self.context_len = 0  # filled so far, in local tokens
         self.tail_len = 0
         self.tail_capacity = 0
+        # Set while a CUDA graph replays the decode step (engine.graphs): the tail slot the next
+        # token writes and the tail length after it, as device tensors the graph advances itself.
+        self.graph_slot: torch.Tensor | None = None
+        self.graph_kv_len: torch.Tensor | None = None
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
@@ -80,10 +84,12 @@ class StarCache(Cache):
         self.mode = "query"
         self.tail_len = 0
         self.tail_capacity = capacity
+        self.graph_slot = self.graph_kv_len = None
         for layer in self.layers:
             layer.tail_k = layer.tail_v = None
 
     # --- driven by the model --------------------------------------------------------------
+    @torch.compiler.disable  # python-int offsets would make a compiled caller recompile per block
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         layer = self.layers[layer_idx]
         length = key_states.shape[2]
@@ -106,6 +112,10 @@ class StarCache(Cache):
         # query mode: only the host keeps the tail; the other ranks return the new KV unchanged
         if not self.comm.is_host:
             return key_states, value_states
+        if self.graph_slot is not None:  # graph replay: write at a device index, return the buffer
+            layer.tail_k.index_copy_(2, self.graph_slot, key_states)
+            layer.tail_v.index_copy_(2, self.graph_slot, value_states)
+            return layer.tail_k, layer.tail_v
         if layer.tail_k is None:
             cap = max(self.tail_capacity, length)
             layer.tail_k = key_states.new_empty((*key_states.shape[:2], cap, key_states.shape[3]))

@@ -1,11 +1,18 @@
 """Attention kernels with log-sum-exp and the LSE merge; no dependency on engine or starcli."""
 
-from kernels.dispatch import attention_with_lse, block_attention, merge_partials, register_attention
+from kernels.dispatch import (
+    attention_with_lse,
+    attention_with_lse_upto,
+    block_attention,
+    merge_partials,
+    register_attention,
+)
 from kernels.reference import attention_with_lse_math, empty_partial
 
 __all__ = [
     "attention_with_lse",
     "attention_with_lse_math",
+    "attention_with_lse_upto",
     "block_attention",
     "empty_partial",
     "merge_partials",

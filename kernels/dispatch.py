@@ -71,6 +71,20 @@ def attention_with_lse(
     return fn(q, k, v, scale, causal)
 
 
+def attention_with_lse_upto(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, kv_len: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked attention over the first ``kv_len`` keys (a one-element device tensor), so that a
+    CUDA graph can replay one launch over a growing cache: the decode step's tail attention."""
+    if q.device.type == "cuda" and os.environ.get("STARCLI_KERNELS") != "reference":
+        from kernels.triton_attention import split_kv_attention, supported
+
+        if supported(q) and q.dtype in (torch.float16, torch.bfloat16):
+            return split_kv_attention(q, k, v, scale, kv_len=kv_len)
+    n = int(kv_len.reshape(-1)[0])  # host sync: fine off the graph path
+    return attention_with_lse(q, k[:, :, :n], v[:, :, :n], scale, causal=False)
+
+
 def block_attention(
     q: torch.Tensor,
     k: torch.Tensor,

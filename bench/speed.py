@@ -1,0 +1,349 @@
+"""Speed benchmark: dense (``global``), ``star`` and ``ring`` at Llama-3.1-8B shape, random bf16 weights.
+
+One invocation measures the hardware ceilings (bf16 matmul, fused causal attention, device copy)
+and then, for every GPU count asked for, runs each mode through ``engine.Engine`` at each context
+length: time to first token, phase-1 time of every rank, decode ms/token, peak memory of every
+GPU, each next to its floor. Several GPUs run under torchrun with the engine's ``DistComm`` (NCCL,
+collectives time out, so a failed rank ends the job rather than hanging it).
+
+    python bench/speed.py --gpus 1 2 --lengths 32768 131072 --blocks 16384 32768 --out docs/bench-x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+LLAMA_8B = dict(
+    hidden_size=4096,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=8,
+    intermediate_size=14336,
+    vocab_size=128256,
+    rope_theta=500000.0,
+    head_dim=128,
+)
+QUERY_TOKENS = 64
+
+
+class StubTokenizer:
+    """Random token ids need no text: decoding yields nothing, there is no EOS."""
+
+    eos_token_id = None
+
+    def decode(self, ids, skip_special_tokens=True):
+        return ""
+
+
+def build_model(max_positions: int, layers: int | None = None):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    shape = dict(LLAMA_8B, num_hidden_layers=layers or LLAMA_8B["num_hidden_layers"])
+    config = LlamaConfig(**shape, max_position_embeddings=max_positions, eos_token_id=None)
+    config.rope_parameters = {"rope_type": "default", "rope_theta": shape["rope_theta"]}
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda"):
+            model = LlamaForCausalLM(config)  # weights drawn on the GPU, in bf16
+    finally:
+        torch.set_default_dtype(default)
+    return model.eval()
+
+
+def _median_ms(fn, *args, reps: int = 10) -> float:
+    """Median of ``reps`` event-timed calls of ``fn(*args)`` after one warm-up call."""
+    fn(*args)
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn(*args)
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return sorted(times)[len(times) // 2]
+
+
+def _randn(*shape):
+    return torch.randn(*shape, device="cuda", dtype=torch.bfloat16)
+
+
+def measure_rates() -> dict:
+    """The ceilings every floor divides by, measured on this GPU in this run (random data)."""
+    from kernels import attention_with_lse
+    from kernels.cuda_attention import dense_cuda
+    from kernels.triton_attention import split_kv_attention
+
+    n = 8192
+    out = {"matmul_tflops": 2 * n**3 / _median_ms(torch.matmul, _randn(n, n), _randn(n, n)) / 1e9 / 1e3}
+    src = _randn(1 << 30)
+    out["copy_gbps"] = 2 * src.numel() * 2 / _median_ms(torch.Tensor.copy_, torch.empty_like(src), src) / 1e6
+    del src
+    for length in (16384, 32768):
+        q, k, v = _randn(1, 32, length, 128), _randn(1, 32, length, 128), _randn(1, 32, length, 128)
+        flops = 4 * 32 * 128 * length * (length + 1) / 2
+        tag = f"{length // 1024}k"
+        out[f"causal_attn_{tag}_tflops"] = flops / _median_ms(dense_cuda, q, k, v, 0.088, True) / 1e9
+        kg, vg = k[:, :8].contiguous(), v[:, :8].contiguous()
+        out[f"gqa_causal_attn_{tag}_tflops"] = (
+            flops / _median_ms(attention_with_lse, q, kg, vg, 0.088, True) / 1e9
+        )
+    q, k, v = _randn(1, 32, 1, 128), _randn(1, 8, 131072, 128), _randn(1, 8, 131072, 128)
+    ms = _median_ms(split_kv_attention, q, k, v, 0.088)
+    out["decode_attn_128k_us"] = ms * 1e3
+    out["decode_attn_128k_gbps"] = 2 * k.numel() * 2 / ms / 1e6
+    out["attn_tflops"] = out["causal_attn_16k_tflops"]
+    torch.cuda.empty_cache()
+    return out
+
+
+def floors(mode: str, n: int, block: int, world: int, rates: dict, config) -> dict:
+    """Phase-1 per rank, TTFT and decode floors from FLOP and byte counts over measured rates."""
+    from engine.plan import CostModel, plan_blocks
+
+    cost = CostModel.for_config(config)
+    mm, attn, bw = rates["matmul_tflops"] * 1e12, rates["attn_tflops"] * 1e12, rates["copy_gbps"] * 1e9
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * 128 * 2
+    weights = weight_bytes(config)
+
+    def work(tokens: int, pairs: float) -> float:
+        return tokens * cost.linear / mm + pairs * cost.per_key / attn
+
+    if mode == "star":
+        plan = plan_blocks(n, block, None, world, cost)
+        per_rank = []
+        for r, own in enumerate(plan.ranks):
+            t = sum(work(plan.blocks[i][1] - plan.blocks[i][0], _block_pairs(plan, i)) for i in own)
+            if plan.rank_needs_anchor(r) and own and own[0] != 0:
+                t += work(plan.anchor, plan.anchor * (plan.anchor + 1) / 2)
+            per_rank.append(t)
+        local = max(plan.rank_span(r)[1] - plan.rank_span(r)[0] for r in range(world))
+    else:  # dense causal work, split evenly (ring's zigzag balances it; global has world = 1)
+        per_rank = [work(n, n * (n + 1) / 2) / world] * world
+        local = -(-n // world)
+    phase2 = work(QUERY_TOKENS, QUERY_TOKENS * n / world) + local * kv_per_token / bw
+    return {
+        "phase1_floor_s": max(per_rank),
+        "ttft_floor_s": max(per_rank) + phase2,
+        "decode_floor_ms": (weights + local * kv_per_token) / bw * 1e3,
+    }
+
+
+def _block_pairs(plan, i: int) -> float:
+    length = plan.blocks[i][1] - plan.blocks[i][0]
+    return length * (length + 1) / 2 + (length * plan.anchor if i > 0 else 0)
+
+
+def weight_bytes(config) -> int:
+    """bf16 bytes a decode step reads: every layer and the LM head (the embedding reads one row)."""
+    h, i, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * 128
+    per_layer = h * (h + 2 * kv) + h * h + 3 * h * i + 2 * h
+    return 2 * (per_layer * config.num_hidden_layers + config.vocab_size * h + h)
+
+
+def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> dict:
+    """One configuration through the engine's public phases; every rank returns the same dict."""
+    from engine.api import Request
+    from engine.generate import GenerationSettings
+    from engine.plan import CostModel, plan_blocks
+
+    gen = torch.Generator().manual_seed(n)
+    context = torch.randint(0, 128000, (n,), generator=gen).tolist()
+    query = torch.randint(0, 128000, (QUERY_TOKENS,), generator=gen).tolist()
+    settings = GenerationSettings(max_tokens=decode_tokens, temperature=0.0)
+    plan = None
+    if mode in ("star",):
+        plan = plan_blocks(n, block, None, comm.world_size, CostModel.for_config(engine.model.config))
+    request = Request(context=context, queries=[query], mode=mode, block_size=block)
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    encoded = yield_all(
+        engine.encode_context(context, plan) if mode != "ring" else engine.encode_ring(context)
+    )
+    torch.cuda.synchronize()
+    phase1 = time.perf_counter() - started
+    stats = None
+    for event in engine.answer(encoded, query, settings, 0, request):
+        if event.kind == "stats":
+            stats = event
+    torch.cuda.synchronize()
+    rank_phase1 = getattr(encoded, "rank_seconds", [phase1])
+    peaks = comm.gather_floats(torch.cuda.max_memory_allocated() / 2**30)
+    # Only the query host sees Stats; every rank joins the gathers.
+    ttft = comm.gather_floats(stats.ttft_s if stats else -1.0)[comm.host]
+    decode_s = comm.gather_floats(stats.decode_s if stats else -1.0)[comm.host]
+    tokens = int(comm.gather_floats(float(stats.generated_tokens) if stats else -1.0)[comm.host])
+    result = {
+        "mode": mode,
+        "context": n,
+        "block": block if mode == "star" else None,
+        "gpus": comm.world_size,
+        "phase1_s": phase1,
+        "phase1_rank_s": rank_phase1,
+        "peak_gib": peaks,
+        "ttft_s": phase1 + ttft,
+        "phase2_s": ttft,
+        "decode_ms": decode_s / max(1, tokens - 1) * 1e3,
+        "generated": tokens,
+    }
+    del encoded
+    torch.cuda.empty_cache()
+    return result
+
+
+def yield_all(gen):
+    """Drive an engine generator to its return value (events are not needed here)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def profile_phase1(engine, comm, block: int, path: str) -> None:
+    """Where phase-1 time goes: CUDA kernel time of a two-block star run, by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA, ProfilerActivity.CPU]) as prof:
+        run_one(engine, comm, "star", 2 * block, block, 2)
+    table = prof.key_averages().table(
+        sort_by="self_device_time_total", row_limit=30, max_name_column_width=60
+    )
+    Path(path).write_text(table)
+    print(table[:6000], flush=True)
+
+
+def worker(args) -> None:
+    import torch.distributed as dist
+
+    from engine.api import Engine
+    from engine.comm import Comm, DistComm
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local)
+    comm = Comm()
+    if world > 1:
+        dist.init_process_group("nccl", timeout=datetime.timedelta(seconds=args.timeout))
+        comm = DistComm(torch.device("cuda", local))
+    rates = measure_rates() if comm.rank == 0 and not args.skip_rates else {}
+    if comm.rank == 0:
+        rates["device"] = torch.cuda.get_device_name(local)
+    model = build_model(max(args.lengths) + 4096, args.layers)
+    engine = Engine(model, StubTokenizer(), comm)
+    results = []
+    configs = [
+        (m, n, b) for n in args.lengths for m in args.modes for b in (args.blocks if m == "star" else [0])
+    ]
+    configs = [c for c in configs if not (c[0] == "global" and world > 1)]
+    warm = {(m, b) for m, _, b in configs}
+    for m, b in sorted(warm):  # compile kernels and build cuDNN plans outside the timings
+        run_one(engine, comm, m, 2 * max(b, 4096), max(b, 4096), 3)
+    if args.profile and world == 1:
+        profile_phase1(engine, comm, max(args.blocks), args.profile)
+    for mode, n, block in configs:
+        try:
+            res = run_one(engine, comm, mode, n, block, args.decode_tokens)
+        except torch.OutOfMemoryError as exc:
+            if world > 1:
+                raise  # the other ranks are inside a collective: end the job
+            res = {
+                "mode": mode,
+                "context": n,
+                "block": block or None,
+                "gpus": world,
+                "error": f"OOM: {exc}"[:200],
+            }
+            torch.cuda.empty_cache()
+        if comm.rank == 0:
+            print(json.dumps(res), flush=True)
+        results.append(res)
+    if comm.rank == 0:
+        Path(args.worker_out).write_text(json.dumps({"rates": rates, "results": results}))
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--gpus", type=int, nargs="+", default=[1])
+    p.add_argument("--modes", nargs="+", default=["global", "star"])
+    p.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    p.add_argument("--blocks", type=int, nargs="+", default=[16384, 32768])
+    p.add_argument("--decode-tokens", type=int, default=32)
+    p.add_argument("--layers", type=int, default=None, help="fewer layers for a smoke run")
+    p.add_argument("--timeout", type=float, default=300.0, help="collective timeout, seconds")
+    p.add_argument("--skip-rates", action="store_true")
+    p.add_argument("--profile", default=None, help="write a kernel-time table of one star run here")
+    p.add_argument("--out", default="docs/bench-speed.json")
+    p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker_out:
+        return worker(args)
+    report = {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "runs": [],
+        "rates": {},
+    }
+    import transformers
+
+    report["transformers"] = transformers.__version__
+    for gpus in args.gpus:
+        with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+            worker_out = tmp.name
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--worker-out", worker_out]
+        if report["rates"]:
+            cmd.append("--skip-rates")
+        if gpus > 1:
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc-per-node={gpus}",
+                *cmd[1:],
+            ]
+        proc = subprocess.run(cmd, timeout=args.timeout * 4 + 600)
+        if proc.returncode != 0 or not Path(worker_out).stat().st_size:
+            report["runs"].append({"gpus": gpus, "error": f"worker exited with {proc.returncode}"})
+            continue
+        data = json.loads(Path(worker_out).read_text())
+        report["rates"] = report["rates"] or data["rates"]
+        report.setdefault("device", data["rates"].get("device"))
+        report["runs"].extend(data["results"])
+    config = build_config_only()
+    for run in report["runs"]:
+        if "error" not in run and report["rates"]:
+            run.update(
+                floors(run["mode"], run["context"], run["block"] or 0, run["gpus"], report["rates"], config)
+            )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+def build_config_only():
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**LLAMA_8B)
+
+
+if __name__ == "__main__":
+    main()
