@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import DynamicCache
 
-from engine import attention, compiled, graphs
+from engine import attention, compiled, graphs, ring
 from engine.cache import StarCache
 from engine.chat import encode
 from engine.comm import Comm
@@ -23,7 +23,7 @@ from engine.events import ContextEncoded, Event, Progress, QueryStarted, Stats
 from engine.generate import DecodeResult, GenerationSettings, decode_loop
 from engine.plan import BlockPlan, CostModel, plan_blocks
 
-MODES = ("star", "global")
+MODES = ("star", "global", "ring")
 
 
 @dataclass
@@ -100,7 +100,12 @@ class Engine:
                 len(context), request.block_size, request.anchor_size, self.comm.world_size,
                 CostModel.for_config(self.model.config),
             )
-        encoded = yield from self.encode_context(context, plan)
+        if request.mode == "ring":  # exact causal ring attention over the same ranks (engine/ring.py)
+            if len(context) < 2 * self.comm.world_size:
+                raise BadSettingError(f"ring mode needs at least {2 * self.comm.world_size} context tokens")
+            encoded = yield from ring.encode_ring(self, context, request.block_size)
+        else:
+            encoded = yield from self.encode_context(context, plan)
         for index, q in enumerate(queries):
             yield from self.answer(encoded, q, request.generation, index, request)
 

@@ -15,6 +15,7 @@ import torch
 from transformers import AttentionInterface
 
 from engine.cache import StarCache
+from engine.ring import ring_attention
 from kernels import (
     attention_with_lse,
     attention_with_lse_upto,
@@ -45,6 +46,8 @@ def star_attention_forward(
         out, _ = attention_with_lse(query, key, value, scale, causal=True)
     elif star_cache.mode == "block":
         out, _ = block_attention(query, key, value, layer.anchor_k, layer.anchor_v, scale)
+    elif star_cache.mode == "ring":
+        out = ring_attention(query, key, value, scale, star_cache.comm, star_cache.ring_layout)
     else:
         out = _query_attention(star_cache, module.layer_idx, query, key, value, scale)
     return out.transpose(1, 2).contiguous(), None

@@ -11,7 +11,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.comm import Comm
 
-Mode = Literal["anchor", "block", "query"]
+Mode = Literal["anchor", "block", "query", "ring"]
 
 
 class StarLayer(CacheLayerMixin):
@@ -64,6 +64,7 @@ class StarCache(Cache):
         # token writes and the tail length after it, as device tensors the graph advances itself.
         self.graph_slot: torch.Tensor | None = None
         self.graph_kv_len: torch.Tensor | None = None
+        self.ring_layout = None  # engine.ring.ZigzagLayout while ring mode encodes the context
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
@@ -96,7 +97,7 @@ class StarCache(Cache):
         if self.mode == "anchor":
             layer.anchor_k, layer.anchor_v = key_states, value_states
             return key_states, value_states
-        if self.mode == "block":
+        if self.mode in ("block", "ring"):  # ring mode keeps this rank's zigzag chunks the same way
             if layer.context_k is None:
                 shape = (*key_states.shape[:2], self.local_context, key_states.shape[3])
                 vshape = (*value_states.shape[:2], self.local_context, value_states.shape[3])
