@@ -172,9 +172,12 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    encoded = yield_all(
-        engine.encode_context(context, plan) if mode != "ring" else engine.encode_ring(context)
-    )
+    if mode == "ring":
+        from engine.ring import encode_ring
+
+        encoded = yield_all(encode_ring(engine, context))
+    else:
+        encoded = yield_all(engine.encode_context(context, plan))
     torch.cuda.synchronize()
     phase1 = time.perf_counter() - started
     stats = None
@@ -186,7 +189,9 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
     peaks = comm.gather_floats(torch.cuda.max_memory_allocated() / 2**30)
     # Only the query host sees Stats; every rank joins the gathers.
     ttft = comm.gather_floats(stats.ttft_s if stats else -1.0)[comm.host]
-    decode_s = comm.gather_floats(stats.decode_s if stats else -1.0)[comm.host]
+    step = getattr(engine, "last_decode_step", None)  # graph capture is paid once per query
+    capture_s = step.capture_s if step is not None and mode != "global" else 0.0
+    decode_s = comm.gather_floats(stats.decode_s - capture_s if stats else -1.0)[comm.host]
     tokens = int(comm.gather_floats(float(stats.generated_tokens) if stats else -1.0)[comm.host])
     result = {
         "mode": mode,
@@ -200,6 +205,10 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
         "phase2_s": ttft,
         "decode_ms": decode_s / max(1, tokens - 1) * 1e3,
         "generated": tokens,
+        "graph_capture_s": capture_s,
+        "decode_graph": bool(step is not None and step.fallback_reason is None and mode != "global"),
+        "graph_fallback": step.fallback_reason if step is not None and mode != "global" else None,
+        "compiled": os.environ.get("STARCLI_COMPILE") == "1",
     }
     del encoded
     torch.cuda.empty_cache()
@@ -330,7 +339,7 @@ def main() -> None:
         report["runs"].extend(data["results"])
     config = build_config_only()
     for run in report["runs"]:
-        if "error" not in run and report["rates"]:
+        if "error" not in run and "matmul_tflops" in report["rates"]:
             run.update(
                 floors(run["mode"], run["context"], run["block"] or 0, run["gpus"], report["rates"], config)
             )
