@@ -89,7 +89,7 @@ def measure_rates() -> dict:
     from kernels.triton_attention import split_kv_attention
 
     n = 8192
-    out = {"matmul_tflops": 2 * n**3 / _median_ms(torch.matmul, _randn(n, n), _randn(n, n)) / 1e9 / 1e3}
+    out = {"matmul_tflops": 2 * n**3 / _median_ms(torch.matmul, _randn(n, n), _randn(n, n)) / 1e9}
     src = _randn(1 << 30)
     out["copy_gbps"] = 2 * src.numel() * 2 / _median_ms(torch.Tensor.copy_, torch.empty_like(src), src) / 1e6
     del src
@@ -106,9 +106,39 @@ def measure_rates() -> dict:
     ms = _median_ms(split_kv_attention, q, k, v, 0.088)
     out["decode_attn_128k_us"] = ms * 1e3
     out["decode_attn_128k_gbps"] = 2 * k.numel() * 2 / ms / 1e6
+    out["decode_sweep"] = sweep_decode(q, k, v)
     out["attn_tflops"] = out["causal_attn_16k_tflops"]
     torch.cuda.empty_cache()
     return out
+
+
+def sweep_decode(q, k, v) -> dict:
+    """Time the split-KV decode kernel's launch shapes at 128K keys; keep the fastest for the run."""
+    from kernels import triton_attention as tri
+    from kernels.triton_attention import split_kv_attention
+
+    base, timings = dict(tri.DECODE_CONFIG), {}
+    for block_n in (64, 128):
+        for warps in (4, 8):
+            for stages in (2, 3, 4):
+                for per_sm in (2, 4, 8):
+                    cfg = {
+                        "block_n": block_n,
+                        "num_warps": warps,
+                        "num_stages": stages,
+                        "programs_per_sm": per_sm,
+                    }
+                    tri.DECODE_CONFIG.update(cfg)
+                    try:
+                        us = _median_ms(split_kv_attention, q, k, v, 0.088) * 1e3
+                    except Exception:  # noqa: BLE001 - a shape the compiler refuses (shared memory)
+                        continue
+                    timings[f"n{block_n}-w{warps}-s{stages}-p{per_sm}"] = us
+    best = min(timings, key=timings.get)
+    tri.DECODE_CONFIG.update(base)
+    n, w, s_, p = (int(x[1:]) for x in best.split("-"))
+    tri.DECODE_CONFIG.update({"block_n": n, "num_warps": w, "num_stages": s_, "programs_per_sm": p})
+    return {"best": best, "best_us": timings[best], "default_us": timings.get("n64-w4-s3-p4"), "all": timings}
 
 
 def floors(mode: str, n: int, block: int, world: int, rates: dict, config) -> dict:

@@ -21,6 +21,9 @@ import triton.language as tl
 
 _LOG2E = 1.4426950408889634
 
+# Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these).
+DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 4}
+
 
 @triton.jit
 def _split_kv_kernel(
@@ -235,10 +238,11 @@ def split_kv_attention(
     groups = hq // hkv
     m_rows = groups * lq
     block_m = max(16, triton.next_power_of_2(min(m_rows, 64)))
-    block_n = 64 if block_m <= 16 else 32
+    cfg = DECODE_CONFIG
+    block_n = cfg["block_n"] if block_m <= 16 else 32
     m_tiles = triton.cdiv(m_rows, block_m)
     if splits is None:
-        programs = 4 * torch.cuda.get_device_properties(q.device).multi_processor_count
+        programs = cfg["programs_per_sm"] * torch.cuda.get_device_properties(q.device).multi_processor_count
         want = max(1, programs // max(1, m_tiles * b * hkv))
         splits = max(1, min(want, triton.cdiv(max(lk, 1), 256)))
     chunk = triton.cdiv(triton.cdiv(max(lk, 1), splits), block_n) * block_n
@@ -278,8 +282,8 @@ def split_kv_attention(
         HAS_LEN=kv_len is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        num_warps=4,
-        num_stages=3,
+        num_warps=cfg["num_warps"] if block_m <= 16 else 4,
+        num_stages=cfg["num_stages"] if block_m <= 16 else 3,
     )
     # Rows of [B, Hkv, G*Lq] are exactly the rows of a contiguous [B, Hq, Lq].
     o_part = o_part.view(splits, b, hq, lq, d)
