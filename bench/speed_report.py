@@ -23,7 +23,8 @@ def table(report: dict) -> str:
         "",
         f"Command: `{report.get('command')}`",
         "",
-        "Measured ceilings: " + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in rates.items() if k != "device"),
+        "Measured ceilings: "
+        + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in rates.items() if isinstance(v, (int, float))),
         "",
         "| mode | GPUs | context | block | TTFT s (floor) | phase 1 per rank s (floor) "
         "| decode ms/token (floor) | peak GiB per GPU | notes |",

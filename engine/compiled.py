@@ -23,6 +23,8 @@ def compile_enabled(device: torch.device) -> bool:
 def compile_pointwise(model: torch.nn.Module) -> int:
     """Compile every norm, MLP and attention module in place (dynamic shapes: one graph serves
     every block length); returns how many modules were wrapped."""
+    # Layer indices are plain ints on the modules: without this every layer would recompile.
+    torch._dynamo.config.allow_unspec_int_on_nn_module = True
     count = 0
     for module in model.modules():
         if type(module).__name__.endswith(_SUFFIXES):
