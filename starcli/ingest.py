@@ -14,6 +14,7 @@ detection and the secrets check apply to everything.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections import Counter
@@ -94,8 +95,12 @@ def _source_kind(source: str) -> str:
         raise InputError(f"{source}: no such file or directory") from None
     except PermissionError:
         return "file"  # reported as unreadable when read
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{source}: cannot be used ({getattr(exc, 'strerror', None) or exc})") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{source}: symlink loop (the link points back to itself)") from None
+        raise InputError(f"{source}: cannot be used ({exc.strerror or exc})") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path
+        raise InputError(f"{source}: cannot be used ({exc})") from None
     return "directory" if os.path.isdir(source) else "file"
 
 
@@ -200,6 +205,7 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
             out.skipped.append(Skipped(display, "binary file"))
             return
         text, note = decoded
+        text = text.replace("\r\n", "\n")
         if not text.strip():
             out.skipped.append(Skipped(display, "empty file"))
             return
@@ -254,7 +260,7 @@ def _summary(skipped: list[Skipped]) -> str:
         hints.append("--no-gitignore reads ignored files")
     if "--include" in reasons or "--exclude" in reasons:
         hints.append("check --include/--exclude")
-    if "cap" in reasons:
+    if any(s.reason.endswith(" cap") for s in skipped):
         hints.append("name a large file directly to read it whole")
     if "no text layer" in reasons:
         hints.append("run OCR on scanned PDFs first (e.g. ocrmypdf)")

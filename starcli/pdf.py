@@ -37,6 +37,8 @@ def page_marker(number: int) -> str:
 
 def extract_pdf(data: bytes) -> PdfText:
     """Text of every page with page markers; ``PdfProblem`` when there is none to be had."""
+    if b"%PDF-" not in data[:1024]:
+        raise PdfProblem("malformed PDF (no %PDF- header)", "check that the file really is a PDF")
     with _quiet_pypdf():
         try:
             from pypdf import PdfReader

@@ -120,7 +120,7 @@ def walk_repository(
     prefix, layers = _enclosing_ignores(root, shown, result) if use_gitignore else ("", ())
 
     def skip(rel: str, reason: str) -> None:
-        result.skipped.append((shown + rel, reason))
+        result.skipped.append((shown + rel or "./", reason))
 
     seen: set[tuple[int, int]] = set()
     stack: list[tuple[str, str, int, tuple[_IgnoreFile, ...]]] = [(root, "", 0, layers)]
@@ -145,11 +145,11 @@ def walk_repository(
         for entry in entries:
             child = rel + entry.name
             try:
-                mode = entry.stat(follow_symlinks=False).st_mode
-                size = entry.stat(follow_symlinks=False).st_size
+                entry_info = entry.stat(follow_symlinks=False)
             except OSError as exc:
                 skip(child, f"unreadable: {exc.strerror or exc}")
                 continue
+            mode = entry_info.st_mode
             if stat.S_ISLNK(mode):
                 skip(child, "symlink (not followed)")
             elif stat.S_ISDIR(mode):
@@ -162,7 +162,7 @@ def walk_repository(
                 skip(child, "not a regular file")
             else:
                 reason = _file_reason(entry.name, child, prefix, layers, excludes, includes)
-                if reason is None and size > max_file_bytes:
+                if reason is None and entry_info.st_size > max_file_bytes:
                     reason = f"larger than {format_size(max_file_bytes)} cap"
                 if reason:
                     skip(child, reason)

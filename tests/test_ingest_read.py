@@ -35,6 +35,11 @@ def test_mostly_utf8_with_a_bad_byte_keeps_utf8(tmp_path):
     assert result.warnings == [f"{path}: not valid UTF-8 (1 bad bytes replaced)"]
 
 
+def test_windows_line_endings_become_newlines(tmp_path):
+    (tmp_path / "dos.txt").write_bytes(b"one\r\ntwo\r\n")
+    assert ingest([str(tmp_path / "dos.txt")]).documents[0].text == "one\ntwo\n"
+
+
 def test_utf16_with_bom_is_text(tmp_path):
     path = tmp_path / "utf16.txt"
     path.write_bytes("hello from UTF-16\n".encode("utf-16"))
