@@ -1,0 +1,76 @@
+"""End-to-end engine checks on the real default model (SmolLM2-135M-Instruct, CPU, fp32)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import Engine, GenerationSettings, Request, Stats, Token
+from engine.chat import build_prompt, encode
+from starcli.launch import run_request
+from tests.helpers import dense_greedy
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
+NEEDLE = "The special magic number is 73914."
+QUESTION = "What is the special magic number?"
+
+
+def haystack(repeats: int) -> str:
+    half = FILLER * (repeats // 2)
+    return f"{half}{NEEDLE} {half}"
+
+
+@pytest.fixture(scope="module")
+def needle_prompt(default_model):
+    ctx, query = build_prompt(default_model.tokenizer, haystack(130), QUESTION)
+    return encode(default_model.tokenizer, ctx), encode(default_model.tokenizer, query)
+
+
+def run(engine, ctx, query, **kwargs):
+    settings = GenerationSettings(max_tokens=kwargs.pop("max_tokens", 24))
+    events = list(engine.run(Request(ctx, [query], generation=settings, **kwargs)))
+    tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
+    return tokens, next(e for e in events if isinstance(e, Stats))
+
+
+def test_star_with_one_block_gives_the_dense_models_greedy_tokens(default_model):
+    tok = default_model.tokenizer
+    ctx, query = build_prompt(
+        tok, "Alice keeps her spare key under the blue flowerpot. " * 8, "Where is the key?"
+    )
+    ctx_ids, query_ids = encode(tok, ctx), encode(tok, query)
+    expected = dense_greedy(default_model.model, ctx_ids + query_ids, 16)
+    engine = Engine(default_model.model, tok)
+    tokens, stats = run(engine, ctx_ids, query_ids, mode="star", block_size=len(ctx_ids), max_tokens=16)
+    eos_cut = [t for t in expected[: len(tokens) + 1] if t not in engine.eos_ids]
+    assert tokens == eos_cut[: len(tokens)] and tokens
+    assert tokens == expected[: len(tokens)]
+    assert stats.stop_reason in ("eos", "max_tokens")
+
+
+def test_needle_in_a_3k_haystack_found_with_four_blocks_and_dense(default_model, needle_prompt):
+    ctx, query = needle_prompt
+    assert 2500 < len(ctx) < 3500
+    engine = Engine(default_model.model, default_model.tokenizer)
+    block = -(-len(ctx) // 4)
+    _, star = run(engine, ctx, query, mode="star", block_size=block)
+    _, dense = run(engine, ctx, query, mode="global")
+    assert star.blocks_per_rank == [4]
+    assert "73914" in star.answer
+    assert "73914" in dense.answer
+
+
+def test_two_cpu_ranks_give_the_same_greedy_answer_as_one(default_model, needle_prompt):
+    ctx, query = needle_prompt
+    request = Request(
+        ctx, [query], mode="star", block_size=-(-len(ctx) // 4), generation=GenerationSettings(max_tokens=24)
+    )
+    answers = {}
+    for nproc in (1, 2):
+        events = list(run_request(request, model=None, nproc=nproc, device="cpu"))
+        stats = next(e for e in events if isinstance(e, Stats))
+        tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
+        answers[nproc] = (tokens, stats.answer, stats.world_size, stats.blocks_per_rank)
+    assert answers[1][2] == 1 and answers[2][2] == 2
+    assert answers[2][3] == [2, 2]
+    assert answers[1][:2] == answers[2][:2]
+    assert "73914" in answers[2][1]
