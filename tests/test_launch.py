@@ -1,0 +1,28 @@
+"""The launcher: device/nproc resolution, and errors raised inside torchrun ranks coming back
+as the same engine exceptions (so the CLI maps them to the same exit codes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine import GenerationSettings, Request
+from engine.errors import BadSettingError, EmptyInputError
+from starcli.launch import default_nproc, resolve_device, run_request
+
+
+def test_cpu_device_resolution():
+    assert resolve_device("cpu") == "cpu"
+    assert default_nproc("cpu") == 1
+    with pytest.raises(BadSettingError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+
+
+def test_nproc_must_be_positive():
+    with pytest.raises(BadSettingError, match="at least 1"):
+        list(run_request(Request([1], [[1]]), model=None, nproc=0))
+
+
+def test_bad_request_in_ranks_comes_back_as_the_engine_error(default_model):
+    request = Request([1, 2, 3], [[]], generation=GenerationSettings(max_tokens=4))
+    with pytest.raises(EmptyInputError, match="query is empty"):
+        list(run_request(request, model=None, nproc=2, device="cpu"))
