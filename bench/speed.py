@@ -138,7 +138,7 @@ def sweep_decode(q, k, v) -> dict:
     tri.DECODE_CONFIG.update(base)
     n, w, s_, p = (int(x[1:]) for x in best.split("-"))
     tri.DECODE_CONFIG.update({"block_n": n, "num_warps": w, "num_stages": s_, "programs_per_sm": p})
-    return {"best": best, "best_us": timings[best], "default_us": timings.get("n64-w4-s3-p4"), "all": timings}
+    return {"best": best, "best_us": timings[best], "default_us": timings.get("n64-w4-s3-p2"), "all": timings}
 
 
 def floors(mode: str, n: int, block: int, world: int, rates: dict, config) -> dict:

@@ -22,7 +22,7 @@ import triton.language as tl
 _LOG2E = 1.4426950408889634
 
 # Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these).
-DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 4}
+DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 2}
 
 
 @triton.jit
