@@ -177,7 +177,13 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         exclude=tuple(options["exclude"] or ()),
         use_gitignore=not options["no_gitignore"],
     )
-    renderer.report_ingest(ingested.documents, ingested.skipped, ingested.warnings, ingested.total_tokens)
+    renderer.report_ingest(
+        ingested.documents,
+        ingested.skipped,
+        ingested.warnings,
+        ingested.total_tokens,
+        list_skips=not (options["dry_run"] and not options["json"]),
+    )
     if not ingested.documents:
         raise ingestion.InputError(
             f"nothing to read: all {len(ingested.skipped)} files were skipped "
@@ -186,7 +192,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
     question = ask_instructions(question) if question else summary_instructions(sources)
     documents_text = ingestion.render_documents(ingested.documents)
     device = resolve_device(settings.device)
-    nproc = settings.nproc or default_nproc(device)
+    nproc = _ranks(settings, device, default_nproc)
     if options["dry_run"]:
         plan = estimate_plan(settings, nproc, device, ingested, documents_text, question)
         if options["json"]:
@@ -224,7 +230,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         anchor_size=settings.anchor_size,
         generation=generation,
     )
-    renderer.total_blocks = -(-n // settings.block_size) if settings.attention == "star" else 1
+    renderer.total_blocks = {"star": -(-n // settings.block_size), "global": 1}.get(settings.attention)
     renderer.stage("Loading model")
     stats: Stats | None = None
     events = run_request(
@@ -289,6 +295,20 @@ def silence_stdout() -> None:
         os.close(devnull)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         pass
+
+
+def _ranks(settings, device: str, default_nproc) -> int:
+    """``--nproc``, else every visible GPU; dense attention runs on one rank, so it defaults to one
+    and an explicit larger count is refused here, before any model loads."""
+    if settings.attention != "global":
+        return settings.nproc or default_nproc(device)
+    if (settings.nproc or 1) > 1:
+        from engine.errors import BadSettingError
+
+        raise BadSettingError(
+            f"global (dense) attention runs on one rank, not {settings.nproc}; use --nproc 1"
+        )
+    return 1
 
 
 def _quiet_libraries() -> None:

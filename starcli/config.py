@@ -30,8 +30,8 @@ DEFAULT_MAX_TOKENS = 512
 DEVICES = ("auto", "cpu", "cuda")
 # The engine's modes (engine.api.MODES, pinned by a test): listed here rather than imported because
 # importing the engine imports torch, seconds that --help, --version and usage errors should not pay.
-# A new mode (ring) is one more name here.
-ATTENTION_MODES: tuple[str, ...] = ("star", "global")
+# A new mode is one more name here.
+ATTENTION_MODES: tuple[str, ...] = ("star", "global", "ring")
 
 
 class ConfigError(Exception):
@@ -153,7 +153,7 @@ Model = Annotated[
 Attention = Annotated[
     str | None,
     _setting(
-        "star, or global (dense attention) (default: star).",
+        "star; global (dense, one rank); or ring (exact ring attention across ranks) (default: star).",
         envvar=ENV_VARS["attention"],
         metavar="[" + "|".join(ATTENTION_MODES) + "]",
         callback=_one_of(ATTENTION_MODES),

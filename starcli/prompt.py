@@ -18,20 +18,16 @@ from engine.errors import ContextTooLongError
 # instruction that keeps small models on the documents instead of their own recollections.
 ASK_TEMPLATE = "Answer the question using the documents above.\n\nQuestion: {question}"
 
+# Summaries: short on purpose. The default 135M model loses the thread (and starts repeating
+# itself) under long lists of instructions; these two kept it on topic for samples/, and still
+# say what a larger model should cover.
 SUMMARIZE_DOCUMENT = (
-    "Summarize the document above for someone who has not read it. Start with one sentence "
-    "saying what it is and what it is for. Then give its main points, findings or arguments "
-    "as a short bulleted list, in the order the document presents them, keeping names, "
-    "numbers and conclusions exact. End with any caveats or open questions it states. "
-    "Use only what the document says."
+    "Summarize the document above in a few sentences: what it is, then its main points, "
+    "keeping key names and numbers exact."
 )
-
 SUMMARIZE_REPOSITORY = (
-    "Summarize the code repository above for a developer who is new to it. Say in one or two "
-    "sentences what the software does. Then describe how it is organised: the main files or "
-    "modules and what each is responsible for, the entry points (commands, main functions, "
-    "public API), and how to build, run or test it if the files say so. Mention its notable "
-    "dependencies and configuration. Refer to files by their paths. Use only what the files show."
+    "Summarize the code repository above: what the software does, how to use it, "
+    "and what each main file is for."
 )
 
 MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
@@ -118,6 +114,8 @@ def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: s
     context_tokens = max(estimate_tokens(documents_text), 1)
     if settings.attention == "global":
         blocks, per_rank, anchor = 1, [1], 0
+    elif settings.attention == "ring":  # two zigzag chunks per rank, no anchor (engine/ring.py)
+        blocks, per_rank, anchor = 2 * nproc, [2] * nproc, 0
     else:
         plan = plan_blocks(context_tokens, settings.block_size, settings.anchor_size, nproc)
         blocks, per_rank, anchor = len(plan.blocks), plan.blocks_per_rank(), plan.anchor

@@ -27,6 +27,13 @@ if TYPE_CHECKING:  # the engine imports torch: seconds that --help and usage err
     from engine.events import Event, Stats
     from engine.events import Progress as ProgressEvent
 
+# Ingestion's reasons start with these; the rest group by the text before a colon or parenthesis.
+_REASON_LABELS = (
+    ("matched --exclude", "--exclude"),
+    ("matched ", "gitignored"),
+    ("larger than", "too large"),
+    ("duplicate of", "duplicate"),
+)
 _REFRESH_S = 0.07  # markdown re-render at most ~15 times a second: each render reparses the answer
 
 
@@ -34,7 +41,7 @@ class _Bar(BarColumn):
     """A bar only for stages with a known total; spinner-only stages get none."""
 
     def render(self, task) -> Any:
-        return super().render(task) if task.total is not None else Text("")
+        return super().render(task) if task.fields.get("bar") else Text("")
 
 
 class Renderer:
@@ -64,6 +71,7 @@ class Renderer:
                 TextColumn("{task.fields[count]}"),
                 TimeElapsedColumn(),
                 console=self.err,
+                redirect_stdout=False,  # stdout is the answer's alone, never drawn into the display
             )
             self.progress.start()
         self._task: TaskID | None = None
@@ -83,7 +91,7 @@ class Renderer:
         if self.progress is None:
             return
         self._finish_stage()
-        self._task = self.progress.add_task(description, total=total, count="")
+        self._task = self.progress.add_task(description, total=total, count="", bar=total is not None)
 
     def update_stage(self, description: str | None = None, done: int | None = None, total: int | None = None):
         if self.progress is None or self._task is None:
@@ -94,6 +102,7 @@ class Renderer:
             kwargs["description"] = description
         if total is not None:
             kwargs["total"] = total
+            kwargs["bar"] = True
         if done is not None:
             kwargs["completed"] = done
         self.progress.update(self._task, **kwargs)
@@ -125,12 +134,15 @@ class Renderer:
         self.stop_progress()
         self.err.print(f"Error: {message}", style="bold red", markup=False)
 
-    def report_ingest(self, documents: list, skipped: list, warnings: list[str], tokens: int) -> None:
-        """What was read and what was left out: a summary line, every skip with ``--verbose``."""
+    def report_ingest(
+        self, documents: list, skipped: list, warnings: list[str], tokens: int, *, list_skips: bool = True
+    ) -> None:
+        """What was read and what was left out: a summary line, every skip with ``--verbose``
+        (``list_skips`` off when the output lists them anyway, as ``--dry-run``'s plan does)."""
         self.update_stage(f"Read {_plural(len(documents), 'file')} (~{tokens:,} tokens)")
         for warning in warnings:
             self.warn(warning)
-        if not skipped:
+        if not skipped or not list_skips:
             return
         if self.verbose:
             self.note(f"skipped {_plural(len(skipped), 'file')}:", style="dim")
@@ -176,7 +188,12 @@ class Renderer:
             return
         self.stop_progress()
         self._live = Live(
-            Markdown(""), console=Console(file=self.out), auto_refresh=False, vertical_overflow="ellipsis"
+            Markdown(""),
+            console=Console(file=self.out),
+            auto_refresh=False,
+            vertical_overflow="ellipsis",  # crop while streaming; the final render shows it all
+            redirect_stdout=False,
+            redirect_stderr=False,  # notes and rank logs must stay on stderr
         )
         self._live.start()
 
@@ -261,8 +278,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(f"Skipped ({len(plan['skipped'])}):")
         lines += [f"  {s['path']}: {s['reason']}" for s in plan["skipped"]]
     lines.append(f"Context: ~{plan['context_tokens']:,} tokens; query: ~{plan['query_tokens']:,} tokens")
-    if plan["attention"] == "global":
-        lines.append(f"Attention: global (dense) on 1 rank; model {plan['model']} on {plan['device']}")
+    if plan["attention"] != "star":
+        lines.append(f"Attention: {plan['attention']}; model {plan['model']} on {plan['device']}")
+        lines.append(f"Blocks: {plan['blocks']:,} over {_plural(plan['world_size'], 'rank')}")
     else:
         per_rank = ", ".join(str(b) for b in plan["blocks_per_rank"])
         lines.append(
@@ -285,7 +303,10 @@ def _stats_line(stats: Stats) -> str:
 
 
 def _reason_kind(reason: str) -> str:
-    """A short label for grouping skips in the summary: the reason up to its first colon or paren."""
+    """A short label for grouping skips in the summary line (the full reasons are for ``-v``)."""
+    for prefix, label in _REASON_LABELS:
+        if reason.startswith(prefix):
+            return label
     for sep in (":", "(", ";"):
         reason = reason.split(sep, 1)[0]
     return reason.strip() or "other"

@@ -155,6 +155,7 @@ def test_no_source_on_a_terminal_prints_usage_and_never_waits(command):
         (["--device", "tpu"], "tpu"),
         (["--temperature", "-1"], "--temperature"),
         (["--block-size", "64", "--anchor-size", "128", "--dry-run"], "anchor size 128"),
+        (["--attention", "global", "--nproc", "2", "--dry-run"], "runs on one rank"),
     ],
 )
 def test_bad_settings_exit_2(doc, args, fragment):
