@@ -156,20 +156,28 @@ def _run_torchrun(
             _note_phase(event, phases)
             yield event
         code = proc.wait()
+        if code == 0 and failure is None:
+            return
+        log = stderr_path.read_text(errors="replace")
+        if verbose:
+            sys.stderr.write(log)
+        killed = [(rank, exit) for rank, exit in _failed_ranks(log) if exit < 0]
+        if killed:  # a rank that died by a signal is the cause; the others' errors are its echo
+            rank, exit = killed[0]
+            raise LaunchError(
+                f"rank {rank} was killed by signal {-exit} during {phases.get(rank, 'startup')}; "
+                "rerun with --verbose for the ranks' logs"
+            )
         if failure is not None:
             _raise_failure(failure)
-        if code != 0:
-            log = stderr_path.read_text(errors="replace")
-            rank = _dead_rank(log)
-            where = (
-                f"rank {rank} died during {phases.get(rank, 'startup')}"
-                if rank is not None
-                else "a rank died"
-            )
-            detail = f" (exit code {_dead_exitcode(log)})" if _dead_exitcode(log) else ""
-            if verbose:
-                sys.stderr.write(log)
-            raise LaunchError(f"{where}{detail}; rerun with --verbose for the ranks' logs")
+        failed = _failed_ranks(log)
+        where = (
+            f"rank {failed[0][0]} exited with code {failed[0][1]}"
+            if failed
+            else f"torchrun exited with code {code}"
+        )
+        phase = phases.get(failed[0][0], "startup") if failed else "startup"
+        raise LaunchError(f"{where} during {phase}; rerun with --verbose for the ranks' logs")
     finally:
         _stop(proc, pids)
         shutil.rmtree(workdir, ignore_errors=True)
@@ -221,20 +229,13 @@ def _raise_failure(failure: Failure) -> None:
     raise LaunchError(f"rank {failure.rank} failed during {failure.phase}: {failure.message}")
 
 
-def _dead_rank(log: str) -> int | None:
-    """The rank torchrun names as the first failure (its 'Root Cause' block)."""
-    root = log.split("Root Cause", 1)[-1]
-    match = re.search(r"rank\s*:\s*(\d+)", root)
-    return int(match.group(1)) if match else None
-
-
-def _dead_exitcode(log: str) -> str | None:
-    root = log.split("Root Cause", 1)[-1]
-    match = re.search(r"exitcode\s*:\s*(-?\d+)", root)
-    if not match:
-        return None
-    code = int(match.group(1))
-    return f"killed by signal {-code}" if code < 0 else str(code)
+def _failed_ranks(log: str) -> list[tuple[int, int]]:
+    """``(rank, exit code)`` of every failure in torchrun's summary, root cause first."""
+    summary = log[log.find("Root Cause") :] + log[log.find("Failures:") :] if "Root Cause" in log else ""
+    seen: dict[int, int] = {}
+    for rank, code in re.findall(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)", summary):
+        seen.setdefault(int(rank), int(code))
+    return list(seen.items())
 
 
 def _stop(proc: subprocess.Popen, pids: set[int]) -> None:
