@@ -6,10 +6,10 @@ render (``render_documents``). Nothing in it raises anything but ``InputError``,
 input: a damaged file becomes a ``Skipped`` with a reason, or an ``InputError`` when the user
 named it and it cannot be used.
 
-Walk rules (gitignore, default excludes, globs, size cap) apply to directories. A file named
-on the command line is read as given, with no size cap below ``NAMED_FILE_LIMIT``: the user
-asked for it, and the context-window check that follows says more than a cap would. Binary
-detection and the secrets check apply to everything.
+Walk rules (gitignore, default excludes, secret file names, globs, size cap) apply to
+directories. A file named on the command line is read as given, with no size cap below
+``NAMED_FILE_LIMIT``: the user asked for it, and the context-window check that follows says
+more than a cap would. Binary detection and the private-key check apply to everything.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def render_documents(documents: Sequence[Document]) -> str:
 
 
 def _source_kind(source: str) -> str:
-    """ "stdin", "directory" or "file"; a path that cannot be used at all is an ``InputError``."""
+    """Classify a source as stdin, a directory or a file; an unusable path is an ``InputError``."""
     if source == "-":
         return "stdin"
     try:

@@ -81,6 +81,13 @@ def test_named_secret_is_still_skipped(tmp_path):
         ingest([str(tmp_path / "key.txt")])
 
 
+def test_a_named_env_file_is_read_as_asked_but_a_walk_skips_it(tmp_path):
+    (tmp_path / ".env").write_text("DATABASE_HOST=db.internal\n")
+    assert ingest([str(tmp_path / ".env")]).documents[0].text == "DATABASE_HOST=db.internal\n"
+    with pytest.raises(InputError, match="secret: environment file"):
+        ingest([str(tmp_path)])
+
+
 def test_a_key_header_without_a_key_is_not_a_secret(tmp_path):
     (tmp_path / "docs.md").write_text("PEM files start with -----BEGIN PRIVATE KEY----- and a body.\n")
     assert ingest([str(tmp_path / "docs.md")]).documents
