@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import sys
 import time
 from contextlib import closing
@@ -167,12 +168,12 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
 
     from starcli import ingest as ingestion
     from starcli.launch import default_nproc, resolve_device
-    from starcli.prompt import ask_instructions, build, estimate_plan, summary_instructions
+    from starcli.prompt import ask_instructions, estimate_plan, summary_instructions
 
     renderer.stage("Reading sources")
     ingested = ingestion.ingest(
         sources,
-        stdin=sys.stdin.buffer if "-" in sources else None,
+        stdin=getattr(sys.stdin, "buffer", sys.stdin) if "-" in sources else None,
         include=tuple(options["include"] or ()),
         exclude=tuple(options["exclude"] or ()),
         use_gitignore=not options["no_gitignore"],
@@ -200,25 +201,45 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         else:
             renderer.print_text(format_plan(plan))
         return EXIT_OK
+    explicit_max_tokens = options["max_tokens"] is not None or "max_tokens" in file_values
+    stats = _generate(
+        renderer, settings, explicit_max_tokens, nproc, device, documents_text, question, options
+    )
+    if options["json"]:
+        from engine.models import DEFAULT_MODEL
 
+        total_s = time.perf_counter() - started
+        renderer.print_json(answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s))
+    else:
+        renderer.finish_answer(stats)
+    return EXIT_OK
+
+
+def _generate(
+    renderer: Renderer,
+    settings,
+    explicit_max_tokens: bool,
+    nproc: int,
+    device: str,
+    documents_text: str,
+    question: str,
+    options: dict[str, Any],
+):
+    """Tokenize exactly (refusing input beyond the window before any weights load), run the
+    request, stream its events; returns the final ``Stats``."""
     from engine import GenerationSettings, Request, Stats
-    from engine.models import DEFAULT_MODEL
     from starcli.launch import LaunchError, load_tokenizer, run_request
-    from starcli.prompt import context_window, fit_max_tokens
+    from starcli.prompt import build, context_window, fit_max_tokens
 
     renderer.stage("Tokenizing")
-    tokenizer = load_tokenizer(settings.model)
-    prompt = build(tokenizer, documents_text, question, settings.system)
+    prompt = build(load_tokenizer(settings.model), documents_text, question, settings.system)
     window = context_window(settings.model)
-    explicit = options["max_tokens"] is not None or "max_tokens" in file_values
-    max_tokens = fit_max_tokens(prompt, settings.max_tokens, window, explicit)
+    max_tokens = fit_max_tokens(prompt, settings.max_tokens, window, explicit_max_tokens)
     n, m = len(prompt.context_ids), len(prompt.query_ids)
-    renderer.update_stage(
-        f"Tokenized: {n:,} context + {m:,} query tokens" + (f" of {window:,}" if window else "")
-    )
+    of_window = f" of {window:,}" if window else ""
+    renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
     if max_tokens < settings.max_tokens:
         renderer.note(f"answer limited to {max_tokens} tokens by the model's window of {window:,}")
-
     generation = GenerationSettings(
         max_tokens=max_tokens, temperature=settings.temperature, seed=settings.seed
     )
@@ -245,12 +266,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
                 stats = event
     if stats is None:
         raise LaunchError("the engine finished without an answer; rerun with --verbose")
-    if options["json"]:
-        total_s = time.perf_counter() - started
-        renderer.print_json(answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s))
-    else:
-        renderer.finish_answer(stats)
-    return EXIT_OK
+    return stats
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -335,6 +351,13 @@ def _stdin_is_terminal() -> bool:
         return True
 
 
+def _terminate(signum: int, _frame) -> None:
+    """SIGTERM unwinds like an exception, so a torchrun job is torn down and the terminal tidied
+    (the default action would kill this process and leave that to the ranks' own watchdog)."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()

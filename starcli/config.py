@@ -238,7 +238,7 @@ Include = Annotated[
         metavar="GLOB",
         show_default=False,
         rich_help_panel=_INPUT,
-        help="Read only files matching GLOB (repeatable).",
+        help="Read only files matching GLOB (gitignore syntax; repeatable).",
     ),
 ]
 Exclude = Annotated[
@@ -248,7 +248,7 @@ Exclude = Annotated[
         metavar="GLOB",
         show_default=False,
         rich_help_panel=_INPUT,
-        help="Skip files matching GLOB (repeatable).",
+        help="Skip files matching GLOB (gitignore syntax; repeatable).",
     ),
 ]
 NoGitignore = Annotated[
