@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import engine.errors as engine_errors
@@ -24,7 +24,9 @@ from engine import Engine, Event, Failure, Progress, Request
 from engine.events import Started, event_from_dict
 
 POLL_S = 0.02
+_TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
 TERM_GRACE_S = 3.0
+FAILURE_GRACE_S = 2.0
 
 
 class LaunchError(Exception):
@@ -67,6 +69,21 @@ def load_tokenizer(model: str | None):
             raise engine_errors.ModelLoadError(f"could not load the tokenizer of {model!r}: {exc}") from exc
 
 
+def collective_timeout() -> float:
+    """Seconds a rank waits in a collective before the job is declared stuck
+    (``STARCLI_TIMEOUT``, default 300: long phase-1 blocks on slow CPUs must fit inside)."""
+    value = os.environ.get("STARCLI_TIMEOUT", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds <= 0:
+        raise engine_errors.BadSettingError(
+            f"STARCLI_TIMEOUT must be a positive number of seconds (got {value!r})"
+        )
+    return seconds
+
+
 def run_request(
     request: Request, *, model: str | None, nproc: int = 1, device: str = "cpu", verbose: bool = False
 ) -> Iterator[Event]:
@@ -86,7 +103,7 @@ def run_request(
     if nproc == 1:
         yield from _run_in_process(request, model, device)
     else:
-        yield from _run_torchrun(request, model, nproc, device, verbose)
+        yield from _run_torchrun(request, model, nproc, device, verbose, collective_timeout())
 
 
 def _run_in_process(request: Request, model: str | None, device: str) -> Iterator[Event]:
@@ -103,7 +120,7 @@ def _run_in_process(request: Request, model: str | None, device: str) -> Iterato
 
 
 def _run_torchrun(
-    request: Request, model: str | None, nproc: int, device: str, verbose: bool
+    request: Request, model: str | None, nproc: int, device: str, verbose: bool, timeout: float
 ) -> Iterator[Event]:
     workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
     request_path, events_path = workdir / "request.json", workdir / "events.jsonl"
@@ -125,6 +142,8 @@ def _run_torchrun(
         str(events_path),
         "--device",
         device,
+        "--timeout",
+        str(timeout),
         "--launcher-pid",
         str(os.getpid()),
     ]
@@ -145,23 +164,33 @@ def _run_torchrun(
     phases: dict[int, str] = {}
     failure: Failure | None = None
     try:
-        for event in _follow(events_path, proc):
+        failed_at: list[float] = []
+
+        def give_up() -> bool:  # torchrun waits 30 s for stuck ranks; we wait FAILURE_GRACE_S
+            return bool(failed_at) and time.monotonic() - failed_at[0] > FAILURE_GRACE_S
+
+        for event in _follow(events_path, proc, give_up):
             if isinstance(event, Started):
                 pids.add(event.pid)
                 phases[event.rank] = "startup"
                 continue
             if isinstance(event, Failure):
                 failure = failure or event
+                failed_at.append(time.monotonic())
                 continue
             _note_phase(event, phases)
             yield event
+        _stop(proc, pids)
         code = proc.wait()
         if code == 0 and failure is None:
             return
         log = stderr_path.read_text(errors="replace")
         if verbose:
             sys.stderr.write(log)
-        killed = [(rank, exit) for rank, exit in _failed_ranks(log) if exit < 0]
+        if failure is not None and (_TIMEOUT.search(failure.message) or _engine_error(failure)):
+            _raise_failure(failure)  # a bad request, or a stuck rank the others timed out on
+        # torchrun tears the survivors down with SIGTERM; any other signal death is the cause
+        killed = [(rank, exit) for rank, exit in _failed_ranks(log) if exit < 0 and exit != -signal.SIGTERM]
         if killed:  # a rank that died by a signal is the cause; the others' errors are its echo
             rank, exit = killed[0]
             raise LaunchError(
@@ -183,8 +212,8 @@ def _run_torchrun(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _follow(path: Path, proc: subprocess.Popen) -> Iterator[Event]:
-    """Tail the event file until the job exits, then drain what is left."""
+def _follow(path: Path, proc: subprocess.Popen, give_up: Callable[[], bool]) -> Iterator[Event]:
+    """Tail the event file until the job exits (or ``give_up()``), then drain what is left."""
     buffer = b""
     with open(path, "rb") as handle:
         while True:
@@ -196,7 +225,7 @@ def _follow(path: Path, proc: subprocess.Popen) -> Iterator[Event]:
                     if line.strip():
                         yield event_from_dict(json.loads(line))
                 continue
-            if proc.poll() is not None:
+            if proc.poll() is not None or give_up():
                 rest = handle.read()
                 if not rest:
                     return
@@ -216,16 +245,27 @@ def _note_phase(event: Event, phases: dict[int, str]) -> None:
             phases[rank] = "decode"
 
 
-def _raise_failure(failure: Failure) -> None:
+def _engine_error(failure: Failure) -> engine_errors.EngineError | None:
+    """The request error a rank reported, rebuilt as the same exception class."""
     cls = getattr(engine_errors, failure.error_type, None)
-    if (
-        isinstance(cls, type)
-        and issubclass(cls, engine_errors.EngineError)
-        and cls is not engine_errors.ModelLoadError
-    ):
-        error = cls.__new__(cls)
-        Exception.__init__(error, failure.message)
+    if not (isinstance(cls, type) and issubclass(cls, engine_errors.EngineError)):
+        return None
+    if cls is engine_errors.ModelLoadError:
+        return None  # a runtime failure (exit 1), not a bad request
+    error = cls.__new__(cls)
+    Exception.__init__(error, failure.message)
+    return error
+
+
+def _raise_failure(failure: Failure) -> None:
+    error = _engine_error(failure)
+    if error is not None:
         raise error
+    if _TIMEOUT.search(failure.message):
+        raise LaunchError(
+            f"rank {failure.rank} gave up waiting for the other ranks during {failure.phase} "
+            f"(a rank stopped responding; collective timeout {os.environ.get('STARCLI_TIMEOUT', '300')} s)"
+        )
     raise LaunchError(f"rank {failure.rank} failed during {failure.phase}: {failure.message}")
 
 

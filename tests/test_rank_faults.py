@@ -59,3 +59,42 @@ def test_rank_killed_during_decode(default_model):
     assert "rank 0" in message and "decode" in message
     assert elapsed < 15
     assert _no_job_left()
+
+
+def test_stuck_rank_cannot_hang_the_job(default_model, monkeypatch):
+    """A rank frozen by SIGSTOP: the others' collectives time out and the job ends."""
+    monkeypatch.setenv("STARCLI_TIMEOUT", "4")
+    request = Request(
+        list(range(100, 400)), [[5, 6, 7]], block_size=64, generation=GenerationSettings(max_tokens=400)
+    )
+    stopped = None
+    started = time.monotonic()
+    with pytest.raises(LaunchError, match="stopped responding"):
+        for event in run_request(request, model=None, nproc=2, device="cpu"):
+            if stopped is None and isinstance(event, Token):
+                stopped = job_ranks(os.getpid())[0]
+                os.kill(stopped, signal.SIGSTOP)
+                started = time.monotonic()
+    assert time.monotonic() - started < 30
+    assert _no_job_left()
+
+
+def test_two_jobs_at_once_share_nothing(default_model, tmp_path, monkeypatch):
+    """Concurrent runs get their own rendezvous port and temp dir, and clean both up."""
+    import tempfile
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    request = Request(
+        list(range(100, 300)), [[5, 6, 7]], block_size=64, generation=GenerationSettings(max_tokens=8)
+    )
+
+    def answer():
+        events = list(run_request(request, model=None, nproc=2, device="cpu"))
+        return [e.token_id for e in events if isinstance(e, Token)]
+
+    with ThreadPoolExecutor(2) as pool:
+        first, second = pool.map(lambda _: answer(), range(2))
+    assert first == second and first
+    assert list(tmp_path.iterdir()) == []
+    assert _no_job_left()
