@@ -263,7 +263,9 @@ def _generate(
                 raise LaunchError(f"rank {event.rank} failed during {event.phase}: {event.message}")
             renderer.handle(event)
             if isinstance(event, Stats):
-                stats = event
+                stats = event  # one query, so the answer is complete: leave the ranks' teardown
+                renderer.close()  # to closing(), after the answer is out
+                break
     if stats is None:
         raise LaunchError("the engine finished without an answer; rerun with --verbose")
     return stats

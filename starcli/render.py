@@ -168,6 +168,8 @@ class Renderer:
 
     def _progress(self, event: ProgressEvent) -> None:
         if event.stage == "load":
+            if self._stage in ("Encoding context", "Generating"):
+                return  # a slower rank finished loading after a faster one started phase 1
             if self._stage != "Loading model":
                 self.stage("Loading model")
             if event.total > 1:
@@ -203,7 +205,7 @@ class Renderer:
         if self.progress is not None and self._task is not None:
             elapsed = max(time.perf_counter() - self._gen_started, 1e-9)
             rate = self._generated / elapsed
-            self.update_stage(f"Generating · {self._generated} tokens · {rate:.1f} tok/s")
+            self.update_stage(f"Generating · {_plural(self._generated, 'token')} · {rate:.1f} tok/s")
         if self.json_output or not text:
             return
         if self._live is not None:
