@@ -215,7 +215,7 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
         if event.kind == "stats":
             stats = event
     torch.cuda.synchronize()
-    rank_phase1 = getattr(encoded, "rank_seconds", [phase1])
+    rank_phase1 = encoded.rank_seconds or [phase1]
     peaks = comm.gather_floats(torch.cuda.max_memory_allocated() / 2**30)
     # Only the query host sees Stats; every rank joins the gathers.
     ttft = comm.gather_floats(stats.ttft_s if stats else -1.0)[comm.host]

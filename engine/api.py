@@ -56,6 +56,7 @@ class EncodedContext:
     plan: BlockPlan | None
     cache: StarCache | DynamicCache
     seconds: float
+    rank_seconds: list[float] = field(default_factory=list)  # each rank's own phase-1 time
 
 
 def position_limit(model) -> int | None:
@@ -225,9 +226,7 @@ class Engine:
                 context_tokens=len(context), blocks=len(plan.blocks),
                 blocks_per_rank=plan.blocks_per_rank(), seconds=seconds,
             )
-        encoded = EncodedContext(len(context), plan, cache, seconds)
-        encoded.rank_seconds = per_rank  # type: ignore[attr-defined]
-        return encoded
+        return EncodedContext(len(context), plan, cache, seconds, per_rank)
 
     # --- helpers --------------------------------------------------------------------------
     def _forward(self, ids: list[int], position: int, cache) -> torch.Tensor:

@@ -151,6 +151,4 @@ def encode_ring(engine, context: list[int], block_size: int = 0) -> Iterator[Eve
             blocks_per_rank=plan.blocks_per_rank(),
             seconds=seconds,
         )
-    encoded = EncodedContext(len(context), plan, cache, seconds)
-    encoded.rank_seconds = per_rank  # type: ignore[attr-defined]
-    return encoded
+    return EncodedContext(len(context), plan, cache, seconds, per_rank)
