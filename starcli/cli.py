@@ -251,6 +251,10 @@ def _generate(
         anchor_size=settings.anchor_size,
         generation=generation,
     )
+    if settings.attention == "star":  # bad block or anchor sizes: exit 2 now, not after loading weights
+        from engine.plan import plan_blocks
+
+        plan_blocks(n, settings.block_size, settings.anchor_size, nproc)
     renderer.total_blocks = {"star": -(-n // settings.block_size), "global": 1}.get(settings.attention)
     renderer.stage("Loading model")
     stats: Stats | None = None

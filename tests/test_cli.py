@@ -224,6 +224,12 @@ def test_input_beyond_the_window_stops_before_the_model_loads(fake_engine, monke
 
 
 # --- runtime failures: exit 1, one line, traceback only with -v -----------------------------
+def test_bad_anchor_stops_before_the_model_loads(fake_engine, monkeypatch, doc):
+    monkeypatch.setattr(launch, "run_request", forbid)
+    result = invoke("ask", str(doc), "q?", "--block-size", "4", "--anchor-size", "8")
+    assert result.exit_code == 2 and "anchor size 8" in result.stderr
+
+
 def test_model_load_failure(fake_engine, monkeypatch, doc):
     def broken(model):
         raise ModelLoadError("could not load model 'nope': not found")

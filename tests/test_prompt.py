@@ -43,6 +43,11 @@ def test_build_puts_documents_in_the_context_and_question_in_the_query():
     assert built.query_ids == [len(w) for w in built.query_text.split()]
 
 
+def test_build_passes_the_system_prompt():
+    built = build(WordTokenizer(), "alpha", "which?", system="Be terse.")
+    assert "Be terse." in built.context_text
+
+
 def test_fit_max_tokens_keeps_a_limit_that_fits():
     assert fit_max_tokens(_prompt(100, 10), 50, window=200, explicit=True) == 50
     assert fit_max_tokens(_prompt(100, 10), 5000, window=None, explicit=False) == 5000
