@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -38,14 +39,27 @@ def test_falls_back_to_the_heuristic_without_the_vocabulary(monkeypatch):
         tokens._encoding.cache_clear()
 
 
-@needs_vocab
 def test_ranks_are_built_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("STARCLI_CACHE", str(tmp_path))
-    ranks = tokens._load_or_build_ranks(tokens._default_gguf())
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"stand-in for the model file")
+    ranks = {bytes([b]): b for b in range(256)} | {b"ab": 256, b"\x00\n": 257}
+    monkeypatch.setattr(tokens, "ranks_from_gguf", lambda path: ranks)
+    assert tokens._load_or_build_ranks(gguf) == ranks
     [cached] = (tmp_path / "tokenizers").glob("*.tiktoken")
-    assert tokens._read_ranks(cached) == ranks and len(ranks) > 40_000
+    assert tokens._read_ranks(cached) == ranks
     monkeypatch.setattr(tokens, "ranks_from_gguf", lambda path: pytest.fail("rebuilt despite the cache"))
-    assert tokens._load_or_build_ranks(tokens._default_gguf()) == ranks
+    assert tokens._load_or_build_ranks(gguf) == ranks
+
+
+def test_an_unwritable_cache_still_gives_ranks(tmp_path, monkeypatch):
+    blocker = tmp_path / "file-not-dir"
+    blocker.write_text("")
+    monkeypatch.setenv("STARCLI_CACHE", str(blocker))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"x")
+    monkeypatch.setattr(tokens, "ranks_from_gguf", lambda path: {bytes([b]): b for b in range(256)})
+    assert len(tokens._load_or_build_ranks(gguf)) == 256
 
 
 @needs_vocab
@@ -64,7 +78,8 @@ def test_counts_match_the_default_models_tokenizer():
     ]
     reference = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, merges))
     reference.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    for text in TEXTS:
+    sample = Path(__file__).parents[1] / "samples" / "tinyrepo" / "pebble" / "server.py"
+    for text in [*TEXTS, *([sample.read_text()] if sample.is_file() else [])]:
         assert tokens.estimate_tokens(text) == len(reference.encode(text, add_special_tokens=False).ids)
 
 
