@@ -14,8 +14,23 @@ from engine.generate import GenerationSettings
 from engine.plan import BlockPlan, plan_blocks
 
 __all__ = [
-    "BadSettingError", "BlockPlan", "ContextEncoded", "ContextTooLongError", "EmptyInputError",
-    "EncodedContext", "Engine", "EngineError", "Event", "Failure", "GenerationSettings",
-    "ModelLoadError", "Progress", "QueryStarted", "RankFailure", "Request", "Stats", "Token",
+    "BadSettingError",
+    "BlockPlan",
+    "ContextEncoded",
+    "ContextTooLongError",
+    "EmptyInputError",
+    "EncodedContext",
+    "Engine",
+    "EngineError",
+    "Event",
+    "Failure",
+    "GenerationSettings",
+    "ModelLoadError",
+    "Progress",
+    "QueryStarted",
+    "RankFailure",
+    "Request",
+    "Stats",
+    "Token",
     "plan_blocks",
 ]

@@ -12,17 +12,12 @@ default below.
 from __future__ import annotations
 
 import os
-import sys
+import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10 needs the backport
-    import tomli as tomllib
 
 DEFAULT_BLOCK_SIZE = 2048
 DEFAULT_ANCHOR_SIZE: int | None = None  # None: the anchor is as long as a block (the paper's choice)
