@@ -85,6 +85,7 @@ def test_counts_match_the_default_models_tokenizer():
 
 @needs_vocab
 def test_estimating_imports_neither_torch_nor_transformers():
+    tokens.estimate_tokens("warm the cache: building it reads the GGUF with numpy")
     code = (
         "import sys; from starcli.ingest import estimate_tokens; estimate_tokens('hello world'); "
         "print(sorted(m for m in ('torch', 'transformers', 'numpy') if m in sys.modules))"
