@@ -98,7 +98,10 @@ class Engine:
         if request.mode == "star":
             # Validates block/anchor sizes before any work starts.
             plan = plan_blocks(
-                len(context), request.block_size, request.anchor_size, self.comm.world_size,
+                len(context),
+                request.block_size,
+                request.anchor_size,
+                self.comm.world_size,
                 CostModel.for_config(self.model.config),
             )
         if request.mode == "ring":  # exact causal ring attention over the same ranks (engine/ring.py)
@@ -223,8 +226,10 @@ class Engine:
         per_rank = self.comm.gather_floats(mine)
         if self.comm.is_host:
             yield ContextEncoded(
-                context_tokens=len(context), blocks=len(plan.blocks),
-                blocks_per_rank=plan.blocks_per_rank(), seconds=seconds,
+                context_tokens=len(context),
+                blocks=len(plan.blocks),
+                blocks_per_rank=plan.blocks_per_rank(),
+                seconds=seconds,
             )
         return EncodedContext(len(context), plan, cache, seconds, per_rank)
 
@@ -235,8 +240,12 @@ class Engine:
         positions = torch.arange(position, position + len(ids), device=self.device).unsqueeze(0)
         extra = {"star_cache": cache} if isinstance(cache, StarCache) else {}
         out = self.model(
-            input_ids=input_ids, position_ids=positions, past_key_values=cache,
-            use_cache=True, logits_to_keep=1, **extra,
+            input_ids=input_ids,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+            **extra,
         )
         return out.logits[:, -1]
 
