@@ -1,0 +1,94 @@
+"""Run one sample through the engine in every attention configuration and score the answers.
+
+Each configuration encodes the sample's context once (phase 1, or a dense prefill for the
+baseline) and answers every question of the sample over that one encoding, each with its own
+token limit and stop strings, through the engine's public ``encode_context``/``answer``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+
+from bench.ruler.scoring import string_match_all
+from bench.ruler.tasks import Sample
+from engine import Engine, GenerationSettings, Stats, plan_blocks
+from engine.plan import CostModel
+
+
+@dataclass(frozen=True)
+class Config:
+    """An attention configuration; block and anchor are fractions ``n / block_div`` of the context."""
+
+    label: str
+    mode: str
+    block_div: int | None = None
+    anchor_div: int | None = None  # None: anchor = block
+
+    def sizes(self, n: int) -> tuple[int, int | None]:
+        if self.block_div is None:
+            return n, None
+        block = math.ceil(n / self.block_div)
+        return block, None if self.anchor_div is None else math.ceil(n / self.anchor_div)
+
+
+DENSE = Config("dense", "global")
+CONFIGS = (
+    DENSE,
+    Config("star n/8", "star", 8),
+    Config("star n/4", "star", 4),
+    Config("star n/2", "star", 2),
+    Config("star n/4 a=n/16", "star", 4, 16),
+)
+
+
+def drain(gen: Generator):
+    """Run an engine generator to its end and return its return value (events are not needed)."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as stop:
+            return stop.value
+
+
+def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
+    """One record per (configuration, question): the prediction, its score and timings."""
+    records = []
+    n = len(sample.context_ids)
+    for config in configs:
+        block, anchor = config.sizes(n)
+        plan = None
+        if config.mode == "star":
+            plan = plan_blocks(n, block, anchor, 1, CostModel.for_config(engine.model.config))
+        started = time.perf_counter()
+        encoded = drain(engine.encode_context(sample.context_ids, plan))
+        encode_s = time.perf_counter() - started
+        for index, (question, query_ids) in enumerate(zip(sample.questions, sample.query_ids)):
+            settings = GenerationSettings(max_tokens=question.max_tokens, stop=list(question.stop))
+            started = time.perf_counter()
+            events = list(engine.answer(encoded, query_ids, settings, index))
+            stats = next(e for e in events if isinstance(e, Stats))
+            records.append(
+                {
+                    "suite": sample.suite,
+                    "task": question.task,
+                    "target_tokens": sample.target_tokens,
+                    "sample": sample.index,
+                    "question": index,
+                    "config": config.label,
+                    "mode": config.mode,
+                    "block_size": plan.block_size if plan else n,
+                    "anchor_size": plan.anchor if plan else 0,
+                    "context_tokens": n,
+                    "prompt_tokens": n + len(query_ids),
+                    "depths": question.depths,
+                    "prediction": stats.answer,
+                    "references": question.references,
+                    "score": string_match_all(stats.answer, question.references),
+                    "encode_s": round(encode_s, 3),
+                    "answer_s": round(time.perf_counter() - started, 3),
+                }
+            )
+    return records
