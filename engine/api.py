@@ -7,6 +7,7 @@ every rank yields its own phase-1 progress.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -14,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 import torch
 from transformers import DynamicCache
 
-from engine import attention, compiled, graphs, ring
-from engine.cache import StarCache
+from engine import attention, compiled, fused, graphs, ring
+from engine.cache import AnchorShare, StarCache
 from engine.chat import encode
 from engine.comm import Comm
 from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
@@ -75,6 +76,8 @@ class Engine:
         self.device = next(model.parameters()).device
         if compiled.compile_enabled(self.device):
             compiled.compile_pointwise(model)
+        elif fused.fused_enabled(self.device):  # fused Triton norm/MLP/RoPE: no compile on first use
+            fused.fuse_pointwise(model)
         self.eos_ids = _eos_ids(model, tokenizer)
 
     # --- public ---------------------------------------------------------------------------
@@ -103,6 +106,7 @@ class Engine:
                 request.anchor_size,
                 self.comm.world_size,
                 CostModel.for_config(self.model.config),
+                share_anchor=self.shares_anchor,
             )
         if request.mode == "ring":  # exact causal ring attention over the same ranks (engine/ring.py)
             if len(context) < 2 * self.comm.world_size:
@@ -206,17 +210,22 @@ class Engine:
         start, stop = plan.rank_span(rank)
         cache = StarCache(self.model.config.num_hidden_layers, self.comm, stop - start, len(context))
         started = time.perf_counter()
-        if plan.rank_needs_anchor(rank) and own[0] != 0:
+        share = self._anchor_share(plan, cache)
+        if share is None and plan.rank_needs_anchor(rank) and own[0] != 0:
             cache.mode = "anchor"
             self._forward(context[: plan.anchor], 0, cache)
             yield Progress(stage="anchor", done=1, total=1, rank=rank, tokens=plan.anchor)
         for done, i in enumerate(own, start=1):
             b_start, b_stop = plan.blocks[i]
             cache.start_block(b_start - start)
+            cache.anchor_send = share if i == 0 else None  # rank 0 sends the anchor during block 0
             self._forward(context[b_start:b_stop], b_start, cache)
+            cache.anchor_send = None
             if i == 0 and plan.rank_needs_anchor(rank):
                 cache.use_anchor_from_context(plan.anchor)
             yield Progress(stage="phase1", done=done, total=len(own), rank=rank, tokens=b_stop - b_start)
+        if share is not None:
+            share.finish()
         cache.drop_anchor()
         if self.device.type == "cuda":  # GPU work is asynchronous: time it, not its launches
             torch.cuda.synchronize(self.device)
@@ -234,6 +243,36 @@ class Engine:
         return EncodedContext(len(context), plan, cache, seconds, per_rank)
 
     # --- helpers --------------------------------------------------------------------------
+    @property
+    def shares_anchor(self) -> bool:
+        """Whether star plans let rank 0 send the anchor's KV instead of every rank recomputing
+        it (several ranks of a process group; ``STARCLI_SHARE_ANCHOR=0`` turns it off)."""
+        return (
+            self.comm.world_size > 1
+            and self.comm.can_broadcast
+            and os.environ.get("STARCLI_SHARE_ANCHOR", "1") != "0"
+        )
+
+    def _anchor_share(self, plan: BlockPlan, cache: StarCache) -> AnchorShare | None:
+        """This rank's side of the anchor transfer, or None where every rank computes its own."""
+        world = self.comm.world_size
+        if not (plan.anchor_shared and plan.anchor > 0 and world > 1 and self.comm.can_broadcast):
+            return None
+        if not any(plan.rank_needs_anchor(r) for r in range(1, world)):
+            return None
+        config = self.model.config
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+        shape = (1, kv_heads, plan.anchor, head_dim)
+        layers = config.num_hidden_layers
+        if self.comm.rank == 0:
+            return AnchorShare(self.comm, layers, plan.anchor, True, shape)
+        dtype = next(self.model.parameters()).dtype
+        share = AnchorShare(self.comm, layers, plan.anchor, False, shape, dtype=dtype, device=self.device)
+        cache.anchor_recv = share
+        return share
+
     def _forward(self, ids: list[int], position: int, cache) -> torch.Tensor:
         """Run the model on ``ids`` at global positions ``position ..``; return the last logits."""
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)

@@ -18,8 +18,8 @@ from engine.cache import StarCache
 from engine.ring import ring_attention
 from kernels import (
     attention_with_lse,
-    attention_with_lse_upto,
     block_attention,
+    decode_attention,
     empty_partial,
     merge_partials,
 )
@@ -41,11 +41,11 @@ def star_attention_forward(
     if star_cache is None:
         raise RuntimeError("star attention needs the engine's StarCache (pass star_cache=...)")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    layer = star_cache.layers[module.layer_idx]
     if star_cache.mode == "anchor":
         out, _ = attention_with_lse(query, key, value, scale, causal=True)
     elif star_cache.mode == "block":
-        out, _ = block_attention(query, key, value, layer.anchor_k, layer.anchor_v, scale)
+        anchor_k, anchor_v = star_cache.anchor_kv(module.layer_idx)
+        out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)
     elif star_cache.mode == "ring":
         out = ring_attention(query, key, value, scale, star_cache.comm, star_cache.ring_layout)
     else:
@@ -55,16 +55,24 @@ def star_attention_forward(
 
 def _query_attention(cache: StarCache, layer_idx: int, query, key, value, scale) -> torch.Tensor:
     ctx_k, ctx_v = cache.context_kv(layer_idx)
+    if cache.graph_slot is not None:  # decode step under a CUDA graph: one fused pass
+        host = cache.comm.is_host
+        out, lse = decode_attention(
+            query,
+            ctx_k,
+            ctx_v,
+            key if host else None,
+            value if host else None,
+            cache.graph_kv_len if host else None,
+            scale,
+        )
+        return cache.comm.merge_across_ranks(out, lse)
     if ctx_k is None or ctx_k.shape[2] == 0:
         o, lse = empty_partial(query, value.shape[-1])  # a rank with no blocks
     else:
         o, lse = attention_with_lse(query, ctx_k, ctx_v, scale, causal=False)
     outs, lses = [o], [lse]
-    if cache.comm.is_host and cache.graph_slot is not None:  # decode step under a CUDA graph
-        o, lse = attention_with_lse_upto(query, key, value, scale, cache.graph_kv_len)
-        outs.append(o)
-        lses.append(lse)
-    elif cache.comm.is_host:
+    if cache.comm.is_host:
         o, lse = attention_with_lse(query, key, value, scale, causal=True)
         outs.append(o)
         lses.append(lse)

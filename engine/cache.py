@@ -42,6 +42,47 @@ class StarLayer(CacheLayerMixin):
         return -1
 
 
+class AnchorShare:
+    """Phase 1 without recomputing the anchor on every rank. Block 0's first ``anchor`` tokens'
+    KV *is* the anchor's (a causal prefix), so rank 0 sends it layer by layer while it encodes
+    block 0, and every other rank receives it into buffers it posts before its first block: its
+    layer ``l`` waits only for rank 0's layer ``l``. Each rank then uses rank 0's anchor, exactly
+    what one rank alone would use."""
+
+    def __init__(self, comm: Comm, num_layers: int, anchor: int, sending: bool, kv_shape=None, **tensor_kw):
+        self.comm, self.anchor, self.sending = comm, anchor, sending
+        self.kv_shape = tuple(kv_shape) if kv_shape is not None else None
+        self.works: list = [None] * num_layers
+        self.buffers: list[torch.Tensor | None] = [None] * num_layers
+        if not sending:  # (B, Hkv, anchor, D) for keys and values, packed in one buffer a layer
+            for layer in range(num_layers):
+                self.buffers[layer] = torch.empty((2, *kv_shape), **tensor_kw)
+                self.works[layer] = comm.broadcast_async(self.buffers[layer], 0)
+
+    def send(self, layer_idx: int, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        packed = torch.stack([key_states[:, :, : self.anchor], value_states[:, :, : self.anchor]])
+        if tuple(packed.shape[1:]) != self.kv_shape:  # the receivers sized their buffers from the config
+            raise RuntimeError(f"anchor KV of shape {tuple(packed.shape[1:])}, expected {self.kv_shape}")
+        self.buffers[layer_idx] = packed  # kept alive until finish()
+        self.works[layer_idx] = self.comm.broadcast_async(packed, 0)
+
+    def kv(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The received anchor KV of one layer, once it has arrived (a stream wait on CUDA)."""
+        work = self.works[layer_idx]
+        if work is not None:
+            work.wait()
+            self.works[layer_idx] = None
+        buf = self.buffers[layer_idx]
+        return buf[0], buf[1]
+
+    def finish(self) -> None:
+        for work in self.works:
+            if work is not None:
+                work.wait()
+        self.works = [None] * len(self.works)
+        self.buffers = [None] * len(self.buffers)
+
+
 class StarCache(Cache):
     """Per-rank KV for Star Attention.
 
@@ -65,6 +106,9 @@ class StarCache(Cache):
         self.graph_slot: torch.Tensor | None = None
         self.graph_kv_len: torch.Tensor | None = None
         self.ring_layout = None  # engine.ring.ZigzagLayout while ring mode encodes the context
+        # Phase 1 with a shared anchor: rank 0 sends while it encodes block 0, the others receive.
+        self.anchor_send: AnchorShare | None = None
+        self.anchor_recv: AnchorShare | None = None
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
@@ -76,7 +120,18 @@ class StarCache(Cache):
             layer.anchor_k = layer.context_k[:, :, :anchor]
             layer.anchor_v = layer.context_v[:, :, :anchor]
 
+    def anchor_kv(self, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The anchor's KV for a block's attention: received from rank 0, or this rank's own."""
+        if self.anchor_recv is not None:
+            return self.anchor_recv.kv(layer_idx)
+        layer = self.layers[layer_idx]
+        return layer.anchor_k, layer.anchor_v
+
     def drop_anchor(self) -> None:
+        for share in (self.anchor_send, self.anchor_recv):
+            if share is not None:
+                share.finish()
+        self.anchor_send = self.anchor_recv = None
         for layer in self.layers:
             layer.anchor_k = layer.anchor_v = None
 
@@ -107,6 +162,8 @@ class StarCache(Cache):
             end = self.block_offset + length
             layer.context_k[:, :, self.block_offset : end] = key_states
             layer.context_v[:, :, self.block_offset : end] = value_states
+            if self.anchor_send is not None:  # rank 0 encoding block 0: send this layer's anchor
+                self.anchor_send.send(layer_idx, key_states, value_states)
             if layer_idx == len(self.layers) - 1:
                 self.context_len = max(self.context_len, end)
             return key_states, value_states

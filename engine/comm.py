@@ -42,6 +42,16 @@ class Comm:
     def barrier(self) -> None:
         """Wait for every rank."""
 
+    @property
+    def can_broadcast(self) -> bool:
+        """Whether ``broadcast_async`` works (a real process group behind this object)."""
+        return False
+
+    def broadcast_async(self, tensor: torch.Tensor, src: int):
+        """Start sending ``tensor`` from rank ``src`` (of this group) to every rank, in place;
+        returns a handle whose ``wait()`` orders later work after its arrival."""
+        raise NotImplementedError("one rank has no one to broadcast to")
+
 
 class DistComm(Comm):
     """Ranks of a torch.distributed process group (gloo on CPU, NCCL on GPU)."""
@@ -74,6 +84,14 @@ class DistComm(Comm):
         out = [torch.empty_like(t) for _ in range(self.world_size)]
         dist.all_gather(out, t, group=self.group)
         return [float(x.item()) for x in out]
+
+    @property
+    def can_broadcast(self) -> bool:
+        return True
+
+    def broadcast_async(self, tensor: torch.Tensor, src: int):
+        source = dist.get_global_rank(self.group, src) if self.group is not None else src
+        return dist.broadcast(tensor, src=source, group=self.group, async_op=True)
 
     def barrier(self) -> None:
         # A tiny all_reduce rather than dist.barrier(): it honours the group's timeout on every backend.

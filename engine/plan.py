@@ -6,13 +6,25 @@ from dataclasses import dataclass
 
 from engine.errors import BadSettingError, EmptyInputError
 
+# Calibration against measured phase-1 times (Llama-3.1-8B shape, bf16, fused pointwise kernels,
+# H100, docs/benchmarks.md): a 16K block without anchor took 0.487 s and one with a 16K anchor
+# 0.739 s. Counting FLOPs at the measured matmul rate (785 TFLOP/s), a token costs its matmul
+# FLOPs plus this fraction more (pointwise work, and matmuls of these shapes running below the
+# 8192-cube rate), and attention runs at this fraction of the matmul rate.
+POINTWISE_FRACTION = 0.24
+ATTENTION_RATE = 0.71
+
 
 @dataclass(frozen=True)
 class CostModel:
-    """Work per token in FLOPs: ``linear`` for projections/MLP, ``per_key`` for each attended key."""
+    """Work per token in FLOPs: ``linear`` for projections/MLP, ``per_key`` for each attended key
+    (both plain FLOP counts, which the benchmark's floors use too). ``block`` weighs them into
+    matmul-equivalent FLOPs: ``pointwise`` more per token, attention divided by ``attn_rate``."""
 
     linear: float = 1.0
     per_key: float = 0.0
+    pointwise: float = 0.0
+    attn_rate: float = 1.0
 
     @classmethod
     def for_config(cls, config) -> CostModel:
@@ -23,12 +35,18 @@ class CostModel:
         layers = config.num_hidden_layers
         inter = getattr(config, "intermediate_size", 4 * hidden)
         per_layer = 2 * hidden * head_dim * (2 * heads + 2 * kv_heads) + 2 * 3 * hidden * inter
-        return cls(linear=float(per_layer * layers), per_key=float(4 * heads * head_dim * layers))
+        linear = float(per_layer * layers)
+        return cls(
+            linear=linear,
+            per_key=float(4 * heads * head_dim * layers),
+            pointwise=POINTWISE_FRACTION * linear,
+            attn_rate=ATTENTION_RATE,
+        )
 
     def block(self, tokens: int, anchor: int) -> float:
         """One block of ``tokens`` attending to ``anchor`` keys and causally to itself."""
         keys = tokens * anchor + tokens * (tokens + 1) / 2
-        return tokens * self.linear + keys * self.per_key
+        return tokens * (self.linear + self.pointwise) + keys * self.per_key / self.attn_rate
 
 
 @dataclass(frozen=True)
@@ -40,6 +58,7 @@ class BlockPlan:
     anchor_size: int
     blocks: tuple[tuple[int, int], ...]
     ranks: tuple[tuple[int, ...], ...]
+    anchor_shared: bool = False  # rank 0 sends the anchor's KV; no rank recomputes it
 
     @property
     def world_size(self) -> int:
@@ -71,10 +90,11 @@ def plan_blocks(
     anchor_size: int | None,
     world_size: int,
     cost: CostModel | None = None,
+    share_anchor: bool = False,
 ) -> BlockPlan:
     """Blocks of ``block_size`` (the last may be shorter), assigned in contiguous runs so that the
     most loaded rank has as little work as possible; a rank not holding block 0 also pays for
-    computing the anchor once."""
+    computing the anchor once, unless ``share_anchor`` (rank 0 sends it while encoding block 0)."""
     if context_tokens < 1:
         raise EmptyInputError("the context is empty: give the engine at least one context token")
     if block_size < 1:
@@ -91,9 +111,10 @@ def plan_blocks(
     blocks = tuple((s, min(s + block_size, context_tokens)) for s in range(0, context_tokens, block_size))
     used_anchor = min(anchor, blocks[0][1]) if len(blocks) > 1 else 0
     work = [cost.block(stop - start, used_anchor if i > 0 else 0) for i, (start, stop) in enumerate(blocks)]
-    anchor_work = cost.block(used_anchor, 0)
+    shared = share_anchor and used_anchor > 0 and world_size > 1
+    anchor_work = 0.0 if shared else cost.block(used_anchor, 0)
     ranks = _partition(tuple(work), anchor_work, world_size)
-    return BlockPlan(context_tokens, block_size, anchor, blocks, ranks)
+    return BlockPlan(context_tokens, block_size, anchor, blocks, ranks, shared)
 
 
 def _partition(work: tuple[float, ...], anchor_work: float, world: int) -> tuple[tuple[int, ...], ...]:

@@ -4,6 +4,7 @@ from kernels.dispatch import (
     attention_with_lse,
     attention_with_lse_upto,
     block_attention,
+    decode_attention,
     merge_partials,
     register_attention,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "attention_with_lse_math",
     "attention_with_lse_upto",
     "block_attention",
+    "decode_attention",
     "empty_partial",
     "merge_partials",
     "register_attention",

@@ -5,11 +5,17 @@ The fused kernels want equal query/KV head counts and align a causal mask top-le
 engine asks for grouped-query attention with a bottom-right causal mask. ``gqa_attention_with_lse``
 bridges the two exactly, on any device, so its logic is tested on CPU too:
 
-- unmasked attention folds the ``G`` query heads of a KV head into the query length
-  (``[B, Hkv, G*Lq, D]``): no key is copied, each is read once per KV head;
-- causal attention with ``Lq == Lk`` repeats the KV heads (a copy ~1% of the attention time at 16K);
+- a ``grouped`` backend (cuDNN takes ``Hkv < Hq`` as it is) gets the grouped heads directly: no
+  copy of K/V, none of Q, and its output keeps Q's memory layout (transformers hands Q over as a
+  ``[B, L, H, D]`` buffer viewed as ``[B, H, L, D]``), so the caller's transpose back is free;
+- otherwise unmasked attention folds the ``G`` query heads of a KV head into the query length
+  (``[B, Hkv, G*Lq, D]``) and causal attention repeats the KV heads (8-15% of the causal kernel's
+  time at 16K on an H100, docs/benchmarks.md);
 - causal attention with ``Lq < Lk`` is the unmasked prefix ``[0, Lk-Lq)`` merged with the causal
   square ``[Lk-Lq, Lk)``; with ``Lq == 1`` it is simply unmasked.
+
+``GQA_MODE`` says which of the two the unmasked and the causal case use (bench/probe_phase1.py
+measures both).
 """
 
 from __future__ import annotations
@@ -29,6 +35,10 @@ MergeFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 # whose grid has only ceil(rows / 128) tiles per head and leaves most SMs idle.
 FEW_QUERY_ROWS = 512
 
+# "native": hand the grouped heads to the ``grouped`` backend; "fold"/"repeat": the equal-head
+# workarounds above. Either falls back to the workaround when the grouped backend refuses.
+GQA_MODE = {"unmasked": "native", "causal": "native"}
+
 
 def gqa_attention_with_lse(
     q: torch.Tensor,
@@ -39,9 +49,11 @@ def gqa_attention_with_lse(
     dense: DenseFn,
     few: FewFn | None = None,
     merge: MergeFn = merge_partials,
+    grouped: DenseFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped-query, bottom-right-causal attention with LSE over ``dense`` (equal heads; causal
-    only with ``Lq == Lk``) and ``few`` (unmasked, grouped heads, few query rows)."""
+    only with ``Lq == Lk``), ``few`` (unmasked, grouped heads, few query rows) and ``grouped``
+    (like ``dense`` but takes ``Hkv < Hq``; may raise RuntimeError to decline)."""
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     if lq == 0 or lk == 0:
@@ -53,12 +65,18 @@ def gqa_attention_with_lse(
         return attention_with_lse_math(q, k, v, scale, causal=True)
     if causal and lq < lk:
         cut = lk - lq
-        head = gqa_attention_with_lse(q, k[:, :, :cut], v[:, :, :cut], scale, False, dense, few, merge)
-        tail = gqa_attention_with_lse(q, k[:, :, cut:], v[:, :, cut:], scale, True, dense, few, merge)
+        fns = (dense, few, merge, grouped)
+        head = gqa_attention_with_lse(q, k[:, :, :cut], v[:, :, :cut], scale, False, *fns)
+        tail = gqa_attention_with_lse(q, k[:, :, cut:], v[:, :, cut:], scale, True, *fns)
         return merge([head[0], tail[0]], [head[1], tail[1]], out_dtype=q.dtype)
+    if not causal and few is not None and groups * lq <= FEW_QUERY_ROWS:
+        return few(q, k, v, scale)
+    if groups > 1 and grouped is not None and GQA_MODE["causal" if causal else "unmasked"] == "native":
+        try:
+            return grouped(q, k, v, scale, causal)
+        except RuntimeError:  # shapes or strides the grouped backend declines: equal heads below
+            pass
     if not causal:
-        if few is not None and groups * lq <= FEW_QUERY_ROWS:
-            return few(q, k, v, scale)
         folded = q.reshape(b, hkv, groups * lq, d)
         out, lse = dense(folded, k, v, scale, False)
         return out.reshape(b, hq, lq, v.shape[-1]), lse.reshape(b, hq, lq)
@@ -110,7 +128,17 @@ def attention_with_lse_cuda(q, k, v, scale, causal=False):
 
     if q.dtype not in (torch.float16, torch.bfloat16) or not tri.supported(q) or q.shape[-1] > 128:
         return attention_with_lse_math(q, k, v, scale, causal)
-    return gqa_attention_with_lse(q, k, v, scale, causal, dense_cuda, tri.split_kv_attention, merge_cuda)
+    return gqa_attention_with_lse(
+        q, k, v, scale, causal, dense_cuda, tri.split_kv_attention, merge_cuda, grouped_cuda
+    )
+
+
+def grouped_cuda(q, k, v, scale, causal):
+    """cuDNN over grouped heads as they are (no K/V repeat, no Q fold); RuntimeError if declined."""
+    if "cudnn" not in _order:
+        raise RuntimeError("cuDNN is not among the backends in use")
+    out, lse = _cudnn(q, k, v, scale, causal)
+    return out, lse.reshape(q.shape[0], q.shape[1], q.shape[2]).float()
 
 
 def merge_cuda(outs, lses, out_dtype=None):
@@ -123,6 +151,6 @@ def merge_cuda(outs, lses, out_dtype=None):
         return tri.merge_stacked(outs, lses, out_dtype)
     outs, lses = list(outs), list(lses)
     dtype = out_dtype or outs[0].dtype
-    if len(outs) == 2 and outs[0].stride(-1) == 1:
+    if len(outs) == 2 and outs[0].stride(-1) == 1 and outs[1].stride(-1) == 1:
         return tri.merge_pair(outs[0], lses[0].float(), outs[1], lses[1].float(), dtype)
     return tri.merge_stacked(torch.stack(outs), torch.stack([x.float() for x in lses]), dtype)

@@ -85,6 +85,41 @@ def attention_with_lse_upto(
     return attention_with_lse(q, k[:, :, :n], v[:, :, :n], scale, causal=False)
 
 
+def decode_attention(
+    q: torch.Tensor,
+    ctx_k: torch.Tensor | None,
+    ctx_v: torch.Tensor | None,
+    tail_k: torch.Tensor | None,
+    tail_v: torch.Tensor | None,
+    tail_len: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked attention over all context keys and the first ``tail_len`` tail keys (either part
+    may be ``None``): the decode step's attention, one split-KV pass and one merge on CUDA."""
+    if q.device.type == "cuda" and os.environ.get("STARCLI_KERNELS") != "reference":
+        from kernels.triton_attention import decode_attention as fused
+        from kernels.triton_attention import supported
+
+        if supported(q) and q.dtype in (torch.float16, torch.bfloat16):
+            return fused(q, ctx_k, ctx_v, tail_k, tail_v, tail_len, scale)
+    outs, lses = [], []
+    if ctx_k is not None and ctx_k.shape[2] > 0:
+        o, lse = attention_with_lse(q, ctx_k, ctx_v, scale, causal=False)
+        outs.append(o)
+        lses.append(lse)
+    if tail_k is not None and tail_k.shape[2] > 0:
+        o, lse = attention_with_lse_upto(q, tail_k, tail_v, scale, tail_len)
+        outs.append(o)
+        lses.append(lse)
+    if not outs:
+        from kernels.reference import empty_partial
+
+        return empty_partial(q, q.shape[-1] if ctx_v is None else ctx_v.shape[-1])
+    if len(outs) == 1:
+        return outs[0], lses[0]
+    return merge_partials(outs, lses, out_dtype=q.dtype)
+
+
 def block_attention(
     q: torch.Tensor,
     k: torch.Tensor,

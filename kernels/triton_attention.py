@@ -21,8 +21,10 @@ import triton.language as tl
 
 _LOG2E = 1.4426950408889634
 
-# Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these).
-DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 2}
+# Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these). One
+# program per SM was fastest timed inside a CUDA graph on an H100 at 128K keys: 189 µs (2.84 TB/s)
+# against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md).
+DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
 
 
 @triton.jit
@@ -35,6 +37,7 @@ def _split_kv_kernel(
     KV_LEN,
     kv_len_static,
     chunk,
+    split_offset,
     scale_log2,
     sq_b,
     sq_h,
@@ -52,6 +55,7 @@ def _split_kv_kernel(
     HAS_LEN: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    K_ROWS: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -82,8 +86,12 @@ def _split_kv_kernel(
     for n in range(start, end, BLOCK_N):
         cols = n + tl.arange(0, BLOCK_N)
         col_ok = cols < end
-        k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
-        s = tl.dot(q, k) * scale_log2
+        if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
+            k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * scale_log2
+        else:
+            k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
+            s = tl.dot(q, k) * scale_log2
         s = tl.where(col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
@@ -96,7 +104,7 @@ def _split_kv_kernel(
     has_keys = l_i > 0
     out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
-    base = (pid_s * tl.num_programs(1) + pid_bh) * m_rows
+    base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
     tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
     tl.store(L_PART + base + rows, lse, mask=row_ok)
 
@@ -182,42 +190,155 @@ def merge_stacked(
     return out, out_lse
 
 
+@triton.jit
+def _merge2_kernel(
+    OA,
+    LA,
+    OB,
+    LB,
+    OUT,
+    OUT_L,
+    R,
+    H,
+    LQ,
+    sa_b,
+    sa_h,
+    sa_l,
+    sla_b,
+    sla_h,
+    sla_l,
+    sb_b,
+    sb_h,
+    sb_l,
+    slb_b,
+    slb_h,
+    slb_l,
+    sout_b,
+    sout_h,
+    sout_l,
+    D: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    ok = rows < R
+    b = rows // (H * LQ)
+    h = (rows // LQ) % H
+    t = rows % LQ
+    d = tl.arange(0, D)
+    la = tl.load(LA + b * sla_b + h * sla_h + t * sla_l, mask=ok, other=float("-inf"))
+    lb = tl.load(LB + b * slb_b + h * slb_h + t * slb_l, mask=ok, other=float("-inf"))
+    peak = tl.maximum(la, lb)
+    shift = tl.where(peak == float("-inf"), 0.0, peak)
+    wa = tl.exp(la - shift)
+    wb = tl.exp(lb - shift)
+    oa = tl.load(OA + (b * sa_b + h * sa_h + t * sa_l)[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+    ob = tl.load(OB + (b * sb_b + h * sb_h + t * sb_l)[:, None] + d[None, :], mask=ok[:, None], other=0.0)
+    total = wa + wb
+    safe = tl.where(total > 0, total, 1.0)
+    out = (wa[:, None] * oa.to(tl.float32) + wb[:, None] * ob.to(tl.float32)) / safe[:, None]
+    lse = tl.where(total > 0, shift + tl.log(safe), peak)
+    out_off = b * sout_b + h * sout_h + t * sout_l
+    tl.store(OUT + out_off[:, None] + d[None, :], out.to(OUT.dtype.element_ty), mask=ok[:, None])
+    tl.store(OUT_L + rows, lse, mask=ok)
+
+
 def merge_pair(
     oa: torch.Tensor, la: torch.Tensor, ob: torch.Tensor, lb: torch.Tensor, out_dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge two partials without stacking them: the second is addressed from the first's pointer
-    (same dtype and strides), so the kernel reads each once."""
-    same = oa.dtype == ob.dtype and oa.stride() == ob.stride() and la.stride() == lb.stride()
-    if not same or la.dtype != torch.float32 or lb.dtype != torch.float32:
-        return merge_stacked(torch.stack([oa, ob]), torch.stack([la.float(), lb.float()]), out_dtype)
-    so_p = (ob.data_ptr() - oa.data_ptr()) // oa.element_size()
-    sl_p = (lb.data_ptr() - la.data_ptr()) // la.element_size()
+    """Merge two partials ``[B, H, L, D]`` (last dim contiguous, any other strides) in one pass,
+    reading each where it lies. The output takes ``oa``'s memory layout, so that a ``[B, L, H, D]``
+    buffer viewed as ``[B, H, L, D]`` (what transformers wants back) needs no copy afterwards."""
     b, h, lq, d = oa.shape
-    out = torch.empty((b, h, lq, d), dtype=out_dtype, device=oa.device)
+    out = torch.empty_like(oa, dtype=out_dtype)  # same strides as oa where oa is dense
+    if out.stride(-1) != 1:
+        out = torch.empty((b, h, lq, d), dtype=out_dtype, device=oa.device)
     out_lse = torch.empty((b, h, lq), dtype=torch.float32, device=oa.device)
     rows = b * h * lq
     if rows == 0:
         return out, out_lse
+    la, lb = la.float(), lb.float()
     block = 16 if d >= 128 else 32
-    _merge_kernel[(triton.cdiv(rows, block),)](
+    _merge2_kernel[(triton.cdiv(rows, block),)](
         oa,
         la,
+        ob,
+        lb,
         out,
         out_lse,
-        2,
         rows,
         h,
         lq,
-        so_p,
         *oa.stride()[:3],
-        sl_p,
         *la.stride(),
+        *ob.stride()[:3],
+        *lb.stride(),
         *out.stride()[:3],
         D=d,
         BLOCK_R=block,
         num_warps=4,
     )
     return out, out_lse
+
+
+def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None):
+    """(block_m, block_n, m_tiles, splits, chunk, warps, stages) of one split-KV launch."""
+    m_rows = (q.shape[1] // hkv) * q.shape[2]
+    block_m = max(16, triton.next_power_of_2(min(m_rows, 64)))
+    cfg = DECODE_CONFIG
+    small = block_m <= 16
+    block_n = cfg["block_n"] if small else 32
+    m_tiles = triton.cdiv(m_rows, block_m)
+    if splits is None:
+        programs = cfg["programs_per_sm"] * torch.cuda.get_device_properties(q.device).multi_processor_count
+        want = max(1, programs // max(1, m_tiles * b * hkv))
+        splits = max(1, min(want, triton.cdiv(max(lk, 1), 256)))
+    chunk = triton.cdiv(triton.cdiv(max(lk, 1), splits), block_n) * block_n
+    splits = triton.cdiv(max(lk, 1), chunk)
+    warps = cfg["num_warps"] if small else 4
+    stages = cfg["num_stages"] if small else 3
+    return block_m, block_n, m_tiles, splits, chunk, warps, stages
+
+
+def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len) -> None:
+    block_m, block_n, m_tiles, splits, chunk, warps, stages = shape
+    b, hq, lq, d = q.shape
+    hkv = k.shape[1]
+    length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
+    _split_kv_kernel[(m_tiles, b * hkv, splits)](
+        q,
+        k,
+        v,
+        o_part,
+        l_part,
+        length,
+        k.shape[2],
+        chunk,
+        offset,
+        scale * _LOG2E,
+        q.stride(0),
+        q.stride(1),
+        q.stride(2),
+        k.stride(0),
+        k.stride(1),
+        k.stride(2),
+        v.stride(0),
+        v.stride(1),
+        v.stride(2),
+        HKV=hkv,
+        G=hq // hkv,
+        LQ=lq,
+        D=d,
+        HAS_LEN=kv_len is not None,
+        BLOCK_M=block_m,
+        BLOCK_N=block_n,
+        K_ROWS=bool(DECODE_CONFIG.get("k_rows", False)),
+        num_warps=warps,
+        num_stages=stages,
+    )
+
+
+def _last_dim_contiguous(*ts: torch.Tensor) -> list[torch.Tensor]:
+    return [t if t.stride(-1) == 1 else t.contiguous() for t in ts]
 
 
 def split_kv_attention(
@@ -235,62 +356,56 @@ def split_kv_attention(
     """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
-    groups = hq // hkv
-    m_rows = groups * lq
-    block_m = max(16, triton.next_power_of_2(min(m_rows, 64)))
-    cfg = DECODE_CONFIG
-    block_n = cfg["block_n"] if block_m <= 16 else 32
-    m_tiles = triton.cdiv(m_rows, block_m)
-    if splits is None:
-        programs = cfg["programs_per_sm"] * torch.cuda.get_device_properties(q.device).multi_processor_count
-        want = max(1, programs // max(1, m_tiles * b * hkv))
-        splits = max(1, min(want, triton.cdiv(max(lk, 1), 256)))
-    chunk = triton.cdiv(triton.cdiv(max(lk, 1), splits), block_n) * block_n
-    splits = triton.cdiv(max(lk, 1), chunk)
-    if q.stride(-1) != 1:
-        q = q.contiguous()
-    if k.stride(-1) != 1:
-        k = k.contiguous()
-    if v.stride(-1) != 1:
-        v = v.contiguous()
-    o_part = torch.empty((splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
-    l_part = torch.empty((splits, b, hkv, m_rows), dtype=torch.float32, device=q.device)
-    length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
-    _split_kv_kernel[(m_tiles, b * hkv, splits)](
-        q,
-        k,
-        v,
-        o_part,
-        l_part,
-        length,
-        lk,
-        chunk,
-        scale * _LOG2E,
-        q.stride(0),
-        q.stride(1),
-        q.stride(2),
-        k.stride(0),
-        k.stride(1),
-        k.stride(2),
-        v.stride(0),
-        v.stride(1),
-        v.stride(2),
-        HKV=hkv,
-        G=groups,
-        LQ=lq,
-        D=d,
-        HAS_LEN=kv_len is not None,
-        BLOCK_M=block_m,
-        BLOCK_N=block_n,
-        num_warps=cfg["num_warps"] if block_m <= 16 else 4,
-        num_stages=cfg["num_stages"] if block_m <= 16 else 3,
-    )
+    q, k, v = _last_dim_contiguous(q, k, v)
+    shape = _launch_shape(q, b, hkv, lk, splits)
+    n_splits, m_rows = shape[3], (hq // hkv) * lq
+    o_part = torch.empty((n_splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
+    l_part = torch.empty((n_splits, b, hkv, m_rows), dtype=torch.float32, device=q.device)
+    _launch(q, k, v, o_part, l_part, 0, shape, scale, kv_len)
     # Rows of [B, Hkv, G*Lq] are exactly the rows of a contiguous [B, Hq, Lq].
-    o_part = o_part.view(splits, b, hq, lq, d)
-    l_part = l_part.view(splits, b, hq, lq)
-    if splits == 1:
+    o_part = o_part.view(n_splits, b, hq, lq, d)
+    l_part = l_part.view(n_splits, b, hq, lq)
+    if n_splits == 1:
         return o_part[0].to(q.dtype), l_part[0]
     return merge_stacked(o_part, l_part, out_dtype=q.dtype)
+
+
+def decode_attention(
+    q: torch.Tensor,
+    ctx_k: torch.Tensor | None,
+    ctx_v: torch.Tensor | None,
+    tail_k: torch.Tensor | None,
+    tail_v: torch.Tensor | None,
+    tail_len: torch.Tensor | None,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked attention of a few query rows over every context key and the first ``tail_len``
+    tail keys, in three launches (context splits, tail splits, one merge of all partials) rather
+    than two attention calls, a cast and a pairwise merge: the decode step's attention.
+    Either part may be absent (``None`` or no keys)."""
+    b, hq, lq, d = q.shape
+    (q,) = _last_dim_contiguous(q)
+    parts = []
+    if ctx_k is not None and ctx_k.shape[2] > 0:
+        ctx_k, ctx_v = _last_dim_contiguous(ctx_k, ctx_v)
+        parts.append((ctx_k, ctx_v, None))
+    if tail_k is not None and tail_k.shape[2] > 0:
+        tail_k, tail_v = _last_dim_contiguous(tail_k, tail_v)
+        parts.append((tail_k, tail_v, tail_len))
+    if not parts:
+        out = q.new_zeros(b, hq, lq, d)
+        return out, torch.full((b, hq, lq), float("-inf"), dtype=torch.float32, device=q.device)
+    hkv = parts[0][0].shape[1]
+    shapes = [_launch_shape(q, b, hkv, k.shape[2], None) for k, _, _ in parts]
+    total = sum(s[3] for s in shapes)
+    m_rows = (hq // hkv) * lq
+    o_part = torch.empty((total, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
+    l_part = torch.empty((total, b, hkv, m_rows), dtype=torch.float32, device=q.device)
+    offset = 0
+    for (k, v, length), shape in zip(parts, shapes):
+        _launch(q, k, v, o_part, l_part, offset, shape, scale, length)
+        offset += shape[3]
+    return merge_stacked(o_part.view(total, b, hq, lq, d), l_part.view(total, b, hq, lq), out_dtype=q.dtype)
 
 
 def supported(q: torch.Tensor) -> bool:

@@ -84,11 +84,14 @@ def test_phase1_anchor_once_equals_anchor_recomputed_per_block(tiny_llama, ancho
         assert encoded.cache.layers[layer].anchor_k is None  # dropped after phase 1
 
 
-PHASE2_CASES = [
-    (1, 50, 8, 8),
-    (2, 50, 8, 8),
-    (3, 50, 8, 3),  # uneven: 7 blocks, the last 2 tokens long
-    (3, 10, 8, 1),  # two blocks for three ranks: one rank holds nothing
+PHASE2_CASES = [  # (ranks, context tokens, block, anchor, rank 0 sends the anchor)
+    (1, 50, 8, 8, False),
+    (2, 50, 8, 8, False),
+    (3, 50, 8, 3, False),  # uneven: 7 blocks, the last 2 tokens long
+    (3, 10, 8, 1, False),  # two blocks for three ranks: one rank holds nothing
+    (2, 50, 8, 8, True),
+    (3, 50, 8, 3, True),
+    (3, 10, 8, 1, True),
 ]
 QUERY = [5, 6, 7, 8, 9]
 
@@ -106,13 +109,15 @@ def _phase2_rank(rank, procs, init_file, out_path):
     model = LlamaForCausalLM(tiny_config("llama")).eval()
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=procs)
     try:
-        for case, (world, n, block, anchor) in enumerate(PHASE2_CASES):
+        for case, (world, n, block, anchor, share) in enumerate(PHASE2_CASES):
             group = dist.new_group(list(range(world)))
             if rank >= world:
                 continue
             engine = Engine(model, IdTokenizer(), comm=DistComm(torch.device("cpu"), group))
             ctx = torch.randint(0, 101, (n,), generator=torch.Generator().manual_seed(3)).tolist()
-            encoded = drain(engine.encode_context(ctx, plan_blocks(n, block, anchor, world)))
+            plan = plan_blocks(n, block, anchor, world, share_anchor=share)
+            assert plan.anchor_shared == (share and plan.anchor > 0)
+            encoded = drain(engine.encode_context(ctx, plan))
             cache = encoded.cache
             cache.start_query(len(QUERY) + 1)
             with torch.inference_mode():
@@ -149,10 +154,12 @@ def phase2_results():
 
 
 @pytest.mark.parametrize(
-    "case", range(len(PHASE2_CASES)), ids=[f"w{w}-n{n}-b{b}-a{a}" for w, n, b, a in PHASE2_CASES]
+    "case",
+    range(len(PHASE2_CASES)),
+    ids=[f"w{w}-n{n}-b{b}-a{a}{'-shared' if s else ''}" for w, n, b, a, s in PHASE2_CASES],
 )
 def test_phase2_over_ranks_equals_dense_attention_over_the_same_keys(tiny_llama, phase2_results, case):
-    world, n, block, anchor = PHASE2_CASES[case]
+    world, n, block, anchor, _ = PHASE2_CASES[case]
     results = phase2_results[case]
     if n == 10:
         assert 0 in results[0]["blocks"]

@@ -131,3 +131,56 @@ def test_split_kv_with_device_length_replays_in_a_graph():
         graph.replay()
         ro, rl = _ref(q, k[:, :, :n], v[:, :, :n], 0.088, False)
         assert _rel(out, ro) < BF16_TOL and _rel(lse, rl) < LSE_TOL, n
+
+
+def test_merge_pair_mixed_layouts_keeps_the_first_layout():
+    from kernels.merge import merge_partials as merge_ref
+    from kernels.triton_attention import merge_pair
+
+    oa, ob = _hf_layout(1, 32, 300, 128), _rand(1, 32, 300, 128)
+    la, lb = torch.randn(1, 32, 300, device="cuda"), torch.randn(1, 32, 300, device="cuda") - 2
+    la[0, 0, :3] = float("-inf")
+    out, lse = merge_pair(oa, la, ob, lb, torch.bfloat16)
+    ro, rl = merge_ref([oa.double(), ob.double()], [la.double(), lb.double()])
+    assert out.stride() == oa.stride()  # the caller's transpose back to [B, L, H, D] is free
+    assert _rel(out, ro) < BF16_TOL and _rel(lse, rl) < 1e-6
+
+
+@pytest.mark.parametrize("mode", ["native", "fold"])
+def test_block_attention_gqa_modes_match_float64(mode):
+    from kernels import block_attention
+    from kernels import cuda_attention as ca
+    from kernels.merge import merge_partials as merge_ref
+
+    saved = dict(ca.GQA_MODE)
+    ca.GQA_MODE.update(unmasked=mode, causal="native" if mode == "native" else "repeat")
+    try:
+        q, k, v = _hf_layout(1, 32, 1000, 128), _hf_layout(1, 8, 1000, 128), _hf_layout(1, 8, 1000, 128)
+        ctx = _rand(1, 8, 3000, 128)  # the anchor as a slice of a longer context buffer
+        ak, av = ctx[:, :, :700], ctx.flip(2)[:, :, :700].contiguous()
+        out, lse = block_attention(q, k, v, ak, av, 0.088)
+    finally:
+        ca.GQA_MODE.update(saved)
+    own = _ref(q, k, v, 0.088, True)
+    anchor = _ref(q, ak, av, 0.088, False)
+    ro, rl = merge_ref([own[0], anchor[0]], [own[1], anchor[1]])
+    assert _rel(out, ro) < BF16_TOL and _rel(lse, rl) < LSE_TOL
+
+
+@pytest.mark.parametrize("parts", ["both", "context", "tail"])
+def test_decode_attention_fuses_context_and_tail(parts):
+    from kernels import decode_attention
+
+    q = _hf_layout(1, 32, 1, 128)
+    ck, cv = _rand(1, 8, 20000, 128), _rand(1, 8, 20000, 128)
+    tk, tv = _rand(1, 8, 64, 128), _rand(1, 8, 64, 128)
+    n = torch.tensor([17], device="cuda", dtype=torch.int32)
+    use_ctx, use_tail = parts in ("both", "context"), parts in ("both", "tail")
+    out, lse = decode_attention(
+        q, ck if use_ctx else None, cv if use_ctx else None,
+        tk if use_tail else None, tv if use_tail else None, n, 0.088,
+    )  # fmt: skip
+    keys = [t for t, use in ((ck, use_ctx), (tk[:, :, :17], use_tail)) if use]
+    values = [t for t, use in ((cv, use_ctx), (tv[:, :, :17], use_tail)) if use]
+    ro, rl = _ref(q, torch.cat(keys, 2), torch.cat(values, 2), 0.088, False)
+    assert _rel(out, ro) < BF16_TOL and _rel(lse, rl) < LSE_TOL

@@ -86,3 +86,48 @@ def test_single_block_uses_no_anchor():
 def test_bad_plans_raise_specific_errors(kwargs, error, words):
     with pytest.raises(error, match=words):
         plan_blocks(**kwargs)
+
+
+def _load_shared(plan, cost, rank):
+    own = plan.ranks[rank]
+    return sum(cost.block(plan.blocks[i][1] - plan.blocks[i][0], plan.anchor if i else 0) for i in own)
+
+
+@pytest.mark.parametrize("n,b,a,w", [(8192, 1024, None, 4), (5000, 512, 128, 3), (131072, 16384, None, 2)])
+def test_shared_anchor_plan_minimises_the_heaviest_rank_without_anchor_cost(n, b, a, w):
+    from transformers import LlamaConfig
+
+    cost = CostModel.for_config(LlamaConfig(num_key_value_heads=8, intermediate_size=14336))
+    plan = plan_blocks(n, b, a, w, cost, share_anchor=True)
+    assert plan.anchor_shared
+    k = len(plan.blocks)
+    best = float("inf")
+    for cuts in itertools.combinations_with_replacement(range(k + 1), w - 1):
+        bounds = (0, *cuts, k)
+        runs = tuple(tuple(range(bounds[r], bounds[r + 1])) for r in range(w))
+        trial = type(plan)(plan.context_tokens, plan.block_size, plan.anchor_size, plan.blocks, runs, True)
+        best = min(best, max(_load_shared(trial, cost, r) for r in range(w)))
+    heaviest = max(_load_shared(plan, cost, r) for r in range(w))
+    assert heaviest == pytest.approx(best, rel=1e-6)
+
+
+def test_two_ranks_split_eight_blocks_evenly_when_the_anchor_is_shared():
+    # 128K tokens in 16K blocks on 2 ranks (docs/benchmarks.md): recomputing the anchor on rank 1
+    # costs about as much as rank 0's anchor-free block 0, so either split leaves one rank a block
+    # heavier; with the anchor sent by rank 0 the even split is best.
+    from transformers import LlamaConfig
+
+    cost = CostModel.for_config(LlamaConfig(num_key_value_heads=8, intermediate_size=14336))
+    assert plan_blocks(131072, 16384, None, 2, cost, share_anchor=True).blocks_per_rank() == [4, 4]
+    assert not plan_blocks(131072, 16384, None, 1, cost, share_anchor=True).anchor_shared
+
+
+def test_calibrated_cost_keeps_flop_counts_for_floors():
+    from transformers import LlamaConfig
+
+    config = LlamaConfig(num_key_value_heads=8, intermediate_size=14336)
+    cost = CostModel.for_config(config)
+    assert cost.per_key == 4 * 32 * 128 * 32  # plain FLOPs per attended key, all layers
+    assert cost.pointwise > 0 and 0 < cost.attn_rate <= 1
+    plain = cost.linear * 100 + cost.per_key * 100 * 101 / 2
+    assert cost.block(100, 0) > plain  # weighted: pointwise work and the slower attention rate

@@ -1,0 +1,146 @@
+"""Fused Triton kernels for the pointwise work around the matmuls: RMSNorm, SiLU(gate) * up, and
+rotary position embedding of Q and K in one pass.
+
+Eager transformers spends ~20% of phase 1's GPU time on these (H100 profile, docs/benchmarks.md):
+RMSNorm alone is six kernels with float32 round trips, RoPE five per tensor with a ``cat``. Each
+kernel here reads its inputs once and writes its output once, and rounds to the model's dtype
+exactly where the eager code does (``x.to(bf16)`` before the weight product, each RoPE product
+before the sum, SiLU before the product with ``up``), so outputs match eager transformers up to
+the order of the float32 sum inside RMSNorm.
+
+Only CUDA tensors in bf16/fp16 with a contiguous last dimension go through here; callers
+(``engine.fused``) keep the eager code for everything else.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _rms_norm_kernel(X, W, Y, stride_x, stride_y, N, eps, BLOCK: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    cols = tl.arange(0, BLOCK)
+    mask = cols < N
+    x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
+    var = tl.sum(x * x, axis=0) / N
+    normed = (x * tl.math.rsqrt(var + eps)).to(Y.dtype.element_ty)  # hidden.to(input_dtype)
+    w = tl.load(W + cols, mask=mask, other=0.0)
+    y = w.to(tl.float32) * normed.to(tl.float32)  # weight * hidden, rounded once
+    tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * (x * rsqrt(mean(x**2) + eps)).to(x.dtype)`` over the last dim, x contiguous."""
+    n = x.shape[-1]
+    rows = x.numel() // n
+    x2 = x.view(rows, n)
+    y = torch.empty_like(x2)
+    if rows == 0:
+        return y.view(x.shape)
+    block = triton.next_power_of_2(n)
+    warps = 4 if block <= 1024 else (8 if block <= 4096 else 16)
+    _rms_norm_kernel[(rows,)](x2, weight, y, x2.stride(0), y.stride(0), n, eps, BLOCK=block, num_warps=warps)
+    return y.view(x.shape)
+
+
+@triton.jit
+def _silu_mul_kernel(G, U, Y, numel, BLOCK: tl.constexpr):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    g = tl.load(G + offs, mask=mask, other=0.0).to(tl.float32)
+    u = tl.load(U + offs, mask=mask, other=0.0).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty)  # act_fn(gate) in the model's dtype
+    tl.store(Y + offs, (act.to(tl.float32) * u).to(Y.dtype.element_ty), mask=mask)
+
+
+def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` for contiguous tensors of one shape and dtype."""
+    y = torch.empty_like(gate)
+    numel = gate.numel()
+    if numel:
+        block = 2048
+        _silu_mul_kernel[(triton.cdiv(numel, block),)](gate, up, y, numel, BLOCK=block, num_warps=8)
+    return y
+
+
+@triton.jit
+def _rope_kernel(
+    X,
+    COS,
+    SIN,
+    Y,
+    L,
+    sx_b,
+    sx_h,
+    sx_l,
+    sy_b,
+    sy_h,
+    sy_l,
+    sc_b,
+    sc_l,
+    ss_b,
+    ss_l,
+    H,
+    HALF: tl.constexpr,
+    BLOCK_H: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // L
+    t = pid % L
+    d = tl.arange(0, HALF)
+    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
+    mask = (h < H)[:, None]
+    c1 = tl.load(COS + b * sc_b + t * sc_l + d).to(tl.float32)[None, :]
+    c2 = tl.load(COS + b * sc_b + t * sc_l + HALF + d).to(tl.float32)[None, :]
+    s1 = tl.load(SIN + b * ss_b + t * ss_l + d).to(tl.float32)[None, :]
+    s2 = tl.load(SIN + b * ss_b + t * ss_l + HALF + d).to(tl.float32)[None, :]
+    x_row = X + b * sx_b + t * sx_l + h[:, None] * sx_h
+    x1 = tl.load(x_row + d[None, :], mask=mask, other=0.0).to(tl.float32)
+    x2 = tl.load(x_row + HALF + d[None, :], mask=mask, other=0.0).to(tl.float32)
+    dt = Y.dtype.element_ty
+    # (x * cos) + (rotate_half(x) * sin), each product rounded to the model's dtype, as in eager
+    y1 = (x1 * c1).to(dt).to(tl.float32) + (-(x2 * s1)).to(dt).to(tl.float32)
+    y2 = (x2 * c2).to(dt).to(tl.float32) + (x1 * s2).to(dt).to(tl.float32)
+    y_row = Y + b * sy_b + t * sy_l + h[:, None] * sy_h
+    tl.store(y_row + d[None, :], y1.to(dt), mask=mask)
+    tl.store(y_row + HALF + d[None, :], y2.to(dt), mask=mask)
+
+
+def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of ``x`` [B, H, L, D] (any strides, last dim contiguous) with ``cos``/``sin``
+    [B or 1, L, D]; the result keeps ``x``'s memory layout (as the eager elementwise ops do)."""
+    b, h, length, d = x.shape
+    y = torch.empty_like(x)
+    if y.stride(-1) != 1:
+        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    if x.numel() == 0:
+        return y
+    sc_b = cos.stride(0) if cos.shape[0] > 1 else 0
+    ss_b = sin.stride(0) if sin.shape[0] > 1 else 0
+    block_h = min(triton.next_power_of_2(h), max(1, 4096 // d))
+    grid = (b * length, triton.cdiv(h, block_h))
+    _rope_kernel[grid](
+        x,
+        cos,
+        sin,
+        y,
+        length,
+        x.stride(0),
+        x.stride(1),
+        x.stride(2),
+        y.stride(0),
+        y.stride(1),
+        y.stride(2),
+        sc_b,
+        cos.stride(1),
+        ss_b,
+        sin.stride(1),
+        h,
+        HALF=d // 2,
+        BLOCK_H=block_h,
+        num_warps=4,
+    )
+    return y
