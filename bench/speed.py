@@ -39,12 +39,13 @@ QUERY_TOKENS = 64
 
 
 class StubTokenizer:
-    """Random token ids need no text: decoding yields nothing, there is no EOS."""
+    """Random token ids need no text: one character a token (so token events carry the ids that
+    runs are compared by), no EOS."""
 
     eos_token_id = None
 
     def decode(self, ids, skip_special_tokens=True):
-        return ""
+        return "." * len(ids)
 
 
 def build_model(max_positions: int, layers: int | None = None):
@@ -103,45 +104,64 @@ def measure_rates() -> dict:
             flops / _median_ms(attention_with_lse, q, kg, vg, 0.088, True) / 1e9
         )
     q, k, v = _randn(1, 32, 1, 128), _randn(1, 8, 131072, 128), _randn(1, 8, 131072, 128)
-    ms = _median_ms(split_kv_attention, q, k, v, 0.088)
-    out["decode_attn_128k_us"] = ms * 1e3
-    out["decode_attn_128k_gbps"] = 2 * k.numel() * 2 / ms / 1e6
+    us = _graph_us(split_kv_attention, q, k, v, 0.088)  # as the decode step runs it: in a graph
+    out["decode_attn_128k_us"] = us
+    out["decode_attn_128k_gbps"] = 2 * k.numel() * 2 / us / 1e3
     out["decode_sweep"] = sweep_decode(q, k, v)
     out["attn_tflops"] = out["causal_attn_16k_tflops"]
     torch.cuda.empty_cache()
     return out
 
 
+def _graph_us(fn, *args, calls: int = 8) -> float:
+    """Median µs per call of ``fn(*args)`` replayed ``calls`` times in one CUDA graph (launch
+    overheads excluded, as in the graph-captured decode step; eager timing adds tens of µs)."""
+    fn(*args)
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn(*args)
+    graph.replay()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(7):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b) * 1e3 / calls)
+    del graph
+    return sorted(times)[len(times) // 2]
+
+
 def sweep_decode(q, k, v) -> dict:
-    """Time the split-KV decode kernel's launch shapes at 128K keys; keep the fastest for the run."""
+    """Time the split-KV decode kernel's launch shapes at 128K keys inside a CUDA graph; keep the
+    fastest for the run."""
     from kernels import triton_attention as tri
     from kernels.triton_attention import split_kv_attention
 
     base, timings = dict(tri.DECODE_CONFIG), {}
     for block_n in (64, 128):
         for warps in (4, 8):
-            for stages in (3,):
-                for per_sm in (2, 4, 8):
-                    cfg = {
-                        "block_n": block_n,
-                        "num_warps": warps,
-                        "num_stages": stages,
-                        "programs_per_sm": per_sm,
-                    }
-                    tri.DECODE_CONFIG.update(cfg)
-                    try:
-                        us = _median_ms(split_kv_attention, q, k, v, 0.088) * 1e3
-                    except Exception:  # noqa: BLE001 - a shape the compiler refuses (shared memory)
-                        continue
-                    timings[f"n{block_n}-w{warps}-s{stages}-p{per_sm}"] = us
-    best = min(timings, key=timings.get)
+            for per_sm in (1, 2):
+                cfg = {"block_n": block_n, "num_warps": warps, "num_stages": 3, "programs_per_sm": per_sm}
+                tri.DECODE_CONFIG.update(cfg)
+                try:
+                    us = _graph_us(split_kv_attention, q, k, v, 0.088)
+                except Exception:  # noqa: BLE001 - a shape the compiler refuses (shared memory)
+                    continue
+                timings[f"n{block_n}-w{warps}-s3-p{per_sm}"] = us
     tri.DECODE_CONFIG.update(base)
+    default = "n{block_n}-w{num_warps}-s{num_stages}-p{programs_per_sm}".format(**base)
+    best = min(timings, key=timings.get)
     n, w, s_, p = (int(x[1:]) for x in best.split("-"))
     tri.DECODE_CONFIG.update({"block_n": n, "num_warps": w, "num_stages": s_, "programs_per_sm": p})
-    return {"best": best, "best_us": timings[best], "default_us": timings.get("n64-w4-s3-p2"), "all": timings}
+    return {"best": best, "best_us": timings[best], "default_us": timings.get(default), "all": timings}
 
 
-def floors(mode: str, n: int, block: int, world: int, rates: dict, config) -> dict:
+def floors(mode: str, n: int, block: int, world: int, rates: dict, config, shared: bool = False) -> dict:
     """Phase-1 per rank, TTFT and decode floors from FLOP and byte counts over measured rates."""
     from engine.plan import CostModel, plan_blocks
 
@@ -154,11 +174,11 @@ def floors(mode: str, n: int, block: int, world: int, rates: dict, config) -> di
         return tokens * cost.linear / mm + pairs * cost.per_key / attn
 
     if mode == "star":
-        plan = plan_blocks(n, block, None, world, cost)
+        plan = plan_blocks(n, block, None, world, cost, share_anchor=shared)
         per_rank = []
         for r, own in enumerate(plan.ranks):
             t = sum(work(plan.blocks[i][1] - plan.blocks[i][0], _block_pairs(plan, i)) for i in own)
-            if plan.rank_needs_anchor(r) and own and own[0] != 0:
+            if plan.rank_needs_anchor(r) and own and own[0] != 0 and not plan.anchor_shared:
                 t += work(plan.anchor, plan.anchor * (plan.anchor + 1) / 2)
             per_rank.append(t)
         local = max(plan.rank_span(r)[1] - plan.rank_span(r)[0] for r in range(world))
@@ -197,7 +217,8 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
     settings = GenerationSettings(max_tokens=decode_tokens, temperature=0.0)
     plan = None
     if mode in ("star",):
-        plan = plan_blocks(n, block, None, comm.world_size, CostModel.for_config(engine.model.config))
+        cost = CostModel.for_config(engine.model.config)
+        plan = plan_blocks(n, block, None, comm.world_size, cost, share_anchor=engine.shares_anchor)
     request = Request(context=context, queries=[query], mode=mode, block_size=block)
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -211,9 +232,12 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
     torch.cuda.synchronize()
     phase1 = time.perf_counter() - started
     stats = None
+    token_ids = []
     for event in engine.answer(encoded, query, settings, 0, request):
         if event.kind == "stats":
             stats = event
+        elif event.kind == "token" and event.token_id >= 0:
+            token_ids.append(event.token_id)
     torch.cuda.synchronize()
     rank_phase1 = encoded.rank_seconds or [phase1]
     peaks = comm.gather_floats(torch.cuda.max_memory_allocated() / 2**30)
@@ -239,6 +263,11 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
         "decode_graph": bool(step is not None and step.fallback_reason is None and mode != "global"),
         "graph_fallback": step.fallback_reason if step is not None and mode != "global" else None,
         "compiled": os.environ.get("STARCLI_COMPILE") == "1",
+        "fused": os.environ.get("STARCLI_COMPILE") != "1" and os.environ.get("STARCLI_FUSED", "1") != "0",
+        "anchor_shared": bool(plan is not None and plan.anchor_shared),
+        "blocks_per_rank": plan.blocks_per_rank() if plan is not None else None,
+        # the host's first greedy tokens, on every rank: runs that should agree can be compared
+        "first_tokens": [t for t in comm.broadcast_from_host((token_ids + [-1] * 8)[:8]) if t >= 0],
     }
     del encoded
     torch.cuda.empty_cache()
@@ -371,9 +400,8 @@ def main() -> None:
     config = build_config_only()
     for run in report["runs"]:
         if "error" not in run and "matmul_tflops" in report["rates"]:
-            run.update(
-                floors(run["mode"], run["context"], run["block"] or 0, run["gpus"], report["rates"], config)
-            )
+            shape = (run["mode"], run["context"], run["block"] or 0, run["gpus"])
+            run.update(floors(*shape, report["rates"], config, run.get("anchor_shared", False)))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")

@@ -23,6 +23,7 @@ def table(report: dict) -> str:
         "",
         f"Command: `{report.get('command')}`",
         "",
+        *([f"Note: {report['note']}", ""] if report.get("note") else []),
         "Measured ceilings: "
         + ", ".join(f"{k} {_fmt(v, 1)}" for k, v in rates.items() if isinstance(v, (int, float))),
         "",
@@ -40,6 +41,12 @@ def table(report: dict) -> str:
         notes = []
         if r.get("compiled"):
             notes.append("compiled")
+        if r.get("fused"):
+            notes.append("fused")
+        if r.get("anchor_shared"):
+            notes.append("anchor sent by rank 0")
+        if r.get("blocks_per_rank") and r["gpus"] > 1:
+            notes.append("blocks " + "+".join(str(x) for x in r["blocks_per_rank"]))
         if r["mode"] != "global":
             notes.append(
                 "graph decode" if r.get("decode_graph") else f"eager decode ({r.get('graph_fallback')})"
