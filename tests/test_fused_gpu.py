@@ -67,9 +67,12 @@ def test_rope_matches_eager_and_keeps_layout(b, length, hq, hkv, d):
     cos, sin = rotary(q, positions)
     ref_q, ref_k = _original_rope()(q, k, cos, sin)
     out_q, out_k = rope(q, cos, sin), rope(k, cos, sin)
-    assert out_q.stride() == ref_q.stride() and out_k.stride() == ref_k.stride()
-    # One bf16 rounding apart at most: seen 76% bit-identical against transformers 5.17 on an H100
-    # (where the eager code rounds depends on the transformers version).
+    for out, ref in ((out_q, ref_q), (out_k, ref_k)):  # same memory layout (size-1 dims aside)
+        assert [st for st, n in zip(out.stride(), out.shape) if n > 1] == [
+            st for st, n in zip(ref.stride(), ref.shape) if n > 1
+        ]
+    # At bf16 rounding level: 76% bit-identical on an H100 against transformers 5.17, whose eager
+    # formula is the one the kernel follows; why the rest differ (FMA contraction?) is not known.
     assert _rel(out_q, ref_q) < 4e-3 and _rel(out_k, ref_k) < 4e-3
     assert (out_q == ref_q).float().mean() > 0.6 and (out_k == ref_k).float().mean() > 0.6
 
