@@ -34,3 +34,21 @@ class ModelLoadError(EngineError):
 
 class RankFailure(EngineError):
     """Another rank failed or a collective timed out."""
+
+
+# How allocation failures read when they are not a ``torch.OutOfMemoryError``: torch's CPU
+# allocator raises a plain RuntimeError, and some CUDA libraries report their own codes.
+_OUT_OF_MEMORY_TEXT = (
+    "can't allocate memory",
+    "not enough memory",
+    "out of memory",
+    "CUBLAS_STATUS_ALLOC_FAILED",
+    "CUDNN_STATUS_ALLOC_FAILED",
+)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure, on any device."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _OUT_OF_MEMORY_TEXT)

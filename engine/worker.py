@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from engine.api import Engine, Request
 from engine.comm import Comm, DistComm
-from engine.errors import EngineError
+from engine.errors import EngineError, is_out_of_memory
 from engine.events import Event, Failure, Progress, QueryStarted, Started, Token
 from engine.models import load_model
 
@@ -109,7 +109,10 @@ def main(argv: list[str] | None = None) -> int:
         writer.write(Failure(rank=rank, phase=phase, error_type=type(exc).__name__, message=str(exc)))
         return 2
     except Exception as exc:  # noqa: BLE001 - reported to the launcher, traceback to stderr
-        writer.write(Failure(rank=rank, phase=phase, error_type=type(exc).__name__, message=str(exc)))
+        # One name for every allocation failure (torch's CPU allocator raises a plain RuntimeError),
+        # so that the launcher can name the ways out.
+        kind = "OutOfMemoryError" if is_out_of_memory(exc) else type(exc).__name__
+        writer.write(Failure(rank=rank, phase=phase, error_type=kind, message=str(exc)))
         traceback.print_exc(file=sys.stderr)
         return 1
     finally:

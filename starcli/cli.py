@@ -134,6 +134,7 @@ def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str
 
 def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> int:
     """Run one command and turn every outcome into an exit code (``exit_code_for``)."""
+    _keep_undecodable_bytes()
     renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
     try:
         return _execute(renderer, sources, question, options)
@@ -301,7 +302,8 @@ def exit_code_for(exc: BaseException) -> int:
 
 def _message(exc: BaseException, code: int) -> str:
     """The text after ``Error:``: our own errors speak for themselves; anything else is named."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    errors = sys.modules.get("engine.errors")  # loaded wherever torch could have raised it
+    if errors.is_out_of_memory(exc) if errors is not None else isinstance(exc, MemoryError):
         return OUT_OF_MEMORY_HINT
     message = str(exc).strip() or type(exc).__name__
     if code == EXIT_FAILURE and type(exc).__module__ == "builtins":
@@ -316,6 +318,15 @@ def silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass
+
+
+def _keep_undecodable_bytes() -> None:
+    """File names that are not valid UTF-8 reach Python with their bad bytes as lone surrogates;
+    write those bytes back out as they were (as ls does) instead of failing under a UTF-8 locale."""
+    try:
+        sys.stdout.reconfigure(errors="surrogateescape")
+    except (AttributeError, ValueError, io.UnsupportedOperation):
         pass
 
 

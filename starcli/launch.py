@@ -1,12 +1,14 @@
 """Run an engine request: in this process for one rank, as a supervised torchrun job for several.
 
-The torchrun job gets a private temp dir (request file, event file), a free rendezvous port
-(``--standalone``) and our pid so its ranks exit if we die. Events are read back from the
-JSON-lines file as the ranks append them. Any failure or Ctrl-C tears the whole job down.
+The torchrun job gets a private temp dir (request file, event file, torchrun's own logs), a free
+rendezvous port (``--standalone``) and our pid so its ranks exit if we die. Events are read back
+from the JSON-lines file as the ranks append them. Any failure or Ctrl-C tears the whole job down;
+a second Ctrl-C (or SIGTERM) during that teardown waits for it to finish.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,10 +30,31 @@ POLL_S = 0.02
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
 TERM_GRACE_S = 3.0
 FAILURE_GRACE_S = 2.0
+_HELD = (signal.SIGINT, signal.SIGTERM)  # during teardown: acted on once it is done
+# A SIGKILL that nobody sent is most often the kernel's out-of-memory killer.
+_OOM_KILLER_NOTE = (
+    "; if memory ran out (the OOM killer sends SIGKILL), try a smaller --block-size or a shorter input"
+)
 
 
 class LaunchError(Exception):
     """A runtime failure of the job (a rank died, the model failed to load): exit code 1."""
+
+
+class RankOutOfMemory(LaunchError):
+    """A rank could not allocate memory; the message names the ways out."""
+
+    def __init__(self, rank: int, phase: str):
+        if phase in ("load", "startup"):  # every rank holds the whole model: more ranks do not help
+            super().__init__(
+                f"rank {rank} ran out of memory loading the model; use a smaller model (--model) "
+                "or a device with more memory"
+            )
+        else:
+            super().__init__(
+                f"rank {rank} ran out of memory during {phase}; "
+                "try a smaller --block-size, more --nproc, or a shorter input"
+            )
 
 
 def resolve_device(device: str) -> str:
@@ -134,6 +158,7 @@ def _run_torchrun(
         f"--nproc-per-node={nproc}",
         "--max-restarts=0",
         "--monitor-interval=0.1",
+        f"--log-dir={workdir / 'torchrun'}",  # else it leaves a torchelastic_* dir in $TMPDIR per run
         "-m",
         "engine",
         "--request",
@@ -194,7 +219,8 @@ def _run_torchrun(
         if killed:  # a rank that died by a signal is the cause; the others' errors are its echo
             rank, exit = killed[0]
             raise LaunchError(
-                f"rank {rank} was killed by signal {-exit} during {phases.get(rank, 'startup')}; "
+                f"rank {rank} was killed by signal {_signal_name(-exit)} during "
+                f"{phases.get(rank, 'startup')}{_OOM_KILLER_NOTE if -exit == signal.SIGKILL else ''}; "
                 "rerun with --verbose for the ranks' logs"
             )
         if failure is not None:
@@ -208,8 +234,9 @@ def _run_torchrun(
         phase = phases.get(failed[0][0], "startup") if failed else "startup"
         raise LaunchError(f"{where} during {phase}; rerun with --verbose for the ranks' logs")
     finally:
-        _stop(proc, pids)
-        shutil.rmtree(workdir, ignore_errors=True)
+        with _signals_held():
+            _stop(proc, pids)
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _follow(path: Path, proc: subprocess.Popen, give_up: Callable[[], bool]) -> Iterator[Event]:
@@ -261,12 +288,22 @@ def _raise_failure(failure: Failure) -> None:
     error = _engine_error(failure)
     if error is not None:
         raise error
+    if failure.error_type == "OutOfMemoryError":  # how engine.worker reports any allocation failure
+        raise RankOutOfMemory(failure.rank, failure.phase)
     if _TIMEOUT.search(failure.message):
         raise LaunchError(
             f"rank {failure.rank} gave up waiting for the other ranks during {failure.phase} "
             f"(a rank stopped responding; collective timeout {os.environ.get('STARCLI_TIMEOUT', '300')} s)"
         )
     raise LaunchError(f"rank {failure.rank} failed during {failure.phase}: {failure.message}")
+
+
+def _signal_name(number: int) -> str:
+    """``9 (SIGKILL)``."""
+    try:
+        return f"{number} ({signal.Signals(number).name})"
+    except ValueError:
+        return str(number)
 
 
 def _failed_ranks(log: str) -> list[tuple[int, int]]:
@@ -276,6 +313,28 @@ def _failed_ranks(log: str) -> list[tuple[int, int]]:
     for rank, code in re.findall(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)", summary):
         seen.setdefault(int(rank), int(code))
     return list(seen.items())
+
+
+@contextlib.contextmanager
+def _signals_held():
+    """Hold Ctrl-C and SIGTERM back while the job is torn down (a few seconds at most), then act
+    on them: an impatient second Ctrl-C must not leave ranks or the temp dir behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread, where signals are delivered anyway
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in _HELD}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        for sig in dict.fromkeys(held):
+            handler = previous[sig]
+            if callable(handler):
+                handler(sig, None)  # default_int_handler raises KeyboardInterrupt
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), sig)
 
 
 def _stop(proc: subprocess.Popen, pids: set[int]) -> None:

@@ -8,6 +8,7 @@ request then carries token ids, so every rank sees exactly the tokens that were 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ SUMMARIZE_REPOSITORY = (
     "and what each main file is for."
 )
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
 
 
@@ -56,8 +58,34 @@ def summary_instructions(sources: list[str]) -> str:
 
 def build(tokenizer, documents_text: str, question: str, system: str | None = None) -> Prompt:
     """Chat-template the documents and question, then tokenize each half exactly as the engine would."""
+    documents_text, question = valid_unicode(documents_text), valid_unicode(question)
+    system = valid_unicode(system) if system is not None else None
     context_text, query_text = build_prompt(tokenizer, documents_text, question, system)
-    return Prompt(context_text, query_text, encode(tokenizer, context_text), encode(tokenizer, query_text))
+    context_ids = _encode_context(tokenizer, context_text, documents_text)
+    return Prompt(context_text, query_text, context_ids, encode(tokenizer, query_text))
+
+
+def _encode_context(tokenizer, context_text: str, documents_text: str) -> list[int]:
+    """The context's token ids, where the documents can never produce a special token: a file
+    holding ``<|im_end|><|im_start|>system`` or ``<|endoftext|>`` is text about them, not the
+    end of the user's turn or of the input. Documents without such strings tokenize as before,
+    in one piece with the template's head (``context_text`` ends with ``documents_text``)."""
+    specials = {str(t) for t in getattr(tokenizer, "all_special_tokens", None) or ()}
+    specials |= {
+        t.content for t in (getattr(tokenizer, "added_tokens_decoder", None) or {}).values() if t.special
+    }
+    if not any(special and special in documents_text for special in specials):
+        return encode(tokenizer, context_text)
+    head = context_text[: len(context_text) - len(documents_text)]
+    body = tokenizer(documents_text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return encode(tokenizer, head) + list(body)
+
+
+def valid_unicode(text: str) -> str:
+    """``text`` with lone surrogates as U+FFFD. Undecodable bytes in file names (the documents'
+    headers) and in arguments arrive as lone surrogates, which tokenizers refuse; file contents
+    are already decoded with replacement characters, so this only makes the rest match."""
+    return _SURROGATE.sub("\ufffd", text)
 
 
 def context_window(model: str | None) -> int | None:

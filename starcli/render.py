@@ -12,6 +12,7 @@ tokens/s follows the answer; when stdout is piped, tokens/s is shown live on std
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from collections import Counter
@@ -34,6 +35,7 @@ _REASON_LABELS = (
     ("larger than", "too large"),
     ("duplicate of", "duplicate"),
 )
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _REFRESH_S = 0.07  # markdown re-render at most ~15 times a second: each render reparses the answer
 
 
@@ -239,7 +241,10 @@ class Renderer:
 
     def print_json(self, data: dict[str, Any]) -> None:
         self.close()
-        self.out.write(json.dumps(data, ensure_ascii=False, indent=2 if self.out_tty else None) + "\n")
+        text = json.dumps(data, ensure_ascii=False, indent=2 if self.out_tty else None)
+        # A file name's undecodable bytes (lone surrogates) as \u escapes: the output stays UTF-8.
+        text = _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
+        self.out.write(text + "\n")
         self.out.flush()
 
     def print_text(self, text: str) -> None:

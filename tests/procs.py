@@ -61,3 +61,19 @@ def _is_child_of(pid: int, parent: int) -> bool:
 
 def me() -> int:
     return os.getpid()
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains ``text`` (e.g. a job's private temp dir, which
+    torchrun and every rank name in their arguments): found even after they were re-parented."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                argv = (entry / "cmdline").read_bytes().decode(errors="replace")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if text in argv and state != "Z":
+                pids.append(int(entry.name))
+    return pids

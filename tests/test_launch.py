@@ -26,3 +26,19 @@ def test_bad_request_in_ranks_comes_back_as_the_engine_error(default_model):
     request = Request([1, 2, 3], [[]], generation=GenerationSettings(max_tokens=4))
     with pytest.raises(EmptyInputError, match="query is empty"):
         list(run_request(request, model=None, nproc=2, device="cpu"))
+
+
+def test_teardown_holds_ctrl_c_until_it_is_done():
+    """A second Ctrl-C during a job's teardown waits for it, then interrupts as usual."""
+    import os
+    import signal
+
+    from starcli.launch import _signals_held
+
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with _signals_held():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished = True
+    assert finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
