@@ -84,6 +84,23 @@ class BlockPlan:
         return [len(r) for r in self.ranks]
 
 
+MIN_AUTO_BLOCK = 4096
+MAX_AUTO_BLOCK = 16384
+
+
+def default_block_size(context_tokens: int, world_size: int) -> int:
+    """The block size used when none is given: a quarter of each rank's share, kept between
+    4,096 and 16,384 tokens.
+
+    Why (docs/accuracy.md, docs/benchmarks.md): on RULER-style needles Star lost answers only with
+    blocks under ~1K tokens and none at ~2K, so 4K leaves a 2x margin (and a short context is one
+    block: exactly dense); at 128K on one H100, 16K blocks reached the first token 2x sooner than
+    dense, 32K blocks only 1.4x, while the paper validates 16K blocks at 128K.
+    """
+    share = -(-context_tokens // (4 * max(1, world_size)))
+    return min(MAX_AUTO_BLOCK, max(MIN_AUTO_BLOCK, share))
+
+
 def plan_blocks(
     context_tokens: int,
     block_size: int,

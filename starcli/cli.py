@@ -244,19 +244,22 @@ def _generate(
     generation = GenerationSettings(
         max_tokens=max_tokens, temperature=settings.temperature, seed=settings.seed
     )
+    from engine.plan import default_block_size
+
+    block_size = settings.block_size or default_block_size(n, nproc)
     request = Request(
         context=prompt.context_ids,
         queries=[prompt.query_ids],
         mode=settings.attention,
-        block_size=settings.block_size,
+        block_size=block_size,
         anchor_size=settings.anchor_size,
         generation=generation,
     )
     if settings.attention == "star":  # bad block or anchor sizes: exit 2 now, not after loading weights
         from engine.plan import plan_blocks
 
-        plan_blocks(n, settings.block_size, settings.anchor_size, nproc)
-    renderer.total_blocks = {"star": -(-n // settings.block_size), "global": 1}.get(settings.attention)
+        plan_blocks(n, block_size, settings.anchor_size, nproc)
+    renderer.total_blocks = {"star": -(-n // block_size), "global": 1}.get(settings.attention)
     renderer.stage("Loading model")
     stats: Stats | None = None
     events = run_request(

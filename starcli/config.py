@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-DEFAULT_BLOCK_SIZE = 2048
+DEFAULT_BLOCK_SIZE: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
 DEFAULT_ANCHOR_SIZE: int | None = None  # None: the anchor is as long as a block (the paper's choice)
 DEFAULT_MAX_TOKENS = 512
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,7 +39,7 @@ class Settings:
 
     model: str | None = None  # None: the bundled default model
     attention: str = "star"
-    block_size: int = DEFAULT_BLOCK_SIZE
+    block_size: int | None = DEFAULT_BLOCK_SIZE
     anchor_size: int | None = DEFAULT_ANCHOR_SIZE
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     device: str = "auto"
@@ -157,7 +157,9 @@ Attention = Annotated[
 BlockSize = Annotated[
     int | None,
     _setting(
-        f"Context block size in tokens (default: {DEFAULT_BLOCK_SIZE}).", envvar=ENV_VARS["block_size"], min=1
+        "Context block size in tokens (default: a quarter of each rank's share, 4096 to 16384).",
+        envvar=ENV_VARS["block_size"],
+        min=1,
     ),
 ]
 AnchorSize = Annotated[

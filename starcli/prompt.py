@@ -136,16 +136,17 @@ def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: s
     model; the engine balances with the model's own FLOP costs, so a split may differ by a block.
     """
     from engine.models import DEFAULT_MODEL
-    from engine.plan import plan_blocks
+    from engine.plan import default_block_size, plan_blocks
     from starcli.ingest import estimate_tokens
 
     context_tokens = max(estimate_tokens(documents_text), 1)
+    block_size = settings.block_size or default_block_size(context_tokens, nproc)
     if settings.attention == "global":
         blocks, per_rank, anchor = 1, [1], 0
     elif settings.attention == "ring":  # two zigzag chunks per rank, no anchor (engine/ring.py)
         blocks, per_rank, anchor = 2 * nproc, [2] * nproc, 0
     else:
-        plan = plan_blocks(context_tokens, settings.block_size, settings.anchor_size, nproc)
+        plan = plan_blocks(context_tokens, block_size, settings.anchor_size, nproc)
         blocks, per_rank, anchor = len(plan.blocks), plan.blocks_per_rank(), plan.anchor
     return {
         "dry_run": True,
@@ -153,7 +154,7 @@ def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: s
         "attention": settings.attention,
         "device": device,
         "world_size": nproc,
-        "block_size": settings.block_size,
+        "block_size": block_size,
         "anchor_size": anchor,
         "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],

@@ -287,7 +287,8 @@ def test_answer_on_stdout_only(fake_engine, doc):
     assert result.stdout == "Forty-two.\n"
     request, kwargs = fake_engine.calls[0]
     assert request.generation.max_tokens == 7 and request.generation.seed == 3
-    assert request.mode == "star" and request.block_size == 2048 and request.anchor_size is None
+    assert request.mode == "star" and request.anchor_size is None
+    assert request.block_size == 4096  # auto: a short document is one block (exactly dense)
     assert kwargs["nproc"] == 1 and kwargs["model"] is None
     assert isinstance(request.context, list) and isinstance(request.queries[0], list)  # exact ids
 

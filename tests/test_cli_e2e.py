@@ -76,6 +76,8 @@ def test_ask_pdf_json_holds_the_fact_and_the_contract_keys():
         "Who chaired the Q3 risk committee?",
         "--max-tokens",
         "20",
+        "--block-size",
+        "2048",
         "--json",
     )
     data = json.loads(result.stdout)

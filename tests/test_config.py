@@ -11,7 +11,7 @@ from starcli.config import ConfigError, Settings, read_config, resolve
 def test_defaults_live_in_one_place():
     settings = resolve({})
     assert settings == Settings()
-    assert settings.block_size == config.DEFAULT_BLOCK_SIZE == 2048
+    assert settings.block_size is config.DEFAULT_BLOCK_SIZE is None  # auto: engine.plan
     assert settings.anchor_size is None  # the anchor is as long as a block
     assert settings.max_tokens == config.DEFAULT_MAX_TOKENS
 

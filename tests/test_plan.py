@@ -7,7 +7,7 @@ import itertools
 import pytest
 
 from engine.errors import BadSettingError, EmptyInputError
-from engine.plan import CostModel, plan_blocks
+from engine.plan import CostModel, default_block_size, plan_blocks
 
 
 @pytest.mark.parametrize(
@@ -131,3 +131,18 @@ def test_calibrated_cost_keeps_flop_counts_for_floors():
     assert cost.pointwise > 0 and 0 < cost.attn_rate <= 1
     plain = cost.linear * 100 + cost.per_key * 100 * 101 / 2
     assert cost.block(100, 0) > plain  # weighted: pointwise work and the slower attention rate
+
+
+@pytest.mark.parametrize(
+    "n,w,expected",
+    [
+        (100, 1, 4096),
+        (8000, 1, 4096),
+        (20000, 1, 5000),
+        (131072, 1, 16384),
+        (131072, 2, 16384),
+        (65536, 4, 4096),
+    ],
+)
+def test_default_block_size_is_a_quarter_share_within_4k_and_16k(n, w, expected):
+    assert default_block_size(n, w) == expected
