@@ -7,7 +7,8 @@ import torch
 from transformers import DynamicCache, LlamaConfig, Qwen2Config
 
 
-def tiny_config(arch: str, vocab: int = 101):
+def tiny_config(arch: str, vocab: int = 101, **overrides):
+    """A tiny Llama or Qwen2 config (fp32 tests in seconds); ``overrides`` replace its fields."""
     common = dict(
         vocab_size=vocab,
         hidden_size=64,
@@ -17,6 +18,7 @@ def tiny_config(arch: str, vocab: int = 101):
         num_key_value_heads=2,
         max_position_embeddings=1024,
     )
+    common.update(overrides)
     if arch == "llama":
         return LlamaConfig(**common)
     return Qwen2Config(**common, use_sliding_window=False)

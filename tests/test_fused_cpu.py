@@ -3,21 +3,16 @@
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
+
+from tests.helpers import tiny_config
 
 
 def test_fused_wrappers_fall_back_to_eager_on_cpu():
     from engine.fused import fuse_pointwise
 
     torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=100,
-    )
+    config = tiny_config("llama", vocab=100, num_hidden_layers=2, max_position_embeddings=2048)
     model = LlamaForCausalLM(config).eval()
     ids = torch.randint(0, 100, (1, 17))
     with torch.no_grad():

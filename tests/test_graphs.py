@@ -5,11 +5,12 @@ device index and attending to the first ``kv_len`` tail keys must give the eager
 from __future__ import annotations
 
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from engine.api import Engine
 from engine.graphs import DecodeStep, GraphDecodeStep
 from engine.plan import plan_blocks
+from tests.helpers import tiny_config
 
 
 class _Tok:
@@ -21,15 +22,8 @@ class _Tok:
 
 def _engine():
     torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=100,
-        max_position_embeddings=512,
-        eos_token_id=None,
+    config = tiny_config(
+        "llama", vocab=100, num_hidden_layers=2, max_position_embeddings=512, eos_token_id=None
     )
     return Engine(LlamaForCausalLM(config).eval(), _Tok())
 
