@@ -22,6 +22,7 @@ from engine.comm import Comm
 from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
 from engine.events import ContextEncoded, Event, Progress, QueryStarted, Stats
 from engine.generate import DecodeResult, GenerationSettings, decode_loop
+from engine.modelcall import call_model
 from engine.plan import BlockPlan, CostModel, plan_blocks
 
 MODES = ("star", "global", "ring")
@@ -278,15 +279,7 @@ class Engine:
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         positions = torch.arange(position, position + len(ids), device=self.device).unsqueeze(0)
         extra = {"star_cache": cache} if isinstance(cache, StarCache) else {}
-        out = self.model(
-            input_ids=input_ids,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-            **extra,
-        )
-        return out.logits[:, -1]
+        return call_model(self.model, input_ids, positions, cache, **extra).logits[:, -1]
 
     def _set_attention(self, name: str) -> None:
         if self.model.config._attn_implementation != name:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 import torch
 
 from engine.cache import StarCache
+from engine.modelcall import call_model
 
 
 def graphs_enabled(device: torch.device) -> bool:
@@ -48,14 +49,7 @@ class GraphDecodeStep:
         self._restore(saved)
 
     def _body(self) -> torch.Tensor:
-        out = self.model(
-            input_ids=self.token,
-            position_ids=self.position,
-            past_key_values=self.cache,
-            use_cache=True,
-            logits_to_keep=1,
-            star_cache=self.cache,
-        )
+        out = call_model(self.model, self.token, self.position, self.cache, star_cache=self.cache)
         self.position += 1
         self.cache.graph_slot += 1
         self.cache.graph_kv_len += 1

@@ -9,11 +9,14 @@ directly instead, which needs only ``gguf``.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,15 +66,19 @@ def convert_default_model() -> Path:
     stamp_file = target / "starcli-source.json"
     if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
         return target
+    import transformers.modeling_gguf_pytorch_utils as gguf_reader
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-    from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
     folder, name = str(gguf_path.parent), gguf_path.name
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         config = AutoConfig.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        tensors = load_gguf_checkpoint(str(gguf_path), return_tensors=True, model_to_load=model)["tensors"]
+        with _no_progress_bar(gguf_reader):
+            loaded = gguf_reader.load_gguf_checkpoint(
+                str(gguf_path), return_tensors=True, model_to_load=model
+            )
+        tensors = loaded["tensors"]
         model.load_state_dict(tensors, strict=False)
         model.tie_weights()
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
@@ -90,6 +97,19 @@ def convert_default_model() -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+@contextlib.contextmanager
+def _no_progress_bar(module) -> Iterator[None]:
+    """transformers' GGUF reader draws a tqdm bar of its own on stderr (``from tqdm.auto import
+    tqdm``), which neither transformers' ``disable_progress_bar`` nor its verbosity reaches; the
+    CLI shows its own stage, so the bar is turned off here, for this call only."""
+    original = module.tqdm
+    module.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        module.tqdm = original
 
 
 def resolve_model_path(name: str | None) -> str:

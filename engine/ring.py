@@ -20,6 +20,7 @@ import torch.distributed as dist
 
 from engine.cache import StarCache
 from engine.events import ContextEncoded, Event, Progress
+from engine.modelcall import call_model
 from engine.plan import BlockPlan
 from kernels import attention_with_lse, merge_partials
 
@@ -128,14 +129,7 @@ def encode_ring(engine, context: list[int], block_size: int = 0) -> Iterator[Eve
         if positions:
             ids = torch.tensor([[context[p] for p in positions]], dtype=torch.long, device=engine.device)
             pos = torch.tensor([positions], dtype=torch.long, device=engine.device)
-            engine.model(
-                input_ids=ids,
-                position_ids=pos,
-                past_key_values=cache,
-                use_cache=True,
-                logits_to_keep=1,
-                star_cache=cache,
-            )
+            call_model(engine.model, ids, pos, cache, star_cache=cache)
     if engine.device.type == "cuda":
         torch.cuda.synchronize(engine.device)
     mine = time.perf_counter() - started

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache, LlamaConfig, Qwen2Config
 
+from engine.modelcall import call_model
+
 
 def tiny_config(arch: str, vocab: int = 101, **overrides):
     """A tiny Llama or Qwen2 config (fp32 tests in seconds); ``overrides`` replace its fields."""
@@ -61,7 +63,7 @@ def reference_context_cache(model, ctx: list[int], block: int, anchor: int) -> D
         ids = ctx[:a] + ctx[start:stop]
         pos = list(range(a)) + list(range(start, stop))
         cache = DynamicCache(config=model.config)
-        model(torch.tensor([ids]), position_ids=torch.tensor([pos]), past_key_values=cache, use_cache=True)
+        call_model(model, torch.tensor([ids]), torch.tensor([pos]), cache, logits_to_keep=0)
         for i, layer in enumerate(cache.layers):
             keys[i].append(layer.keys[:, :, a:])
             values[i].append(layer.values[:, :, a:])
@@ -76,5 +78,5 @@ def reference_query_logits(model, cache: DynamicCache, n: int, query: list[int])
     """Dense attention of the query over the given context KV plus itself (causal)."""
     model.set_attn_implementation("sdpa")
     pos = torch.arange(n, n + len(query)).unsqueeze(0)
-    out = model(torch.tensor([query]), position_ids=pos, past_key_values=cache, use_cache=True)
+    out = call_model(model, torch.tensor([query]), pos, cache, logits_to_keep=0)
     return out.logits[0]

@@ -17,6 +17,7 @@ import torch.multiprocessing as mp
 from engine import Engine, GenerationSettings, Request, Token
 from engine.comm import Comm
 from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
+from engine.modelcall import call_model
 from engine.plan import plan_blocks
 from tests.helpers import (
     IdTokenizer,
@@ -121,20 +122,10 @@ def _phase2_rank(rank, procs, init_file, out_path):
             cache = encoded.cache
             cache.start_query(len(QUERY) + 1)
             with torch.inference_mode():
-                q = model(
-                    torch.tensor([QUERY]),
-                    position_ids=torch.arange(n, n + len(QUERY)).unsqueeze(0),
-                    past_key_values=cache,
-                    star_cache=cache,
-                    use_cache=True,
-                ).logits[0]
-                d = model(
-                    torch.tensor([[7]]),
-                    position_ids=torch.tensor([[n + len(QUERY)]]),
-                    past_key_values=cache,
-                    star_cache=cache,
-                    use_cache=True,
-                ).logits[0]
+                positions = torch.arange(n, n + len(QUERY)).unsqueeze(0)
+                q = call_model(model, torch.tensor([QUERY]), positions, cache, 0, star_cache=cache).logits[0]
+                positions = torch.tensor([[n + len(QUERY)]])
+                d = call_model(model, torch.tensor([[7]]), positions, cache, 0, star_cache=cache).logits[0]
             result = {"query": q, "decode": d, "blocks": encoded.plan.blocks_per_rank()}
             torch.save(result, f"{out_path}.{case}.{rank}")
     finally:
