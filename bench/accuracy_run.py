@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from bench.ruler.scoring import string_match_all
 from bench.ruler.tasks import Sample
-from engine import Engine, GenerationSettings, Stats, plan_blocks
-from engine.plan import CostModel
+from engine import Engine, GenerationSettings, RunSettings, Stats
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,21 @@ def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
     n = len(sample.context_ids)
     for config in configs:
         block, anchor = config.sizes(n)
-        plan = None
-        if config.mode == "star":
-            plan = plan_blocks(n, block, anchor, 1, CostModel.for_config(engine.model.config))
+        longest = max(question.max_tokens for question in sample.questions)
+        settings = RunSettings(
+            attention=config.mode,
+            block_size=block if config.mode == "star" else None,
+            anchor_size=anchor if config.mode == "star" else None,
+            generation=GenerationSettings(max_tokens=longest),
+        )
+        plan = engine.plan(settings, n, max(len(q) for q in sample.query_ids))
         started = time.perf_counter()
         encoded = drain(engine.encode_context(sample.context_ids, plan))
         encode_s = time.perf_counter() - started
         for index, (question, query_ids) in enumerate(zip(sample.questions, sample.query_ids)):
-            settings = GenerationSettings(max_tokens=question.max_tokens, stop=list(question.stop))
+            settings = GenerationSettings(max_tokens=question.max_tokens, stop=tuple(question.stop))
             started = time.perf_counter()
-            events = list(engine.answer(encoded, query_ids, settings, index))
+            events = list(engine.answer(encoded, query_ids, index, settings))
             stats = next(e for e in events if isinstance(e, Stats))
             records.append(
                 {
@@ -79,8 +83,8 @@ def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
                     "question": index,
                     "config": config.label,
                     "mode": config.mode,
-                    "block_size": plan.block_size if plan else n,
-                    "anchor_size": plan.anchor if plan else 0,
+                    "block_size": plan.block_size,
+                    "anchor_size": plan.layout.anchor,
                     "context_tokens": n,
                     "prompt_tokens": n + len(query_ids),
                     "depths": question.depths,

@@ -82,9 +82,9 @@ def part_attn() -> dict:
     own = attention_with_lse_math(sq.double(), sk.double(), sv.double(), scale, True)
     anc = attention_with_lse_math(sq.double(), sak.double(), sav.double(), scale, False)
     ref_o, ref_l = merge_partials([own[0], anc[0]], [own[1], anc[1]])
-    saved = dict(ca.GQA_MODE)
+    saved = dict(ca.GQA_STRATEGY)
     for name, mode in MODES.items():
-        ca.GQA_MODE.update(mode)
+        ca.GQA_STRATEGY.update(mode)
         row = {}
         try:
             out, lse = block_attention(sq, sk, sv, sak, sav, scale)
@@ -102,7 +102,7 @@ def part_attn() -> dict:
             row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         res[name] = row
         print(name, json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
-    ca.GQA_MODE.update(saved)
+    ca.GQA_STRATEGY.update(saved)
     return res
 
 
@@ -221,11 +221,11 @@ def part_decode(lk: int = 131072) -> dict:
     return out
 
 
-def _encode(engine, n: int, block: int) -> float:
-    from engine.plan import CostModel, plan_blocks
+def _encode(engine, n: int, block: int, **options) -> float:
+    from engine.settings import EngineOptions, RunSettings
 
     ctx = torch.randint(0, 128000, (n,), generator=torch.Generator().manual_seed(n)).tolist()
-    plan = plan_blocks(n, block, None, 1, CostModel.for_config(engine.model.config))
+    plan = engine.plan(RunSettings(block_size=block, options=EngineOptions(**options)), n, QUERY_TOKENS)
     torch.cuda.synchronize()
     t = time.perf_counter()
     enc = yield_all(engine.encode_context(ctx, plan))
@@ -242,15 +242,15 @@ def part_layer(profile_path: str | None) -> dict:
     model = build_model(65536 + 4096)
     engine = Engine(model, StubTokenizer())
     res: dict = {}
-    saved = dict(ca.GQA_MODE)
+    saved = dict(ca.GQA_STRATEGY)
     for name in ("repeat+fold", "native+fold", "native+native"):
-        ca.GQA_MODE.update(MODES[name])
+        ca.GQA_STRATEGY.update(MODES[name])
         _encode(engine, 32768, 16384)  # warm
         one = min(_encode(engine, 16384, 16384) for _ in range(2))
         three = min(_encode(engine, 49152, 16384) for _ in range(2))
         res[name] = {"b0_s": one, "b0_plus_2a_s": three, "anchored_block_s": (three - one) / 2}
         print("layer", name, json.dumps({k: round(v, 4) for k, v in res[name].items()}))
-    ca.GQA_MODE.update(saved)
+    ca.GQA_STRATEGY.update(saved)
     if profile_path:
         from torch.profiler import ProfilerActivity, profile
 
@@ -271,25 +271,25 @@ def part_layer(profile_path: str | None) -> dict:
 def compile_child(out_path: str) -> None:
     """One process: build, compile on first use, time the first and second phase 1 and the
     first decode steps (a recompile for one-token inputs is expected)."""
-    os.environ["STARCLI_COMPILE"] = "1"
     from engine.api import Engine
-    from engine.generate import GenerationSettings
+    from engine.settings import EngineOptions, GenerationSettings, RunSettings
 
     t0 = time.perf_counter()
     model = build_model(65536 + 4096)
     torch.cuda.synchronize()
     res = {"build_s": time.perf_counter() - t0}
     engine = Engine(model, StubTokenizer())
-    res["first_32k_s"] = _encode(engine, 32768, 16384)
-    res["second_32k_s"] = _encode(engine, 32768, 16384)
+    res["first_32k_s"] = _encode(engine, 32768, 16384, compile=True)
+    res["second_32k_s"] = _encode(engine, 32768, 16384, compile=True)
     ctx = torch.randint(0, 128000, (32768,), generator=torch.Generator().manual_seed(1)).tolist()
-    from engine.plan import plan_blocks
-
-    enc = yield_all(engine.encode_context(ctx, plan_blocks(32768, 16384, None, 1)))
+    settings = RunSettings(
+        block_size=16384, generation=GenerationSettings(max_tokens=4), options=EngineOptions(compile=True)
+    )
+    enc = yield_all(engine.encode_context(ctx, engine.plan(settings, len(ctx), QUERY_TOKENS)))
     query = list(range(100, 100 + QUERY_TOKENS))
     for label in ("first_answer_s", "second_answer_s"):
         t = time.perf_counter()
-        for _ in engine.answer(enc, query, GenerationSettings(max_tokens=4)):
+        for _ in engine.answer(enc, query):
             pass
         torch.cuda.synchronize()
         res[label] = time.perf_counter() - t

@@ -38,6 +38,13 @@ LLAMA_8B = dict(
 QUERY_TOKENS = 64
 
 
+def engine_options():
+    """The engine options from the same STARCLI_* variables the CLI reads (starcli.config)."""
+    from starcli.config import resolve
+
+    return resolve({}).engine_options()
+
+
 class StubTokenizer:
     """Random token ids need no text: one character a token (so token events carry the ids that
     runs are compared by), no EOS."""
@@ -207,33 +214,29 @@ def weight_bytes(config) -> int:
 
 def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> dict:
     """One configuration through the engine's public phases; every rank returns the same dict."""
-    from engine.api import Request
-    from engine.generate import GenerationSettings
-    from engine.plan import CostModel, plan_blocks
+    from engine.settings import GenerationSettings, RunSettings
+
+    options = engine_options()
 
     gen = torch.Generator().manual_seed(n)
     context = torch.randint(0, 128000, (n,), generator=gen).tolist()
     query = torch.randint(0, 128000, (QUERY_TOKENS,), generator=gen).tolist()
-    settings = GenerationSettings(max_tokens=decode_tokens, temperature=0.0)
-    plan = None
-    if mode in ("star",):
-        cost = CostModel.for_config(engine.model.config)
-        plan = plan_blocks(n, block, None, comm.world_size, cost, share_anchor=engine.shares_anchor)
-    request = Request(context=context, queries=[query], mode=mode, block_size=block)
+    settings = RunSettings(
+        attention=mode,
+        block_size=block if mode == "star" else None,
+        generation=GenerationSettings(max_tokens=decode_tokens, temperature=0.0),
+        options=options,
+    )
+    plan = engine.plan(settings, n, len(query))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    if mode == "ring":
-        from engine.ring import encode_ring
-
-        encoded = yield_all(encode_ring(engine, context))
-    else:
-        encoded = yield_all(engine.encode_context(context, plan))
+    encoded = yield_all(engine.encode_context(context, plan))
     torch.cuda.synchronize()
     phase1 = time.perf_counter() - started
     stats = None
     token_ids = []
-    for event in engine.answer(encoded, query, settings, 0, request):
+    for event in engine.answer(encoded, query):
         if event.kind == "stats":
             stats = event
         elif event.kind == "token" and event.token_id >= 0:
@@ -243,8 +246,7 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
     peaks = comm.gather_floats(torch.cuda.max_memory_allocated() / 2**30)
     # Only the query host sees Stats; every rank joins the gathers.
     ttft = comm.gather_floats(stats.ttft_s if stats else -1.0)[comm.host]
-    step = getattr(engine, "last_decode_step", None)  # graph capture is paid once per query
-    capture_s = step.capture_s if step is not None and mode != "global" else 0.0
+    capture_s = comm.gather_floats(stats.graph_capture_s if stats else 0.0)[comm.host]  # once per query
     decode_s = comm.gather_floats(stats.decode_s - capture_s if stats else -1.0)[comm.host]
     tokens = int(comm.gather_floats(float(stats.generated_tokens) if stats else -1.0)[comm.host])
     result = {
@@ -260,12 +262,12 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
         "decode_ms": decode_s / max(1, tokens - 1) * 1e3,
         "generated": tokens,
         "graph_capture_s": capture_s,
-        "decode_graph": bool(step is not None and step.fallback_reason is None and mode != "global"),
-        "graph_fallback": step.fallback_reason if step is not None and mode != "global" else None,
-        "compiled": os.environ.get("STARCLI_COMPILE") == "1",
-        "fused": os.environ.get("STARCLI_COMPILE") != "1" and os.environ.get("STARCLI_FUSED", "1") != "0",
-        "anchor_shared": bool(plan is not None and plan.anchor_shared),
-        "blocks_per_rank": plan.blocks_per_rank() if plan is not None else None,
+        "decode_graph": bool(stats is not None and stats.graph_fallback is None),
+        "graph_fallback": stats.graph_fallback if stats is not None else None,
+        "compiled": options.compile,
+        "fused": not options.compile and options.fused,
+        "anchor_shared": plan.layout.anchor_shared,
+        "blocks_per_rank": plan.blocks_per_rank() if mode == "star" else None,
         # the host's first greedy tokens, on every rank: runs that should agree can be compared
         "first_tokens": [t for t in comm.broadcast_from_host((token_ids + [-1] * 8)[:8]) if t >= 0],
     }

@@ -1,36 +1,53 @@
-"""starcli's engine: Star Attention over transformers models, runnable without the CLI."""
+"""starcli's engine: Star Attention over transformers models, runnable without the CLI.
 
-from engine.api import EncodedContext, Engine, Request
-from engine.errors import (
-    BadSettingError,
-    ContextTooLongError,
-    EmptyInputError,
-    EngineError,
-    ModelLoadError,
-    RankFailure,
-)
-from engine.events import ContextEncoded, Event, Failure, Progress, QueryStarted, Stats, Token
-from engine.generate import GenerationSettings
-from engine.plan import BlockPlan, plan_blocks
+The names below load on first use (PEP 562), so ``engine.errors``, ``engine.settings`` and
+``engine.runplan`` (no torch) cost nothing to the CLI's ``--help`` and usage errors.
+"""
 
-__all__ = [
-    "BadSettingError",
-    "BlockPlan",
-    "ContextEncoded",
-    "ContextTooLongError",
-    "EmptyInputError",
-    "EncodedContext",
-    "Engine",
-    "EngineError",
-    "Event",
-    "Failure",
-    "GenerationSettings",
-    "ModelLoadError",
-    "Progress",
-    "QueryStarted",
-    "RankFailure",
-    "Request",
-    "Stats",
-    "Token",
-    "plan_blocks",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_WHERE = {
+    "Engine": "engine.api",
+    "Request": "engine.api",
+    "EncodedContext": "engine.runner",
+    "Attention": "engine.settings",
+    "EngineOptions": "engine.settings",
+    "GenerationSettings": "engine.settings",
+    "Positions": "engine.settings",
+    "RunSettings": "engine.settings",
+    "RunPlan": "engine.runplan",
+    "make_run_plan": "engine.runplan",
+    "BlockPlan": "engine.plan",
+    "plan_blocks": "engine.plan",
+    "StarcliError": "engine.errors",
+    "EngineError": "engine.errors",
+    "BadSettingError": "engine.errors",
+    "ContextTooLongError": "engine.errors",
+    "EmptyInputError": "engine.errors",
+    "ModelLoadError": "engine.errors",
+    "RankError": "engine.errors",
+    "OutOfMemoryError": "engine.errors",
+    "Event": "engine.events",
+    "ContextEncoded": "engine.events",
+    "Failure": "engine.events",
+    "Progress": "engine.events",
+    "QueryStarted": "engine.events",
+    "Stats": "engine.events",
+    "Token": "engine.events",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module 'engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

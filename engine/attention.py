@@ -1,7 +1,7 @@
 """The attention function transformers calls for ``attn_implementation="star"``.
 
 The model's own modeling code computes Q/K/V and RoPE from the global ``position_ids`` we pass,
-updates the ``StarCache`` and calls this function; what it computes depends on the cache's mode:
+updates the ``StarCache`` and calls this function; what it computes depends on the cache's phase:
 
 - ``anchor``: plain causal attention over the anchor tokens;
 - ``block``: a context block attends fully to the anchor and causally to itself;
@@ -15,7 +15,7 @@ import torch
 from transformers import AttentionInterface
 
 from engine.cache import StarCache
-from engine.ring import ring_attention
+from engine.ring_attention import ring_attention
 from kernels import (
     attention_with_lse,
     block_attention,
@@ -41,12 +41,12 @@ def star_attention_forward(
     if star_cache is None:
         raise RuntimeError("star attention needs the engine's StarCache (pass star_cache=...)")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    if star_cache.mode == "anchor":
+    if star_cache.phase == "anchor":
         out, _ = attention_with_lse(query, key, value, scale, causal=True)
-    elif star_cache.mode == "block":
+    elif star_cache.phase == "block":
         anchor_k, anchor_v = star_cache.anchor_kv(module.layer_idx)
         out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)
-    elif star_cache.mode == "ring":
+    elif star_cache.phase == "ring":
         out = ring_attention(query, key, value, scale, star_cache.comm, star_cache.ring_layout)
     else:
         out = _query_attention(star_cache, module.layer_idx, query, key, value, scale)

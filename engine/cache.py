@@ -11,7 +11,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.comm import Comm
 
-Mode = Literal["anchor", "block", "query", "ring"]
+Phase = Literal["anchor", "block", "query", "ring"]
 
 
 class StarLayer(CacheLayerMixin):
@@ -86,9 +86,9 @@ class AnchorShare:
 class StarCache(Cache):
     """Per-rank KV for Star Attention.
 
-    ``mode`` says what the next forward pass is: ``anchor`` (keep its KV as the anchor),
+    ``phase`` says what the next forward pass is: ``anchor`` (keep its KV as the anchor),
     ``block`` (write its KV into the context buffer at ``block_offset``) or ``query`` (append
-    to the tail on the query host only). The engine sets the mode; the model calls ``update``.
+    to the tail on the query host only). The engine sets the phase; the model calls ``update``.
     """
 
     def __init__(self, num_layers: int, comm: Comm, local_context: int, context_tokens: int):
@@ -96,7 +96,7 @@ class StarCache(Cache):
         self.comm = comm
         self.local_context = local_context  # tokens this rank holds
         self.context_tokens = context_tokens  # tokens of the whole context (all ranks)
-        self.mode: Mode = "block"
+        self.phase: Phase = "block"
         self.block_offset = 0
         self.context_len = 0  # filled so far, in local tokens
         self.tail_len = 0
@@ -105,14 +105,14 @@ class StarCache(Cache):
         # token writes and the tail length after it, as device tensors the graph advances itself.
         self.graph_slot: torch.Tensor | None = None
         self.graph_kv_len: torch.Tensor | None = None
-        self.ring_layout = None  # engine.ring.ZigzagLayout while ring mode encodes the context
+        self.ring_layout = None  # engine.plan.ZigzagLayout while ring mode encodes the context
         # Phase 1 with a shared anchor: rank 0 sends while it encodes block 0, the others receive.
         self.anchor_send: AnchorShare | None = None
         self.anchor_recv: AnchorShare | None = None
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
-        self.mode, self.block_offset = "block", offset
+        self.phase, self.block_offset = "block", offset
 
     def use_anchor_from_context(self, anchor: int) -> None:
         """Block 0 is on this rank: its first ``anchor`` tokens' KV *is* the anchor's (causal prefix)."""
@@ -137,7 +137,7 @@ class StarCache(Cache):
 
     def start_query(self, capacity: int) -> None:
         """Forget any earlier query's tail; room for ``capacity`` query + generated tokens."""
-        self.mode = "query"
+        self.phase = "query"
         self.tail_len = 0
         self.tail_capacity = capacity
         self.graph_slot = self.graph_kv_len = None
@@ -149,10 +149,10 @@ class StarCache(Cache):
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):
         layer = self.layers[layer_idx]
         length = key_states.shape[2]
-        if self.mode == "anchor":
+        if self.phase == "anchor":
             layer.anchor_k, layer.anchor_v = key_states, value_states
             return key_states, value_states
-        if self.mode in ("block", "ring"):  # ring mode keeps this rank's zigzag chunks the same way
+        if self.phase in ("block", "ring"):  # ring mode keeps this rank's zigzag chunks the same way
             if layer.context_k is None:
                 shape = (*key_states.shape[:2], self.local_context, key_states.shape[3])
                 vshape = (*value_states.shape[:2], self.local_context, value_states.shape[3])
@@ -167,7 +167,7 @@ class StarCache(Cache):
             if layer_idx == len(self.layers) - 1:
                 self.context_len = max(self.context_len, end)
             return key_states, value_states
-        # query mode: only the host keeps the tail; the other ranks return the new KV unchanged
+        # query phase: only the host keeps the tail; the other ranks return the new KV unchanged
         if not self.comm.is_host:
             return key_states, value_states
         if self.graph_slot is not None:  # graph replay: write at a device index, return the buffer

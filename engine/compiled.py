@@ -1,4 +1,4 @@
-"""Optional ``torch.compile`` of the model's pointwise work (``STARCLI_COMPILE=1``, CUDA only).
+"""Optional ``torch.compile`` of the model's pointwise work (``EngineOptions.compile``, CUDA only).
 
 Phase 1 at 16K-token blocks spends ~20% of its GPU time outside matmuls and attention (H100
 profile, docs/benchmarks.md): RMSNorm's float32 round trips, RoPE on strided views, SiLU-times-up.
@@ -9,15 +9,9 @@ our kernels run as they are. Off by default: the first compile costs tens of sec
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 _SUFFIXES = ("RMSNorm", "MLP", "Attention")
-
-
-def compile_enabled(device: torch.device) -> bool:
-    return device.type == "cuda" and os.environ.get("STARCLI_COMPILE", "0") == "1"
 
 
 def compile_pointwise(model: torch.nn.Module) -> int:

@@ -1,10 +1,26 @@
-"""Errors the engine raises for bad requests; each message names the numbers and the way out."""
+"""The errors starcli and its engine raise on purpose: one base class that carries its exit code.
+
+Each message names the numbers and the way out. An error raised in a rank crosses to the launcher
+as its class name and message (``Failure`` events) and is rebuilt by ``error_from_name`` from this
+closed registry, so the user sees the same class, message and exit code as on one rank. No torch
+here: the CLI maps errors to exit codes without importing it.
+"""
 
 from __future__ import annotations
 
+EXIT_FAILURE, EXIT_USAGE = 1, 2
 
-class EngineError(Exception):
-    """Base class: a request the engine cannot serve as asked."""
+
+class StarcliError(Exception):
+    """Base class of every deliberate error; ``exit_code`` is what the CLI exits with."""
+
+    exit_code: int = EXIT_FAILURE
+
+
+class EngineError(StarcliError):
+    """A request the engine cannot serve as asked: bad usage or unusable input (exit 2)."""
+
+    exit_code = EXIT_USAGE
 
 
 class EmptyInputError(EngineError):
@@ -28,13 +44,42 @@ class ContextTooLongError(EngineError):
         )
 
 
-class ModelLoadError(EngineError):
-    """The model or tokenizer could not be loaded."""
+class ModelLoadError(StarcliError):
+    """The model or tokenizer could not be loaded (a runtime failure: exit 1)."""
 
 
-class RankFailure(EngineError):
-    """Another rank failed or a collective timed out."""
+class RankError(StarcliError):
+    """A rank failed at run time (died, timed out, ran out of memory): exit 1."""
 
+
+class OutOfMemoryError(RankError):
+    """An allocation failed, on any device; the message names the ways out."""
+
+
+def error_from_name(name: str, message: str) -> StarcliError | None:
+    """The error a rank reported by class name, rebuilt with its message; ``None`` for a name that
+    is not one of ours (an unexpected exception: the launcher reports it as a rank failure)."""
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        return None
+    error = cls.__new__(cls)  # the message is already composed: skip subclasses' own __init__
+    StarcliError.__init__(error, message)
+    return error
+
+
+_REGISTRY: dict[str, type[StarcliError]] = {
+    cls.__name__: cls
+    for cls in (
+        StarcliError,
+        EngineError,
+        EmptyInputError,
+        BadSettingError,
+        ContextTooLongError,
+        ModelLoadError,
+        RankError,
+        OutOfMemoryError,
+    )
+}
 
 # How allocation failures read when they are not a ``torch.OutOfMemoryError``: torch's CPU
 # allocator raises a plain RuntimeError, and some CUDA libraries report their own codes.
@@ -49,6 +94,6 @@ _OUT_OF_MEMORY_TEXT = (
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is an allocation failure, on any device."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+    if isinstance(exc, (MemoryError, OutOfMemoryError)) or type(exc).__name__ == "OutOfMemoryError":
         return True
     return isinstance(exc, RuntimeError) and any(text in str(exc) for text in _OUT_OF_MEMORY_TEXT)

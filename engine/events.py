@@ -89,6 +89,8 @@ class Stats(Event):
     decode_s: float
     decode_tokens_per_s: float
     blocks_per_rank: list[int] = field(default_factory=list)
+    graph_capture_s: float = 0.0  # part of decode_s spent capturing the CUDA graph (once per query)
+    graph_fallback: str | None = None  # why decoding ran without a CUDA graph (None: it had one)
 
 
 @dataclass
@@ -100,6 +102,18 @@ class Failure(Event):
     phase: str
     error_type: str
     message: str
+
+
+def phase_after(event: Event, phase: str) -> str:
+    """The phase a rank is in once ``event`` has happened, as failure messages name it: ``startup``,
+    ``model load``, ``phase 1``, ``phase 2`` or ``decode`` (one mapping for ranks and launcher)."""
+    if isinstance(event, Progress):
+        return "model load" if event.stage == "load" else "phase 1"
+    if isinstance(event, QueryStarted):
+        return "phase 2"
+    if isinstance(event, Token):
+        return "decode"
+    return phase
 
 
 _KINDS = {cls.kind: cls for cls in (Started, Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)}

@@ -1,5 +1,5 @@
 """Route a model's RMSNorm, SiLU MLP and rotary embedding through the fused kernels of
-``kernels.fused`` (CUDA, on by default; ``STARCLI_FUSED=0`` turns it off).
+``kernels.fused`` (CUDA, on by default; ``EngineOptions.fused``).
 
 The modeling code stays the model's own: norm and MLP modules of the known Llama-family classes
 get a ``forward`` on the instance that calls the same submodules and parameters, and the modeling
@@ -7,14 +7,13 @@ module's ``apply_rotary_pos_emb`` is wrapped. Every wrapper checks its inputs an
 it was not written for (CPU tensors, float32, odd head sizes, another ``unsqueeze_dim``) to the
 original code, so CPU runs and the exactness tests see eager transformers unchanged.
 
-Unlike ``STARCLI_COMPILE=1`` (``engine.compiled``) this costs no compilation on first use beyond
+Unlike ``EngineOptions.compile`` (``engine.compiled``) this costs no compilation on first use beyond
 three small Triton kernels (cached on disk by Triton), which matters for a command-line tool:
 compiling took 15 s on first use and 9 s with a warm cache on an H100 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import types
 
@@ -25,10 +24,6 @@ NORM_CLASSES = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"
 MLP_CLASSES = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
 ROPE_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
 _MARK = "_starcli_fused"
-
-
-def fused_enabled(device: torch.device) -> bool:
-    return device.type == "cuda" and os.environ.get("STARCLI_FUSED", "1") != "0"
 
 
 def _fusable(x: torch.Tensor) -> bool:

@@ -8,30 +8,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from engine.comm import Comm
-from engine.errors import BadSettingError
 from engine.events import Token
-
-
-@dataclass
-class GenerationSettings:
-    max_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    stop: list[str] = field(default_factory=list)
-
-    def validate(self) -> None:
-        if self.max_tokens < 1:
-            raise BadSettingError(f"max tokens must be at least 1 (got {self.max_tokens})")
-        if self.temperature < 0:
-            raise BadSettingError(f"temperature must be >= 0 (got {self.temperature})")
-        if not 0 < self.top_p <= 1:
-            raise BadSettingError(f"top-p must be in (0, 1] (got {self.top_p})")
+from engine.settings import GenerationSettings
 
 
 class Sampler:
@@ -122,6 +105,8 @@ def decode_loop(
     logits = first_logits
     ttft = decode_start = 0.0
     count, reason = 0, "max_tokens"
+    limit = settings.max_tokens
+    assert limit is not None, "the run plan decides the answer's length"
     while True:
         token, stop = -1, 0
         if comm.is_host:
@@ -142,7 +127,7 @@ def decode_loop(
         if hit:
             reason = "stop"
             break
-        if count >= settings.max_tokens:
+        if count >= limit:
             break
         logits = step(token)
     rest = stream.finish()

@@ -12,7 +12,6 @@ Any failure to capture falls back to the eager step, with the reason kept in ``f
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 
@@ -20,10 +19,6 @@ import torch
 
 from engine.cache import StarCache
 from engine.modelcall import call_model
-
-
-def graphs_enabled(device: torch.device) -> bool:
-    return device.type == "cuda" and os.environ.get("STARCLI_CUDA_GRAPHS", "1") != "0"
 
 
 class GraphDecodeStep:
@@ -81,11 +76,14 @@ class DecodeStep:
     """The step ``engine.generate`` calls: captures the graph on the first call (so capture time
     never delays the first token) and replays it after; falls back to ``eager`` if capture fails."""
 
-    def __init__(self, model, cache: StarCache, position: int, device: torch.device, eager: Callable):
+    def __init__(
+        self, model, cache: StarCache, position: int, device: torch.device, eager: Callable, enabled: bool
+    ):
         self.model, self.cache, self.position, self.device, self.eager = model, cache, position, device, eager
         self.graph: GraphDecodeStep | None = None
         self.capture_s = 0.0
-        self.fallback_reason: str | None = None if graphs_enabled(device) else "disabled"
+        usable = enabled and device.type == "cuda"
+        self.fallback_reason: str | None = None if usable else "disabled"
 
     def __call__(self, token: int) -> torch.Tensor:
         if self.graph is None and self.fallback_reason is None:

@@ -70,7 +70,8 @@ class BlockPlan:
         return min(self.anchor_size, self.blocks[0][1]) if len(self.blocks) > 1 else 0
 
     def rank_span(self, rank: int) -> tuple[int, int]:
-        """The contiguous token range ``[start, stop)`` owned by ``rank`` (empty if no blocks)."""
+        """The token range ``[start, stop)`` owned by ``rank`` (empty if no blocks); contiguous in
+        star plans."""
         own = self.ranks[rank]
         if not own:
             return (0, 0)
@@ -82,6 +83,48 @@ class BlockPlan:
 
     def blocks_per_rank(self) -> list[int]:
         return [len(r) for r in self.ranks]
+
+
+@dataclass(frozen=True)
+class ZigzagLayout:
+    """Ring mode's split: chunk ``i`` is ``[bounds[i], bounds[i+1])``; rank ``r`` holds chunks
+    ``r`` and ``2W-1-r`` (zigzag: every rank gets the same causal work)."""
+
+    bounds: tuple[int, ...]
+    world_size: int
+
+    @classmethod
+    def build(cls, tokens: int, world_size: int) -> ZigzagLayout:
+        parts = 2 * world_size
+        sizes = [tokens // parts + (1 if i < tokens % parts else 0) for i in range(parts)]
+        bounds = [0]
+        for size in sizes:
+            bounds.append(bounds[-1] + size)
+        return cls(tuple(bounds), world_size)
+
+    @classmethod
+    def from_plan(cls, plan: BlockPlan) -> ZigzagLayout:
+        return cls(tuple(start for start, _ in plan.blocks) + (plan.context_tokens,), plan.world_size)
+
+    def chunks(self, rank: int) -> tuple[int, int]:
+        return rank, 2 * self.world_size - 1 - rank
+
+    def span(self, chunk: int) -> tuple[int, int]:
+        return self.bounds[chunk], self.bounds[chunk + 1]
+
+    def length(self, chunk: int) -> int:
+        return self.bounds[chunk + 1] - self.bounds[chunk]
+
+    def positions(self, rank: int) -> list[int]:
+        a, b = (self.span(c) for c in self.chunks(rank))
+        return list(range(*a)) + list(range(*b))
+
+    def as_plan(self) -> BlockPlan:
+        """The layout as a ``BlockPlan`` (chunks as blocks, no anchor), as the run plan holds it."""
+        parts = 2 * self.world_size
+        blocks = tuple(self.span(i) for i in range(parts))
+        ranks = tuple(self.chunks(r) for r in range(self.world_size))
+        return BlockPlan(self.bounds[-1], max(self.length(i) for i in range(parts)), 0, blocks, ranks)
 
 
 MIN_AUTO_BLOCK = 4096

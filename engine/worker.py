@@ -21,8 +21,8 @@ import torch.distributed as dist
 
 from engine.api import Engine, Request
 from engine.comm import Comm, DistComm
-from engine.errors import EngineError, is_out_of_memory
-from engine.events import Event, Failure, Progress, QueryStarted, Started, Token
+from engine.errors import OutOfMemoryError, StarcliError, is_out_of_memory
+from engine.events import Event, Failure, Progress, Started, phase_after
 from engine.models import load_model
 
 
@@ -52,16 +52,6 @@ def _watch_launcher(pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _phase_after(event: Event, phase: str) -> str:
-    if isinstance(event, Progress):
-        return "load" if event.stage == "load" else "phase 1"
-    if isinstance(event, QueryStarted):
-        return "phase 2"
-    if isinstance(event, Token):
-        return "decode"
-    return phase
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     parser.add_argument("--request", required=True, help="request JSON file (engine.Request.to_json)")
@@ -69,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default=None, help="model name, directory or hub id (default model if unset)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--timeout", type=float, default=300.0, help="collective timeout in seconds")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for a request without a run plan")
     parser.add_argument("--launcher-pid", type=int, default=None, help="exit when this process is gone")
     args = parser.parse_args(argv)
 
@@ -82,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         _watch_launcher(args.launcher_pid)
     try:
         writer.write(Started(rank=rank, pid=os.getpid(), world_size=world))
-        device = torch.device(args.device)
+        request = Request.from_json(Path(args.request).read_text())
+        plan = request.plan
+        options = plan.options if plan else request.settings.options
+        device = torch.device(plan.device if plan else args.device)
         if device.type == "cuda":
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             torch.cuda.set_device(device)
@@ -90,28 +82,28 @@ def main(argv: list[str] | None = None) -> int:
         if world > 1:
             dist.init_process_group(
                 backend="nccl" if device.type == "cuda" else "gloo",
-                timeout=timedelta(seconds=args.timeout),
+                timeout=timedelta(seconds=options.collective_timeout_s),
             )
             comm = DistComm(device)
-        request = Request.from_json(Path(args.request).read_text())
-        phase = "load"
+        phase = "model load"
         started = time.perf_counter()
-        loaded = load_model(args.model, device)
+        dtype = getattr(torch, plan.dtype) if plan else None
+        loaded = load_model(args.model, device, dtype)
         load_s = time.perf_counter() - started
         writer.write(Progress(stage="load", done=1, total=1, rank=rank))
         engine = Engine(loaded.model, loaded.tokenizer, comm, load_s=load_s)
         for event in engine.run(request):
-            phase = _phase_after(event, phase)
+            phase = phase_after(event, phase)
             if comm.is_host or isinstance(event, Progress):
                 writer.write(event)
         return 0
-    except EngineError as exc:
+    except StarcliError as exc:
         writer.write(Failure(rank=rank, phase=phase, error_type=type(exc).__name__, message=str(exc)))
-        return 2
+        return exc.exit_code
     except Exception as exc:  # noqa: BLE001 - reported to the launcher, traceback to stderr
         # One name for every allocation failure (torch's CPU allocator raises a plain RuntimeError),
         # so that the launcher can name the ways out.
-        kind = "OutOfMemoryError" if is_out_of_memory(exc) else type(exc).__name__
+        kind = OutOfMemoryError.__name__ if is_out_of_memory(exc) else type(exc).__name__
         writer.write(Failure(rank=rank, phase=phase, error_type=kind, message=str(exc)))
         traceback.print_exc(file=sys.stderr)
         return 1

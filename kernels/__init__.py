@@ -6,7 +6,7 @@ from kernels.dispatch import (
     block_attention,
     decode_attention,
     merge_partials,
-    register_attention,
+    use_reference_kernels,
 )
 from kernels.reference import attention_with_lse_math, empty_partial
 
@@ -18,5 +18,5 @@ __all__ = [
     "decode_attention",
     "empty_partial",
     "merge_partials",
-    "register_attention",
+    "use_reference_kernels",
 ]

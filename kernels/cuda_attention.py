@@ -14,7 +14,7 @@ bridges the two exactly, on any device, so its logic is tested on CPU too:
 - causal attention with ``Lq < Lk`` is the unmasked prefix ``[0, Lk-Lq)`` merged with the causal
   square ``[Lk-Lq, Lk)``; with ``Lq == 1`` it is simply unmasked.
 
-``GQA_MODE`` says which of the two the unmasked and the causal case use (bench/probe_phase1.py
+``GQA_STRATEGY`` says which of the two the unmasked and the causal case use (bench/probe_phase1.py
 measures both).
 """
 
@@ -37,7 +37,7 @@ FEW_QUERY_ROWS = 512
 
 # "native": hand the grouped heads to the ``grouped`` backend; "fold"/"repeat": the equal-head
 # workarounds above. Either falls back to the workaround when the grouped backend refuses.
-GQA_MODE = {"unmasked": "native", "causal": "native"}
+GQA_STRATEGY = {"unmasked": "native", "causal": "native"}
 
 
 def gqa_attention_with_lse(
@@ -71,7 +71,7 @@ def gqa_attention_with_lse(
         return merge([head[0], tail[0]], [head[1], tail[1]], out_dtype=q.dtype)
     if not causal and few is not None and groups * lq <= FEW_QUERY_ROWS:
         return few(q, k, v, scale)
-    if groups > 1 and grouped is not None and GQA_MODE["causal" if causal else "unmasked"] == "native":
+    if groups > 1 and grouped is not None and GQA_STRATEGY["causal" if causal else "unmasked"] == "native":
         try:
             return grouped(q, k, v, scale, causal)
         except RuntimeError:  # shapes or strides the grouped backend declines: equal heads below
@@ -114,11 +114,6 @@ def dense_cuda(q, k, v, scale, causal):
         except RuntimeError as exc:  # unsupported shape/dtype on this backend
             last = exc
     raise RuntimeError(f"no fused CUDA attention accepted these inputs: {last}")
-
-
-def set_backend_order(order: list[str]) -> None:
-    """Choose the fused backends tried, in order (the benchmark compares them)."""
-    _order[:] = order
 
 
 def attention_with_lse_cuda(q, k, v, scale, causal=False):

@@ -7,7 +7,6 @@ implementation directly, so a faster kernel lands in one place.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
@@ -17,17 +16,20 @@ from kernels.reference import attention_with_lse_cpu_flash, attention_with_lse_m
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
-# device type -> implementation; GPU modules add their entries with register_attention().
+# device type -> implementation; the CUDA entries are added on first use (_register_cuda).
 _ATTENTION: dict[str, AttentionFn] = {"cpu": attention_with_lse_cpu_flash}
 
 
 _MERGE: dict[str, Callable[..., tuple[torch.Tensor, torch.Tensor]]] = {}
 _cuda_checked = False
+_reference_only = False
 
 
-def register_attention(device_type: str, fn: AttentionFn) -> None:
-    """Make ``fn`` the attention-with-LSE used for tensors on ``device_type``."""
-    _ATTENTION[device_type] = fn
+def use_reference_kernels(on: bool) -> None:
+    """Force the float32 math version everywhere (debugging); the engine sets this once per run
+    from its options, so the hot path reads a module flag, not the environment."""
+    global _reference_only
+    _reference_only = on
 
 
 def _register_cuda() -> None:
@@ -51,7 +53,7 @@ def merge_partials(outs, lses, out_dtype: torch.dtype | None = None) -> tuple[to
     if first.device.type == "cuda" and not _cuda_checked:
         _register_cuda()
     fn = _MERGE.get(first.device.type, _merge_reference)
-    if os.environ.get("STARCLI_KERNELS") == "reference":
+    if _reference_only:
         fn = _merge_reference
     return fn(outs, lses, out_dtype)
 
@@ -61,9 +63,9 @@ def attention_with_lse(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention of ``q`` over ``k``/``v`` returning ``(O, LSE)``; causal is bottom-right aligned.
 
-    ``STARCLI_KERNELS=reference`` forces the float32 math version everywhere (for debugging).
+    ``use_reference_kernels(True)`` forces the float32 math version everywhere (for debugging).
     """
-    if os.environ.get("STARCLI_KERNELS") == "reference":
+    if _reference_only:
         return attention_with_lse_math(q, k, v, scale, causal)
     if q.device.type == "cuda" and not _cuda_checked:
         _register_cuda()
@@ -76,7 +78,7 @@ def attention_with_lse_upto(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention over the first ``kv_len`` keys (a one-element device tensor), so that a
     CUDA graph can replay one launch over a growing cache: the decode step's tail attention."""
-    if q.device.type == "cuda" and os.environ.get("STARCLI_KERNELS") != "reference":
+    if q.device.type == "cuda" and not _reference_only:
         from kernels.triton_attention import split_kv_attention, supported
 
         if supported(q) and q.dtype in (torch.float16, torch.bfloat16):
@@ -96,7 +98,7 @@ def decode_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention over all context keys and the first ``tail_len`` tail keys (either part
     may be ``None``): the decode step's attention, one split-KV pass and one merge on CUDA."""
-    if q.device.type == "cuda" and os.environ.get("STARCLI_KERNELS") != "reference":
+    if q.device.type == "cuda" and not _reference_only:
         from kernels.triton_attention import decode_attention as fused
         from kernels.triton_attention import supported
 

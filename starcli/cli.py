@@ -17,9 +17,11 @@ from typing import Annotated, Any
 
 import typer
 
+from engine.errors import StarcliError, is_out_of_memory
+from engine.settings import DEFAULT_MAX_TOKENS, Attention
 from starcli import __version__
 from starcli import config as opt
-from starcli.config import ENV_VARS, ConfigError, read_config, resolve
+from starcli.config import OPTION_NAMES, Settings, read_config, resolve
 from starcli.render import Renderer, answer_json, format_plan
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
@@ -52,6 +54,11 @@ def _main(
     A SOURCE is a file (text, code, PDF), a directory (read as a repository) or - for stdin;
     with no SOURCE, piped stdin is read. Defaults come from $XDG_CONFIG_HOME/starcli/config.toml,
     then STARCLI_* variables, then flags.
+
+    Engine options (how, never what, the engine computes) are read from the config file or these
+    variables: STARCLI_SHARE_ANCHOR (1: rank 0 sends the anchor), STARCLI_CUDA_GRAPHS (1),
+    STARCLI_COMPILE (0), STARCLI_FUSED (1), STARCLI_KERNELS (auto or reference),
+    STARCLI_TIMEOUT (300: seconds a rank waits for the others).
     """
 
 
@@ -159,17 +166,17 @@ def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> i
 
 
 def _execute(renderer: Renderer, sources: list[str], question: str | None, options: dict[str, Any]) -> int:
-    """Read, plan or prompt, run, print: the whole command, raising on any failure."""
+    """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
     _quiet_libraries()
     file_values, config_warnings = read_config()
-    settings = resolve({name: options.get(name) for name in ENV_VARS}, file_values)
+    settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
     for warning in config_warnings:
         renderer.warn(warning)
 
     from starcli import ingest as ingestion
     from starcli.launch import default_nproc, resolve_device
-    from starcli.prompt import ask_instructions, estimate_plan, summary_instructions
+    from starcli.prompt import ask_instructions, summary_instructions
 
     renderer.stage("Reading sources")
     ingested = ingestion.ingest(
@@ -186,26 +193,17 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         ingested.total_tokens,
         list_skips=not (options["dry_run"] and not options["json"]),
     )
-    if not ingested.documents:
-        raise ingestion.InputError(
-            f"nothing to read: all {len(ingested.skipped)} files were skipped "
-            "(-v lists them; see --include, --exclude, --no-gitignore)"
-        )
     question = ask_instructions(question) if question else summary_instructions(sources)
     documents_text = ingestion.render_documents(ingested.documents)
     device = resolve_device(settings.device)
-    nproc = _ranks(settings, device, default_nproc)
+    nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
     if options["dry_run"]:
+        from starcli.prompt import estimate_plan
+
         plan = estimate_plan(settings, nproc, device, ingested, documents_text, question)
-        if options["json"]:
-            renderer.print_json(plan)
-        else:
-            renderer.print_text(format_plan(plan))
+        renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
         return EXIT_OK
-    explicit_max_tokens = options["max_tokens"] is not None or "max_tokens" in file_values
-    stats = _generate(
-        renderer, settings, explicit_max_tokens, nproc, device, documents_text, question, options
-    )
+    stats = _generate(renderer, settings, nproc, device, documents_text, question, options)
     if options["json"]:
         from engine.models import DEFAULT_MODEL
 
@@ -218,56 +216,39 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
 
 def _generate(
     renderer: Renderer,
-    settings,
-    explicit_max_tokens: bool,
+    settings: Settings,
     nproc: int,
     device: str,
     documents_text: str,
     question: str,
     options: dict[str, Any],
 ):
-    """Tokenize exactly (refusing input beyond the window before any weights load), run the
-    request, stream its events; returns the final ``Stats``."""
-    from engine import GenerationSettings, Request, Stats
+    """Tokenize exactly, make the run plan (refusing input beyond the window before any weights
+    load), run the request, stream its events; returns the final ``Stats``."""
+    from engine.api import Request
+    from engine.events import Failure, Stats
+    from engine.runplan import make_run_plan
     from starcli.launch import LaunchError, load_tokenizer, run_request
-    from starcli.prompt import build, context_window, fit_max_tokens
+    from starcli.prompt import build, model_facts
 
     renderer.stage("Tokenizing")
     prompt = build(load_tokenizer(settings.model), documents_text, question, settings.system)
-    window = context_window(settings.model)
-    max_tokens = fit_max_tokens(prompt, settings.max_tokens, window, explicit_max_tokens)
+    window, cost = model_facts(settings.model)
     n, m = len(prompt.context_ids), len(prompt.query_ids)
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
-    if max_tokens < settings.max_tokens:
-        renderer.note(f"answer limited to {max_tokens} tokens by the model's window of {window:,}")
-    generation = GenerationSettings(
-        max_tokens=max_tokens, temperature=settings.temperature, seed=settings.seed
-    )
-    from engine.plan import default_block_size
-
-    block_size = settings.block_size or default_block_size(n, nproc)
-    request = Request(
-        context=prompt.context_ids,
-        queries=[prompt.query_ids],
-        mode=settings.attention,
-        block_size=block_size,
-        anchor_size=settings.anchor_size,
-        generation=generation,
-    )
-    if settings.attention == "star":  # bad block or anchor sizes: exit 2 now, not after loading weights
-        from engine.plan import plan_blocks
-
-        plan_blocks(n, block_size, settings.anchor_size, nproc)
-    renderer.total_blocks = {"star": -(-n // block_size), "global": 1}.get(settings.attention)
+    run_settings = settings.run_settings()
+    plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
+    if settings.max_tokens is None and plan.max_tokens < DEFAULT_MAX_TOKENS:
+        renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
+    request = Request(prompt.context_ids, [prompt.query_ids], run_settings, plan)
+    renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
     renderer.stage("Loading model")
     stats: Stats | None = None
-    events = run_request(
-        request, model=settings.model, nproc=nproc, device=device, verbose=options["verbose"]
-    )
+    events = run_request(request, model=settings.model, verbose=options["verbose"])
     with closing(events):  # closing it on any exit stops the job's workers
         for event in events:
-            if event.kind == "error":
+            if isinstance(event, Failure):  # a rank's failure the launcher passed on
                 raise LaunchError(f"rank {event.rank} failed during {event.phase}: {event.message}")
             renderer.handle(event)
             if isinstance(event, Stats):
@@ -280,33 +261,19 @@ def _generate(
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """2 for bad usage or unusable input, 1 for runtime failures, 130 for Ctrl-C, 141 (as if killed
-    by SIGPIPE, like other Unix tools) when stdout's reader went away.
-
-    Error classes are looked up only in modules already imported: an exception can only come from
-    a module that was loaded, and importing the engine to check would cost seconds (torch)."""
+    """The error's own exit code (``StarcliError.exit_code``: 2 for bad usage or unusable input,
+    1 for runtime failures), 130 for Ctrl-C, 141 (as if killed by SIGPIPE, like other Unix tools)
+    when stdout's reader went away, 1 for anything unexpected."""
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(exc, BrokenPipeError):
         return EXIT_BROKEN_PIPE
-    failures: list[type] = []
-    usage: list[type] = [ConfigError]
-    if (errors := sys.modules.get("engine.errors")) is not None:
-        failures += [errors.ModelLoadError, errors.RankFailure]
-        usage.append(errors.EngineError)
-    if (launch := sys.modules.get("starcli.launch")) is not None:
-        failures.append(launch.LaunchError)
-    if (ingest := sys.modules.get("starcli.ingest")) is not None:
-        usage.append(ingest.InputError)
-    if isinstance(exc, tuple(failures)):
-        return EXIT_FAILURE
-    return EXIT_USAGE if isinstance(exc, tuple(usage)) else EXIT_FAILURE
+    return exc.exit_code if isinstance(exc, StarcliError) else EXIT_FAILURE
 
 
 def _message(exc: BaseException, code: int) -> str:
     """The text after ``Error:``: our own errors speak for themselves; anything else is named."""
-    errors = sys.modules.get("engine.errors")  # loaded wherever torch could have raised it
-    if errors.is_out_of_memory(exc) if errors is not None else isinstance(exc, MemoryError):
+    if is_out_of_memory(exc):
         return OUT_OF_MEMORY_HINT
     message = str(exc).strip() or type(exc).__name__
     if code == EXIT_FAILURE and type(exc).__module__ == "builtins":
@@ -331,20 +298,6 @@ def _keep_undecodable_bytes() -> None:
         sys.stdout.reconfigure(errors="surrogateescape")
     except (AttributeError, ValueError, io.UnsupportedOperation):
         pass
-
-
-def _ranks(settings, device: str, default_nproc) -> int:
-    """``--nproc``, else every visible GPU; dense attention runs on one rank, so it defaults to one
-    and an explicit larger count is refused here, before any model loads."""
-    if settings.attention != "global":
-        return settings.nproc or default_nproc(device)
-    if (settings.nproc or 1) > 1:
-        from engine.errors import BadSettingError
-
-        raise BadSettingError(
-            f"global (dense) attention runs on one rank, not {settings.nproc}; use --nproc 1"
-        )
-    return 1
 
 
 def _quiet_libraries() -> None:

@@ -1,12 +1,13 @@
 """Settings: built-in defaults, then the config file, then environment variables, then flags.
 
-Also declares the command-line options of the settings, so that defaults and the help texts
-that quote them sit together.
+Also declares the command-line options of the settings, so that the help texts sit together.
 
-Every default lives here (and only here) so the accuracy work can retune block and anchor sizes
-in one place. Flags and environment variables arrive together from Typer (each option names its
-``STARCLI_*`` variable); a value Typer leaves as ``None`` falls through to the file, then to the
-default below.
+The defaults are the engine's own (``engine.settings``, no torch), decided in one place; ``None``
+here means "the engine decides from the input" (block size, answer length) or "the machine
+decides" (ranks, device). Flags and environment variables arrive together from Typer (each option
+names its ``STARCLI_*`` variable); the engine options, which have no flags, are read from their
+``STARCLI_*`` variables here, once (``resolve``), and reach the ranks in the request, never
+through the environment. A value left as ``None`` falls through to the file, then the default.
 """
 
 from __future__ import annotations
@@ -19,17 +20,24 @@ from typing import Annotated, Any
 
 import typer
 
-DEFAULT_BLOCK_SIZE: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
-DEFAULT_ANCHOR_SIZE: int | None = None  # None: the anchor is as long as a block (the paper's choice)
-DEFAULT_MAX_TOKENS = 512
+from engine.errors import EngineError
+from engine.settings import (
+    DEFAULT_MAX_TOKENS,
+    EngineOptions,
+    GenerationSettings,
+    Kernels,
+    RunSettings,
+)
+from engine.settings import (
+    Attention as AttentionMode,
+)
+
 DEVICES = ("auto", "cpu", "cuda")
-# The engine's modes (engine.api.MODES, pinned by a test): listed here rather than imported because
-# importing the engine imports torch, seconds that --help, --version and usage errors should not pay.
-# A new mode is one more name here.
-ATTENTION_MODES: tuple[str, ...] = ("star", "global", "ring")
+ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
+_ENGINE_DEFAULTS = EngineOptions()
 
 
-class ConfigError(Exception):
+class ConfigError(EngineError):
     """A config file or setting that cannot be used; the CLI exits 2 with this message."""
 
 
@@ -38,23 +46,59 @@ class Settings:
     """What a run needs to know beyond its sources and question."""
 
     model: str | None = None  # None: the bundled default model
-    attention: str = "star"
-    block_size: int | None = DEFAULT_BLOCK_SIZE
-    anchor_size: int | None = DEFAULT_ANCHOR_SIZE
+    attention: str = AttentionMode.STAR.value
+    block_size: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
+    anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     device: str = "auto"
-    max_tokens: int = DEFAULT_MAX_TOKENS
+    max_tokens: int | None = None  # None: engine.settings.DEFAULT_MAX_TOKENS, fitted to the window
     temperature: float = 0.0
     seed: int | None = None
     system: str | None = None
+    # Engine options (engine.settings.EngineOptions): environment or config file, no flags.
+    share_anchor: bool = _ENGINE_DEFAULTS.share_anchor
+    cuda_graphs: bool = _ENGINE_DEFAULTS.cuda_graphs
+    compile: bool = _ENGINE_DEFAULTS.compile
+    fused: bool = _ENGINE_DEFAULTS.fused
+    kernels: str = _ENGINE_DEFAULTS.kernels.value
+    timeout: float = _ENGINE_DEFAULTS.collective_timeout_s
+
+    def run_settings(self) -> RunSettings:
+        """What the engine is asked for (``engine.runplan.make_run_plan`` decides the rest)."""
+        generation = GenerationSettings(
+            max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed
+        )
+        return RunSettings(
+            attention=AttentionMode(self.attention),
+            block_size=self.block_size,
+            anchor_size=self.anchor_size,
+            generation=generation,
+            options=self.engine_options(),
+        )
+
+    def engine_options(self) -> EngineOptions:
+        return EngineOptions(
+            share_anchor=self.share_anchor,
+            cuda_graphs=self.cuda_graphs,
+            compile=self.compile,
+            fused=self.fused,
+            kernels=Kernels(self.kernels),
+            collective_timeout_s=self.timeout,
+        )
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
 ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
+# Settings with no flag, read from the environment by ``resolve`` (the rest arrive through Typer).
+ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
+OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in ENGINE_OPTION_NAMES)
 _INTS = {"block_size", "anchor_size", "nproc", "max_tokens", "seed"}
-_FLOATS = {"temperature"}
+_FLOATS = {"temperature", "timeout"}
+_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused"}
 _MINIMUM = {"block_size": 1, "anchor_size": 0, "nproc": 1, "max_tokens": 1, "temperature": 0}
-_CHOICES = {"attention": ATTENTION_MODES, "device": DEVICES}
+_POSITIVE = {"timeout"}
+_CHOICES = {"attention": ATTENTION_MODES, "device": DEVICES, "kernels": tuple(k.value for k in Kernels)}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
 def config_path() -> Path:
@@ -88,25 +132,55 @@ def read_config(path: Path | None = None) -> tuple[dict[str, Any], list[str]]:
     return values, warnings
 
 
-def resolve(given: dict[str, Any], file_values: dict[str, Any] | None = None) -> Settings:
-    """Merge: ``given`` (flags and env, ``None`` meaning "not given") beats the file beats defaults."""
+def resolve(
+    given: dict[str, Any], file_values: dict[str, Any] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Merge: ``given`` (flags and env, ``None`` meaning "not given") and the engine options'
+    variables beat the file, which beats the defaults."""
     merged = dict(file_values or {})
     merged.update({k: v for k, v in given.items() if v is not None})
+    merged.update(engine_options_from_environment(os.environ if environ is None else environ))
     for name, value in merged.items():
         _checked(name, value, f"--{name.replace('_', '-')}")
     return replace(Settings(), **merged)
 
 
+def engine_options_from_environment(environ: dict[str, str]) -> dict[str, Any]:
+    """The engine options set by ``STARCLI_*`` variables, typed (the only place they are read)."""
+    values: dict[str, Any] = {}
+    for name in ENGINE_OPTION_NAMES:
+        text = environ.get(ENV_VARS[name])
+        if text is None or text == "":
+            continue
+        if name in _BOOLS:
+            if text.lower() not in _TRUE + _FALSE:
+                raise ConfigError(f"{ENV_VARS[name]} must be 1 or 0 (got {text!r})")
+            values[name] = text.lower() in _TRUE
+        elif name in _FLOATS:
+            try:
+                values[name] = float(text)
+            except ValueError:
+                raise ConfigError(f"{ENV_VARS[name]} must be a number (got {text!r})") from None
+        else:
+            values[name] = text
+        _checked(name, values[name], ENV_VARS[name])
+    return values
+
+
 def _checked(name: str, value: Any, where: str) -> Any:
     """Type and range check one setting, naming where it came from in the error."""
+    if name in _BOOLS and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false (got {value!r})")
     if name in _INTS and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where} must be an integer (got {value!r})")
     if name in _FLOATS and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"{where} must be a number (got {value!r})")
-    if name not in _INTS | _FLOATS and not isinstance(value, str):
+    if name not in _INTS | _FLOATS | _BOOLS and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string (got {value!r})")
     if name in _MINIMUM and value < _MINIMUM[name]:
         raise ConfigError(f"{where} must be at least {_MINIMUM[name]} (got {value})")
+    if name in _POSITIVE and not value > 0:
+        raise ConfigError(f"{where} must be a positive number of seconds (got {value})")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[name])} (got {value!r})")
     return float(value) if name in _FLOATS else value

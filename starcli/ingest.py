@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import BinaryIO
 
-from starcli.documents import Document, Ingested, InputError, Skipped
+from starcli.documents import Document, Ingested, InputError, SkipKind, Skipped
 from starcli.pdf import PdfProblem, extract_pdf
 from starcli.secretscan import secret_in_content
 from starcli.textfile import TooLarge, decode_text, format_size, looks_like_pdf, read_bytes
@@ -32,6 +32,7 @@ __all__ = [
     "Document",
     "Ingested",
     "InputError",
+    "SkipKind",
     "Skipped",
     "estimate_tokens",
     "ingest",
@@ -106,7 +107,7 @@ def _source_kind(source: str) -> str:
 
 def _ingest_stdin(stdin: BinaryIO | None, out: Ingested) -> None:
     if any(doc.path == STDIN for doc in out.documents) or any(s.path == STDIN for s in out.skipped):
-        out.skipped.append(Skipped(STDIN, "standard input named twice (read once)"))
+        out.skipped.append(Skipped(STDIN, SkipKind.STDIN_TWICE))
         return
     stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", sys.stdin)
     if stream is None:
@@ -114,7 +115,7 @@ def _ingest_stdin(stdin: BinaryIO | None, out: Ingested) -> None:
     try:
         data = _read_stream(stream, NAMED_FILE_LIMIT)
     except TooLarge:
-        out.skipped.append(Skipped(STDIN, f"larger than {format_size(NAMED_FILE_LIMIT)}"))
+        out.skipped.append(Skipped(STDIN, SkipKind.TOO_LARGE, format_size(NAMED_FILE_LIMIT)))
         return
     except (OSError, ValueError) as exc:
         raise InputError(f"could not read standard input: {exc}") from None
@@ -141,15 +142,15 @@ def _ingest_named_file(source: str, out: Ingested, seen: dict[tuple[int, int], s
         info = os.stat(source)
         key = (info.st_dev, info.st_ino)
         if key in seen and os.path.isfile(source):
-            out.skipped.append(Skipped(source, f"duplicate of {seen[key]}"))
+            out.skipped.append(Skipped(source, SkipKind.DUPLICATE, seen[key]))
             return
         seen[key] = source
         data = read_bytes(source, NAMED_FILE_LIMIT, walked=False)
     except TooLarge:
-        out.skipped.append(Skipped(source, f"larger than {format_size(NAMED_FILE_LIMIT)}"))
+        out.skipped.append(Skipped(source, SkipKind.TOO_LARGE, format_size(NAMED_FILE_LIMIT)))
         return
     except OSError as exc:
-        out.skipped.append(Skipped(source, f"unreadable: {exc.strerror or exc}"))
+        out.skipped.append(Skipped(source, SkipKind.UNREADABLE, str(exc.strerror or exc)))
         return
     _convert(data, source, "text", out, named=True)
 
@@ -162,21 +163,21 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
     except Exception as exc:  # noqa: BLE001 - the walk handles OS errors; anything else is a bug to name
         raise InputError(f"{root}: could not walk the directory ({type(exc).__name__}: {exc})") from None
     out.warnings.extend(walk.warnings)
-    before_docs, skipped = len(out.documents), [Skipped(path, reason) for path, reason in walk.skipped]
+    before_docs, skipped = len(out.documents), list(walk.skipped)
     for found in walk.files:
         try:
             info = os.stat(found.path, follow_symlinks=False)
             key = (info.st_dev, info.st_ino)
             if key in seen:
-                skipped.append(Skipped(found.display, f"duplicate of {seen[key]}"))
+                skipped.append(Skipped(found.display, SkipKind.DUPLICATE, seen[key]))
                 continue
             seen[key] = found.display
             data = read_bytes(found.path, max_file_bytes, walked=True)
         except TooLarge:
-            skipped.append(Skipped(found.display, f"larger than {format_size(max_file_bytes)} cap"))
+            skipped.append(Skipped(found.display, SkipKind.SIZE_CAP, format_size(max_file_bytes)))
             continue
         except OSError as exc:
-            skipped.append(Skipped(found.display, f"unreadable: {exc.strerror or exc}"))
+            skipped.append(Skipped(found.display, SkipKind.UNREADABLE, str(exc.strerror or exc)))
             continue
         local = Ingested()
         _convert(data, found.display, "text", local, named=False)
@@ -184,7 +185,7 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
         out.warnings.extend(local.warnings)
         skipped.extend(local.skipped)
     out.skipped.extend(skipped)
-    if len(out.documents) == before_docs and not any(s.reason.startswith("duplicate of") for s in skipped):
+    if len(out.documents) == before_docs and not any(s.kind is SkipKind.DUPLICATE for s in skipped):
         if not skipped:
             raise InputError(f"{root}: the directory is empty")
         raise InputError(f"{root}: nothing left to read after filters: {_summary(skipped)}")
@@ -198,16 +199,16 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
             return
         secret = secret_in_content(data)
         if secret:
-            out.skipped.append(Skipped(display, secret))
+            out.skipped.append(Skipped(display, SkipKind.SECRET, secret))
             return
         decoded = decode_text(data)
         if decoded is None:
-            out.skipped.append(Skipped(display, "binary file"))
+            out.skipped.append(Skipped(display, SkipKind.BINARY))
             return
         text, note = decoded
         text = text.replace("\r\n", "\n")
         if not text.strip():
-            out.skipped.append(Skipped(display, "empty file"))
+            out.skipped.append(Skipped(display, SkipKind.EMPTY))
             return
         if note:
             out.warnings.append(f"{display}: {note}")
@@ -215,20 +216,20 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must end in a reason, not a traceback
-        out.skipped.append(Skipped(display, f"unreadable: {type(exc).__name__}"))
+        out.skipped.append(Skipped(display, SkipKind.UNREADABLE, type(exc).__name__))
 
 
 def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> None:
     try:
         pdf = extract_pdf(data)
     except PdfProblem as problem:
-        if named and not problem.reason.startswith("no text layer"):
+        if named and problem.kind is not SkipKind.NO_TEXT:
             raise InputError(f"{display}: {problem.reason}; {problem.hint}") from None
-        out.skipped.append(Skipped(display, problem.reason))
+        out.skipped.append(Skipped(display, problem.kind, note=problem.note))
         return
     secret = secret_in_content(pdf.text.encode("utf-8", "replace"))
     if secret:
-        out.skipped.append(Skipped(display, secret))
+        out.skipped.append(Skipped(display, SkipKind.SECRET, secret))
         return
     if pdf.empty_pages:
         out.warnings.append(f"{display}: {_pages(pdf.empty_pages)} no text layer (scanned?)")
@@ -252,16 +253,16 @@ def _summary(skipped: list[Skipped]) -> str:
         listed = ", ".join(f"{s.path} ({s.reason})" for s in skipped)
         text = f"{len(skipped)} skipped: {listed}"
     else:
-        counts = Counter(s.reason.split(" (")[0] for s in skipped)
+        counts = Counter(s.brief for s in skipped)
         text = f"{len(skipped)} skipped (" + ", ".join(f"{n} {r}" for r, n in counts.most_common(5)) + ")"
     hints = []
-    reasons = " ".join(s.reason for s in skipped)
-    if ".gitignore" in reasons or "info/exclude" in reasons:
+    kinds = {s.kind for s in skipped}
+    if SkipKind.GITIGNORE in kinds:
         hints.append("--no-gitignore reads ignored files")
-    if "--include" in reasons or "--exclude" in reasons:
+    if kinds & {SkipKind.EXCLUDED, SkipKind.NOT_INCLUDED}:
         hints.append("check --include/--exclude")
-    if any(s.reason.endswith(" cap") for s in skipped):
+    if SkipKind.SIZE_CAP in kinds:
         hints.append("name a large file directly to read it whole")
-    if "no text layer" in reasons:
+    if SkipKind.NO_TEXT in kinds:
         hints.append("run OCR on scanned PDFs first (e.g. ocrmypdf)")
     return text + (f"; {'; '.join(hints)}" if hints else "")

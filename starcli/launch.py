@@ -23,8 +23,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import engine.errors as engine_errors
-from engine import Engine, Event, Failure, Progress, Request
-from engine.events import Started, event_from_dict
+from engine.api import Engine, Request
+from engine.events import Event, Failure, Progress, Started, event_from_dict, phase_after
+from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 POLL_S = 0.02
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
@@ -37,7 +38,7 @@ _OOM_KILLER_NOTE = (
 )
 
 
-class LaunchError(Exception):
+class LaunchError(engine_errors.RankError):
     """A runtime failure of the job (a rank died, the model failed to load): exit code 1."""
 
 
@@ -45,7 +46,7 @@ class RankOutOfMemory(LaunchError):
     """A rank could not allocate memory; the message names the ways out."""
 
     def __init__(self, rank: int, phase: str):
-        if phase in ("load", "startup"):  # every rank holds the whole model: more ranks do not help
+        if phase in ("model load", "startup"):  # every rank holds the whole model: more ranks do not help
             super().__init__(
                 f"rank {rank} ran out of memory loading the model; use a smaller model (--model) "
                 "or a device with more memory"
@@ -93,49 +94,43 @@ def load_tokenizer(model: str | None):
             raise engine_errors.ModelLoadError(f"could not load the tokenizer of {model!r}: {exc}") from exc
 
 
-def collective_timeout() -> float:
-    """Seconds a rank waits in a collective before the job is declared stuck
-    (``STARCLI_TIMEOUT``, default 300: long phase-1 blocks on slow CPUs must fit inside)."""
-    value = os.environ.get("STARCLI_TIMEOUT", "300")
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if seconds <= 0:
+def run_request(request: Request, *, model: str | None, verbose: bool = False) -> Iterator[Event]:
+    """Yield the job's events (load progress first) for a request carrying its run plan. Raises
+    EngineError subclasses for bad requests, LaunchError for runtime failures, KeyboardInterrupt
+    once every worker is gone."""
+    plan = request.plan
+    if plan is None:
         raise engine_errors.BadSettingError(
-            f"STARCLI_TIMEOUT must be a positive number of seconds (got {value!r})"
+            "run_request needs a request with its run plan (engine.make_run_plan)"
         )
-    return seconds
-
-
-def run_request(
-    request: Request, *, model: str | None, nproc: int = 1, device: str = "cpu", verbose: bool = False
-) -> Iterator[Event]:
-    """Yield the job's events (load progress first). Raises EngineError subclasses for bad
-    requests, LaunchError for runtime failures, KeyboardInterrupt once every worker is gone."""
-    device = resolve_device(device)
-    if nproc < 1:
-        raise engine_errors.BadSettingError(f"--nproc must be at least 1 (got {nproc})")
-    if device == "cuda":
+    if plan.device == "cuda":
         import torch
 
         visible = torch.cuda.device_count()
-        if nproc > visible:
+        if plan.world_size > visible:
+            wanted = plan.world_size
             raise engine_errors.BadSettingError(
-                f"--nproc {nproc} needs {nproc} GPUs but {visible} are visible; lower --nproc"
+                f"--nproc {wanted} needs {wanted} GPUs but {visible} are visible; lower --nproc"
             )
-    if nproc == 1:
-        yield from _run_in_process(request, model, device)
+    if plan.world_size == 1:
+        yield from _run_in_process(request, model)
     else:
-        yield from _run_torchrun(request, model, nproc, device, verbose, collective_timeout())
+        job = TorchrunJob(request, model, verbose)
+        try:
+            yield from job.events()
+        finally:
+            job.close()
 
 
-def _run_in_process(request: Request, model: str | None, device: str) -> Iterator[Event]:
+def _run_in_process(request: Request, model: str | None) -> Iterator[Event]:
+    import torch
+
     from engine.models import load_model
 
+    plan = request.plan
     started = time.perf_counter()
     try:
-        loaded = load_model(model, device)
+        loaded = load_model(model, plan.device, getattr(torch, plan.dtype))
     except engine_errors.ModelLoadError as exc:
         raise LaunchError(str(exc)) from exc
     load_s = time.perf_counter() - started
@@ -143,100 +138,117 @@ def _run_in_process(request: Request, model: str | None, device: str) -> Iterato
     yield from Engine(loaded.model, loaded.tokenizer, load_s=load_s).run(request)
 
 
-def _run_torchrun(
-    request: Request, model: str | None, nproc: int, device: str, verbose: bool, timeout: float
-) -> Iterator[Event]:
-    workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
-    request_path, events_path = workdir / "request.json", workdir / "events.jsonl"
-    request_path.write_text(request.to_json())
-    events_path.touch()
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={nproc}",
-        "--max-restarts=0",
-        "--monitor-interval=0.1",
-        f"--log-dir={workdir / 'torchrun'}",  # else it leaves a torchelastic_* dir in $TMPDIR per run
-        "-m",
-        "engine",
-        "--request",
-        str(request_path),
-        "--events",
-        str(events_path),
-        "--device",
-        device,
-        "--timeout",
-        str(timeout),
-        "--launcher-pid",
-        str(os.getpid()),
-    ]
-    if model:
-        cmd += ["--model", model]
-    env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", str(_threads_per_rank(nproc))))
-    stderr_path = workdir / "stderr.log"
-    with open(stderr_path, "wb") as stderr_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=stderr_file,
-            stderr=stderr_file,
-            env=env,
-            start_new_session=True,
-        )
-    pids: set[int] = set()
-    phases: dict[int, str] = {}
-    failure: Failure | None = None
-    try:
-        failed_at: list[float] = []
+class TorchrunJob:
+    """One torchrun job for a request: started on creation, followed by ``events()``, its outcome
+    turned into one error by ``raise_outcome()``, torn down (every process, the temp dir) by
+    ``close()``."""
 
-        def give_up() -> bool:  # torchrun waits 30 s for stuck ranks; we wait FAILURE_GRACE_S
-            return bool(failed_at) and time.monotonic() - failed_at[0] > FAILURE_GRACE_S
+    def __init__(self, request: Request, model: str | None, verbose: bool):
+        self.plan, self.verbose = request.plan, verbose
+        self.workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
+        self.request_path, self.events_path = self.workdir / "request.json", self.workdir / "events.jsonl"
+        self.stderr_path = self.workdir / "stderr.log"
+        self.request_path.write_text(request.to_json())
+        self.events_path.touch()
+        self.pids: set[int] = set()
+        self.phases: dict[int, str] = {}
+        self.failure: Failure | None = None
+        self.failed_at: float | None = None
+        with open(self.stderr_path, "wb") as stderr_file:
+            self.proc = subprocess.Popen(
+                self._command(model),
+                stdin=subprocess.DEVNULL,
+                stdout=stderr_file,
+                stderr=stderr_file,
+                env=self._environment(),
+                start_new_session=True,
+            )
 
-        for event in _follow(events_path, proc, give_up):
+    def _command(self, model: str | None) -> list[str]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={self.plan.world_size}",
+            "--max-restarts=0",
+            "--monitor-interval=0.1",
+            f"--log-dir={self.workdir / 'torchrun'}",  # else a torchelastic_* dir is left in $TMPDIR per run
+            "-m",
+            "engine",
+            "--request",
+            str(self.request_path),
+            "--events",
+            str(self.events_path),
+            "--launcher-pid",
+            str(os.getpid()),
+        ]
+        return cmd + (["--model", model] if model else [])
+
+    def _environment(self) -> dict[str, str]:
+        threads = os.environ.get("OMP_NUM_THREADS", str(_threads_per_rank(self.plan.world_size)))
+        return dict(os.environ, OMP_NUM_THREADS=threads)
+
+    def events(self) -> Iterator[Event]:
+        """The ranks' events as they arrive; at the end, raise the job's failure if it had one."""
+        for event in _follow(self.events_path, self.proc, self._give_up):
             if isinstance(event, Started):
-                pids.add(event.pid)
-                phases[event.rank] = "startup"
-                continue
-            if isinstance(event, Failure):
-                failure = failure or event
-                failed_at.append(time.monotonic())
-                continue
-            _note_phase(event, phases)
-            yield event
-        _stop(proc, pids)
-        code = proc.wait()
-        if code == 0 and failure is None:
-            return
-        log = stderr_path.read_text(errors="replace")
-        if verbose:
+                self.pids.add(event.pid)
+                self.phases[event.rank] = "startup"
+            elif isinstance(event, Failure):
+                self.failure = self.failure or event
+                self.failed_at = self.failed_at or time.monotonic()
+            else:
+                self._note_phase(event)
+                yield event
+        _stop(self.proc, self.pids)
+        if self.proc.wait() != 0 or self.failure is not None:
+            self.raise_outcome()
+
+    def _give_up(self) -> bool:
+        """torchrun waits 30 s for stuck ranks after a failure; we wait ``FAILURE_GRACE_S``."""
+        return self.failed_at is not None and time.monotonic() - self.failed_at > FAILURE_GRACE_S
+
+    def _note_phase(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            self.phases[event.rank] = phase_after(event, "")
+        elif event.kind in ("query_started", "token"):
+            for rank in self.phases:
+                self.phases[rank] = phase_after(event, self.phases[rank])
+
+    def raise_outcome(self) -> None:
+        """The one error that says what went wrong: a bad request, a stuck rank, a rank killed by a
+        signal (the others' errors are its echo), a rank's own failure, or torchrun's exit code."""
+        log = self.stderr_path.read_text(errors="replace")
+        if self.verbose:
             sys.stderr.write(log)
-        if failure is not None and (_TIMEOUT.search(failure.message) or _engine_error(failure)):
-            _raise_failure(failure)  # a bad request, or a stuck rank the others timed out on
+        failure = self.failure
+        timeout_s = self.plan.options.collective_timeout_s
+        if failure is not None and (_TIMEOUT.search(failure.message) or _request_error(failure)):
+            _raise_failure(failure, timeout_s)
         # torchrun tears the survivors down with SIGTERM; any other signal death is the cause
         killed = [(rank, exit) for rank, exit in _failed_ranks(log) if exit < 0 and exit != -signal.SIGTERM]
-        if killed:  # a rank that died by a signal is the cause; the others' errors are its echo
+        if killed:
             rank, exit = killed[0]
             raise LaunchError(
                 f"rank {rank} was killed by signal {_signal_name(-exit)} during "
-                f"{phases.get(rank, 'startup')}{_OOM_KILLER_NOTE if -exit == signal.SIGKILL else ''}; "
+                f"{self.phases.get(rank, 'startup')}{_OOM_KILLER_NOTE if -exit == signal.SIGKILL else ''}; "
                 "rerun with --verbose for the ranks' logs"
             )
         if failure is not None:
-            _raise_failure(failure)
+            _raise_failure(failure, timeout_s)
         failed = _failed_ranks(log)
-        where = (
-            f"rank {failed[0][0]} exited with code {failed[0][1]}"
-            if failed
-            else f"torchrun exited with code {code}"
-        )
-        phase = phases.get(failed[0][0], "startup") if failed else "startup"
+        if failed:
+            rank, code = failed[0]
+            where, phase = f"rank {rank} exited with code {code}", self.phases.get(rank, "startup")
+        else:
+            where, phase = f"torchrun exited with code {self.proc.returncode}", "startup"
         raise LaunchError(f"{where} during {phase}; rerun with --verbose for the ranks' logs")
-    finally:
+
+    def close(self) -> None:
         with _signals_held():
-            _stop(proc, pids)
-            shutil.rmtree(workdir, ignore_errors=True)
+            _stop(self.proc, self.pids)
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _follow(path: Path, proc: subprocess.Popen, give_up: Callable[[], bool]) -> Iterator[Event]:
@@ -261,39 +273,21 @@ def _follow(path: Path, proc: subprocess.Popen, give_up: Callable[[], bool]) -> 
             time.sleep(POLL_S)
 
 
-def _note_phase(event: Event, phases: dict[int, str]) -> None:
-    if isinstance(event, Progress):
-        phases[event.rank] = "model load" if event.stage == "load" else "phase 1"
-    elif event.kind == "query_started":
-        for rank in phases:
-            phases[rank] = "phase 2"
-    elif event.kind == "token":
-        for rank in phases:
-            phases[rank] = "decode"
+def _request_error(failure: Failure) -> engine_errors.StarcliError | None:
+    """The request error a rank reported (exit 2), rebuilt as the same class; ``None`` otherwise."""
+    error = engine_errors.error_from_name(failure.error_type, failure.message)
+    return error if isinstance(error, engine_errors.EngineError) else None
 
 
-def _engine_error(failure: Failure) -> engine_errors.EngineError | None:
-    """The request error a rank reported, rebuilt as the same exception class."""
-    cls = getattr(engine_errors, failure.error_type, None)
-    if not (isinstance(cls, type) and issubclass(cls, engine_errors.EngineError)):
-        return None
-    if cls is engine_errors.ModelLoadError:
-        return None  # a runtime failure (exit 1), not a bad request
-    error = cls.__new__(cls)
-    Exception.__init__(error, failure.message)
-    return error
-
-
-def _raise_failure(failure: Failure) -> None:
-    error = _engine_error(failure)
-    if error is not None:
+def _raise_failure(failure: Failure, timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S) -> None:
+    if (error := _request_error(failure)) is not None:
         raise error
-    if failure.error_type == "OutOfMemoryError":  # how engine.worker reports any allocation failure
+    if failure.error_type == engine_errors.OutOfMemoryError.__name__:  # any allocation failure
         raise RankOutOfMemory(failure.rank, failure.phase)
     if _TIMEOUT.search(failure.message):
         raise LaunchError(
             f"rank {failure.rank} gave up waiting for the other ranks during {failure.phase} "
-            f"(a rank stopped responding; collective timeout {os.environ.get('STARCLI_TIMEOUT', '300')} s)"
+            f"(a rank stopped responding; collective timeout {timeout_s:g} s)"
         )
     raise LaunchError(f"rank {failure.rank} failed during {failure.phase}: {failure.message}")
 

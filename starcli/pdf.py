@@ -1,8 +1,8 @@
 """PDF text through pypdf: one block per page behind a ``[page N]`` marker.
 
 pypdf is lenient with damaged files and says so through ``logging`` and ``warnings``; we keep
-that chatter off the user's stderr and turn every failure into a ``PdfProblem`` with a short
-reason (for the skipped list) and a hint (for the error a directly named PDF gets).
+that chatter off the user's stderr and turn every failure into a ``PdfProblem`` with a kind of
+skip and a short reason (for the skipped list) and a hint (for the error a directly named PDF gets).
 """
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 
+from starcli.documents import SkipKind
+
 
 class PdfProblem(Exception):
-    """The PDF gives no text: ``reason`` is short, ``hint`` says what to do."""
+    """The PDF gives no text: ``kind`` says why (``note`` adds what varies), ``reason`` is short,
+    ``hint`` says what to do."""
 
-    def __init__(self, reason: str, hint: str):
-        super().__init__(reason)
-        self.reason = reason
-        self.hint = hint
+    def __init__(self, kind: SkipKind, hint: str, *, note: str = ""):
+        self.kind, self.note, self.hint = kind, note, hint
+        self.reason = kind.reason(note=note)
+        super().__init__(self.reason)
 
 
 @dataclass
@@ -38,13 +41,15 @@ def page_marker(number: int) -> str:
 def extract_pdf(data: bytes) -> PdfText:
     """Text of every page with page markers; ``PdfProblem`` when there is none to be had."""
     if b"%PDF-" not in data[:1024]:
-        raise PdfProblem("malformed PDF (no %PDF- header)", "check that the file really is a PDF")
+        raise PdfProblem(
+            SkipKind.PDF_MALFORMED, "check that the file really is a PDF", note="no %PDF- header"
+        )
     with _quiet_pypdf():
         try:
             from pypdf import PdfReader
             from pypdf.errors import DependencyError
         except ImportError as exc:
-            raise PdfProblem("PDF support missing", "install pypdf: pip install pypdf") from exc
+            raise PdfProblem(SkipKind.PDF_UNSUPPORTED, "install pypdf: pip install pypdf") from exc
         try:
             reader = PdfReader(io.BytesIO(data), strict=False)
             if reader.is_encrypted:
@@ -54,11 +59,12 @@ def extract_pdf(data: bytes) -> PdfText:
             raise
         except Exception as exc:  # noqa: BLE001 - pypdf raises many types on damaged files
             raise PdfProblem(
-                f"malformed PDF ({_describe(exc)})",
+                SkipKind.PDF_MALFORMED,
                 "check that the file is complete, or repair it (e.g. qpdf in.pdf out.pdf)",
+                note=_describe(exc),
             ) from exc
         if count == 0:
-            raise PdfProblem("PDF has no pages", "check that the file is complete")
+            raise PdfProblem(SkipKind.PDF_NO_PAGES, "check that the file is complete")
         blocks, empty, failed = [], [], []
         for number in range(1, count + 1):
             try:
@@ -71,11 +77,11 @@ def extract_pdf(data: bytes) -> PdfText:
                 empty.append(number)
             blocks.append(f"{page_marker(number)}\n{text}" if text else f"{page_marker(number)} (no text)")
     if len(failed) == count:
-        raise PdfProblem("malformed PDF (no page could be read)", "check that the file is complete")
-    if len(empty) + len(failed) == count:
         raise PdfProblem(
-            "no text layer (scanned page?)", "run OCR on it first (e.g. ocrmypdf in.pdf out.pdf)"
+            SkipKind.PDF_MALFORMED, "check that the file is complete", note="no page could be read"
         )
+    if len(empty) + len(failed) == count:
+        raise PdfProblem(SkipKind.NO_TEXT, "run OCR on it first (e.g. ocrmypdf in.pdf out.pdf)")
     return PdfText("\n\n".join(blocks) + "\n", count, empty, failed)
 
 
@@ -85,13 +91,15 @@ def _decrypt_with_empty_password(reader, dependency_error: type[Exception]) -> N
         opened = reader.decrypt("")
     except dependency_error as exc:
         raise PdfProblem(
-            "encrypted PDF (AES needs the cryptography package)",
+            SkipKind.PDF_ENCRYPTED,
             "install it (pip install cryptography) or decrypt the file first",
+            note="AES needs the cryptography package",
         ) from exc
     if not opened:
         raise PdfProblem(
-            "encrypted PDF (password needed)",
+            SkipKind.PDF_ENCRYPTED,
             "decrypt it first, e.g. qpdf --decrypt --password=PASSWORD in.pdf out.pdf",
+            note="password needed",
         )
 
 

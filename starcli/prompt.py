@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.chat import build_prompt, encode
-from engine.errors import ContextTooLongError
+from engine.plan import CostModel
 
 # How a question reaches the model: after the documents (phase 1 never sees it), with a short
 # instruction that keeps small models on the documents instead of their own recollections.
@@ -32,7 +32,6 @@ SUMMARIZE_REPOSITORY = (
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
 
 
 @dataclass(frozen=True)
@@ -88,78 +87,61 @@ def valid_unicode(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def context_window(model: str | None) -> int | None:
-    """The model's position limit read from its config, without weights; ``None`` when the config
-    is not available locally (the engine still checks after loading)."""
+def model_config(model: str | None):
+    """The model's config, read without weights; ``None`` when it is not available locally (the
+    engine still checks the window once the weights load)."""
     from engine.models import resolve_model_path
 
     try:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True)
+        return AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True)
     except Exception:  # noqa: BLE001 - any failure only means "check later, in the engine"
         return None
-    return getattr(config, "max_position_embeddings", None)
 
 
-def fit_max_tokens(prompt: Prompt, max_tokens: int, window: int | None, explicit: bool) -> int:
-    """The answer's token limit, checked against the window before any model loads.
+def context_window(model: str | None) -> int | None:
+    """The model's position limit read from its config, without weights (``None``: unknown)."""
+    config = model_config(model)
+    return getattr(config, "max_position_embeddings", None) if config is not None else None
 
-    The input is never truncated: if it does not fit, raise the engine's own error (both numbers
-    and the ways out). A default answer limit that overflows the window is lowered to the room
-    left, since the user never asked for that many; an explicit one is honoured or refused."""
-    if window is None:
-        return max_tokens
-    used = len(prompt.context_ids) + len(prompt.query_ids)
-    room = window - used
-    if used + max_tokens <= window:
-        return max_tokens
-    if not explicit and room >= MIN_ANSWER_TOKENS:
-        return room
-    error = ContextTooLongError(
-        used + max_tokens, window, len(prompt.context_ids), len(prompt.query_ids), max_tokens
-    )
-    if room < MIN_ANSWER_TOKENS:  # the input itself is the problem: say so, without --max-tokens advice
-        error.args = (
-            f"the input is {used:,} tokens (documents {len(prompt.context_ids):,} + question "
-            f"{len(prompt.query_ids):,}), beyond the model's window of {window:,} tokens; shorten it "
-            f"(--include/--exclude, fewer sources) or use a model with a longer context (--model)",
-        )
-    raise error
+
+def model_facts(model: str | None) -> tuple[int | None, CostModel | None]:
+    """What the run plan needs from the model before its weights load: its window, and the cost
+    of its blocks for balancing ranks (both ``None`` when the config is not available locally)."""
+    config = model_config(model)
+    if config is None:
+        return None, None
+    return getattr(config, "max_position_embeddings", None), CostModel.for_config(config)
 
 
 def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: str, question: str) -> dict:
-    """What ``--dry-run`` shows: sources, skips, token estimates and the block plan.
+    """What ``--dry-run`` shows: sources, skips, token estimates and the run plan.
 
     Counts come from the fast tiktoken estimate (``starcli.ingest.estimate_tokens``) since the
-    point is to load neither tokenizer nor weights. Blocks per rank use the planner's default cost
-    model; the engine balances with the model's own FLOP costs, so a split may differ by a block.
+    point is to load neither tokenizer nor weights; the plan is made by the same function as a
+    real run's (``engine.runplan.make_run_plan``), from the estimate and with every token costing
+    the same, so a split across ranks may differ by a block from the run's.
     """
     from engine.models import DEFAULT_MODEL
-    from engine.plan import default_block_size, plan_blocks
+    from engine.runplan import make_run_plan
     from starcli.ingest import estimate_tokens
 
     context_tokens = max(estimate_tokens(documents_text), 1)
-    block_size = settings.block_size or default_block_size(context_tokens, nproc)
-    if settings.attention == "global":
-        blocks, per_rank, anchor = 1, [1], 0
-    elif settings.attention == "ring":  # two zigzag chunks per rank, no anchor (engine/ring.py)
-        blocks, per_rank, anchor = 2 * nproc, [2] * nproc, 0
-    else:
-        plan = plan_blocks(context_tokens, block_size, settings.anchor_size, nproc)
-        blocks, per_rank, anchor = len(plan.blocks), plan.blocks_per_rank(), plan.anchor
+    query_tokens = max(estimate_tokens(question), 1)
+    plan = make_run_plan(settings.run_settings(), context_tokens, query_tokens, nproc, device)
     return {
         "dry_run": True,
         "model": settings.model or DEFAULT_MODEL,
-        "attention": settings.attention,
+        "attention": str(plan.attention),
         "device": device,
         "world_size": nproc,
-        "block_size": block_size,
-        "anchor_size": anchor,
+        "block_size": plan.block_size,
+        "anchor_size": plan.anchor_size,
         "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "context_tokens": context_tokens,
         "query_tokens": estimate_tokens(question),
-        "blocks": blocks,
-        "blocks_per_rank": per_rank,
+        "blocks": plan.blocks,
+        "blocks_per_rank": plan.blocks_per_rank(),
     }

@@ -28,13 +28,6 @@ if TYPE_CHECKING:  # the engine imports torch: seconds that --help and usage err
     from engine.events import Event, Stats
     from engine.events import Progress as ProgressEvent
 
-# Ingestion's reasons start with these; the rest group by the text before a colon or parenthesis.
-_REASON_LABELS = (
-    ("matched --exclude", "--exclude"),
-    ("matched ", "gitignored"),
-    ("larger than", "too large"),
-    ("duplicate of", "duplicate"),
-)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _REFRESH_S = 0.07  # markdown re-render at most ~15 times a second: each render reparses the answer
 
@@ -151,7 +144,7 @@ class Renderer:
             for item in skipped:
                 self.note(f"  {item.path}: {item.reason}", style="dim")
             return
-        reasons = Counter(_reason_kind(item.reason) for item in skipped)
+        reasons = Counter(item.label for item in skipped)  # the kind of skip: "gitignored", "secret", ...
         detail = ", ".join(f"{reason}: {count}" for reason, count in reasons.most_common(4))
         more = ", …" if len(reasons) > 4 else ""
         self.note(f"skipped {_plural(len(skipped), 'file')} ({detail}{more}); -v lists them", style="dim")
@@ -307,16 +300,6 @@ def _stats_line(stats: Stats) -> str:
         f"first token {stats.ttft_s:.2f}s · {stats.generated_tokens} tokens at "
         f"{stats.decode_tokens_per_s:.1f} tok/s"
     )
-
-
-def _reason_kind(reason: str) -> str:
-    """A short label for grouping skips in the summary line (the full reasons are for ``-v``)."""
-    for prefix, label in _REASON_LABELS:
-        if reason.startswith(prefix):
-            return label
-    for sep in (":", "(", ";"):
-        reason = reason.split(sep, 1)[0]
-    return reason.strip() or "other"
 
 
 def _plural(n: int, word: str) -> str:

@@ -44,19 +44,20 @@ PRIVATE_KEY_BLOCK = re.compile(
 
 
 def secret_by_name(relpath: str) -> str | None:
-    """The skip reason if the file's name marks it as a secret (``relpath`` uses ``/``)."""
+    """What secret the file's name marks it as ("environment file"), if any (``relpath`` uses
+    ``/``): the detail of a ``SkipKind.SECRET`` skip."""
     parts = relpath.lower().split("/")
     name = parts[-1]
     if len(parts) >= 2 and parts[-2] == ".aws" and name in ("credentials", "config"):
-        return "secret: AWS credentials"
+        return "AWS credentials"
     for pattern, what in SECRET_NAMES:
         if fnmatch.fnmatchcase(name, pattern):
-            return f"secret: {what}"
+            return what
     return None
 
 
 def secret_in_content(data: bytes) -> str | None:
-    """The skip reason if the bytes hold a private key block."""
+    """The detail of a ``SkipKind.SECRET`` skip ("private key") if the bytes hold a private key block."""
     if b"PRIVATE KEY" in data and PRIVATE_KEY_BLOCK.search(data):
-        return "secret: private key"
+        return "private key"
     return None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import pathspec
 
+from starcli.documents import SkipKind, Skipped
 from starcli.secretscan import secret_by_name
 from starcli.textfile import format_size, read_bytes
 
@@ -71,6 +72,9 @@ DEFAULT_EXCLUDED_FILES = {
 }
 
 
+Why = tuple[SkipKind, str, str]  # a skip without its path: (kind, detail, note)
+
+
 class BadPattern(ValueError):
     """An ``--include``/``--exclude`` glob that gitignore syntax rejects."""
 
@@ -84,7 +88,7 @@ class Found:
 @dataclass
 class WalkResult:
     files: list[Found] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (display path, reason)
+    skipped: list[Skipped] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
@@ -119,8 +123,8 @@ def walk_repository(
     includes, excludes = compile_globs(include, "--include"), compile_globs(exclude, "--exclude")
     prefix, layers = _enclosing_ignores(root, shown, result) if use_gitignore else ("", ())
 
-    def skip(rel: str, reason: str) -> None:
-        result.skipped.append((shown + rel or "./", reason))
+    def skip(rel: str, kind: SkipKind, detail: str = "", note: str = "") -> None:
+        result.skipped.append(Skipped(shown + rel or "./", kind, detail, note))
 
     seen: set[tuple[int, int]] = set()
     stack: list[tuple[str, str, int, tuple[_IgnoreFile, ...]]] = [(root, "", 0, layers)]
@@ -131,10 +135,10 @@ def walk_repository(
             with os.scandir(directory) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as exc:
-            skip(rel, f"unreadable: {exc.strerror or exc}")
+            skip(rel, SkipKind.UNREADABLE, str(exc.strerror or exc))
             continue
         if (info.st_dev, info.st_ino) in seen:
-            skip(rel, "directory loop (not followed)")
+            skip(rel, SkipKind.DIRECTORY_LOOP)
             continue
         seen.add((info.st_dev, info.st_ino))
         if use_gitignore and any(e.name == ".gitignore" for e in entries):
@@ -147,29 +151,29 @@ def walk_repository(
             try:
                 entry_info = entry.stat(follow_symlinks=False)
             except OSError as exc:
-                skip(child, f"unreadable: {exc.strerror or exc}")
+                skip(child, SkipKind.UNREADABLE, str(exc.strerror or exc))
                 continue
             mode = entry_info.st_mode
             if stat.S_ISLNK(mode):
-                skip(child, "symlink (not followed)")
+                skip(child, SkipKind.SYMLINK)
             elif stat.S_ISDIR(mode):
-                reason = _dir_reason(entry, child, prefix, layers, excludes, depth)
-                if reason:
-                    skip(child + "/", reason)
+                why = _dir_reason(entry, child, prefix, layers, excludes, depth)
+                if why:
+                    skip(child + "/", *why)
                 else:
                     stack.append((entry.path, child + "/", depth + 1, layers))
             elif not stat.S_ISREG(mode):
-                skip(child, "not a regular file")
+                skip(child, SkipKind.NOT_REGULAR)
             else:
-                reason = _file_reason(entry.name, child, prefix, layers, excludes, includes)
-                if reason is None and entry_info.st_size > max_file_bytes:
-                    reason = f"larger than {format_size(max_file_bytes)} cap"
-                if reason:
-                    skip(child, reason)
+                why = _file_reason(entry.name, child, prefix, layers, excludes, includes)
+                if why is None and entry_info.st_size > max_file_bytes:
+                    why = SkipKind.SIZE_CAP, format_size(max_file_bytes), ""
+                if why:
+                    skip(child, *why)
                 else:
                     result.files.append(Found(entry.path, shown + child))
     result.files.sort(key=lambda f: _sort_key(f.display))
-    result.skipped.sort(key=lambda s: _sort_key(s[0]))
+    result.skipped.sort(key=lambda s: _sort_key(s.path))
     return result
 
 
@@ -177,43 +181,43 @@ def _sort_key(display: str) -> tuple[str, ...]:
     return tuple(display.rstrip("/").split("/"))
 
 
-def _dir_reason(entry, child, prefix, layers, excludes, depth) -> str | None:
+def _dir_reason(entry, child, prefix, layers, excludes, depth) -> Why | None:
     name = entry.name
     if name in DEFAULT_EXCLUDED_DIRS:
-        return f"default exclude: {DEFAULT_EXCLUDED_DIRS[name]}"
+        return SkipKind.DEFAULT_EXCLUDE, DEFAULT_EXCLUDED_DIRS[name], ""
     if name.endswith(".egg-info"):
-        return "default exclude: build output"
+        return SkipKind.DEFAULT_EXCLUDE, "build output", ""
     if any(os.path.exists(os.path.join(entry.path, marker)) for marker in ("pyvenv.cfg", "conda-meta")):
-        return "default exclude: virtualenv"
+        return SkipKind.DEFAULT_EXCLUDE, "virtualenv", ""
     matched = _ignored(layers, prefix + child + "/")
     if matched:
-        return matched
+        return SkipKind.GITIGNORE, *matched
     if excludes is not None and excludes.match_file(child + "/"):
-        return f"matched --exclude ({_pattern(excludes, child + '/')})"
+        return SkipKind.EXCLUDED, "", _pattern(excludes, child + "/")
     if depth + 1 > MAX_DEPTH:
-        return f"deeper than {MAX_DEPTH} directory levels (not walked)"
+        return SkipKind.TOO_DEEP, str(MAX_DEPTH), ""
     return None
 
 
-def _file_reason(name, child, prefix, layers, excludes, includes) -> str | None:
+def _file_reason(name, child, prefix, layers, excludes, includes) -> Why | None:
     for pattern, what in DEFAULT_EXCLUDED_FILES.items():
         if fnmatch.fnmatchcase(name, pattern):
-            return f"default exclude: {what}"
+            return SkipKind.DEFAULT_EXCLUDE, what, ""
     secret = secret_by_name(child)
     if secret:
-        return secret
+        return SkipKind.SECRET, secret, ""
     matched = _ignored(layers, prefix + child)
     if matched:
-        return matched
+        return SkipKind.GITIGNORE, *matched
     if excludes is not None and excludes.match_file(child):
-        return f"matched --exclude ({_pattern(excludes, child)})"
+        return SkipKind.EXCLUDED, "", _pattern(excludes, child)
     if includes is not None and not includes.match_file(child):
-        return "not matched by --include"
+        return SkipKind.NOT_INCLUDED, "", ""
     return None
 
 
-def _ignored(layers: tuple[_IgnoreFile, ...], path: str) -> str | None:
-    """The reason if ``path`` (anchor-relative; directories end in "/") is ignored.
+def _ignored(layers: tuple[_IgnoreFile, ...], path: str) -> tuple[str, str] | None:
+    """``(ignore file, pattern)`` if ``path`` (anchor-relative; directories end in "/") is ignored.
 
     The deepest ignore file with a decisive match wins, so a nested ``!pattern`` re-includes
     what a parent ignored; ``.git/info/exclude`` is the first layer, consulted last.
@@ -223,7 +227,7 @@ def _ignored(layers: tuple[_IgnoreFile, ...], path: str) -> str | None:
             continue
         check = layer.spec.check_file(path[len(layer.base) :])
         if check.include is True:
-            return f"matched {layer.name} ({layer.spec.patterns[check.index].pattern})"
+            return layer.name, str(layer.spec.patterns[check.index].pattern)
         if check.include is False:
             return None
     return None
@@ -286,10 +290,11 @@ def _enclosing_ignores(root: str, shown: str, result: WalkResult):
                 layers.append(layer)
         base += part + "/"
         directory = os.path.join(directory, part)
-        reason = _ignored(tuple(layers), base)
-        if reason:
+        matched = _ignored(tuple(layers), base)
+        if matched:
+            name, pattern = matched
             result.warnings.append(
-                f"{shown or '.'}: {reason.removeprefix('matched ')} ignores this directory; "
+                f"{shown or '.'}: {name} ({pattern}) ignores this directory; "
                 "walked anyway because it was named"
             )
             return prefix, ()

@@ -1,7 +1,10 @@
 """Shared fixtures: tiny random models for fast exactness tests, the real default model for
-end-to-end ones (converted once into the user's starcli cache and shared by every test)."""
+end-to-end ones (converted once into the user's starcli cache and shared by every test), and
+``isolated`` for tests that run the CLI."""
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -30,3 +33,13 @@ def default_model():
     from engine.models import load_model
 
     return load_model(None, "cpu")
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """No user config or STARCLI_* variables leak into a test (STARCLI_CACHE stays: the converted
+    default model is shared)."""
+    for name in list(os.environ):
+        if name.startswith("STARCLI_") and name != "STARCLI_CACHE":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("STARCLI_CONFIG", str(tmp_path / "no-config.toml"))

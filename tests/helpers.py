@@ -3,6 +3,11 @@ with nothing but the dense Hugging Face model (sdpa + DynamicCache), independent
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
 import torch
 from transformers import DynamicCache, LlamaConfig, Qwen2Config
 
@@ -80,3 +85,48 @@ def reference_query_logits(model, cache: DynamicCache, n: int, query: list[int])
     pos = torch.arange(n, n + len(query)).unsqueeze(0)
     out = call_model(model, torch.tensor([query]), pos, cache, logits_to_keep=0)
     return out.logits[0]
+
+
+def star_plan(
+    context_tokens: int,
+    block: int | None,
+    anchor: int | None = None,
+    world: int = 1,
+    *,
+    share: bool = False,
+    max_tokens: int = 16,
+    query_tokens: int = 16,
+    attention: str = "star",
+):
+    """The run plan the engine follows for these settings (``engine.runplan.make_run_plan``)."""
+    from engine.runplan import make_run_plan
+    from engine.settings import Attention, EngineOptions, GenerationSettings, RunSettings
+
+    settings = RunSettings(
+        attention=Attention(attention),
+        block_size=block,
+        anchor_size=anchor,
+        generation=GenerationSettings(max_tokens=max_tokens),
+        options=EngineOptions(share_anchor=share),
+    )
+    return make_run_plan(settings, context_tokens, query_tokens, world)
+
+
+def settings_of(mode: str = "star", steps: int = 16, **kwargs):
+    """``RunSettings`` for a test: an attention mode, an answer length, block/anchor sizes."""
+    from engine.settings import GenerationSettings, RunSettings
+
+    return RunSettings(attention=mode, generation=GenerationSettings(max_tokens=steps), **kwargs)
+
+
+@contextlib.contextmanager
+def spawned_ranks(target, procs: int) -> Iterator[str]:
+    """The one multi-process harness: run ``target(rank, procs, init_file, out_prefix)`` in
+    ``procs`` real processes (each joins a process group through ``file://init_file``), wait for
+    all, and yield ``out_prefix`` while the files the ranks wrote under it still exist."""
+    import torch.multiprocessing as mp
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out")
+        mp.spawn(target, args=(procs, os.path.join(tmp, "init"), out), nprocs=procs, join=True)
+        yield out

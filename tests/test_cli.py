@@ -22,6 +22,8 @@ from starcli import launch, prompt
 from starcli.cli import app
 from tests.pdf_factory import make_pdf
 
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no user config or STARCLI_* leaks in
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -85,20 +87,11 @@ def forbid(*_args, **_kwargs):
     raise AssertionError("this must not be called")
 
 
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    """No user config or STARCLI_* variables leak into a test."""
-    for name in list(os.environ):
-        if name.startswith("STARCLI_") and name != "STARCLI_CACHE":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STARCLI_CONFIG", str(tmp_path / "no-config.toml"))
-
-
 @pytest.fixture
 def fake_engine(monkeypatch):
     """Word tokenizer, no window lookup, and a run_request answering 'Forty-two.'."""
     monkeypatch.setattr(launch, "load_tokenizer", lambda model: WordTokenizer())
-    monkeypatch.setattr(prompt, "context_window", lambda model: 8192)
+    monkeypatch.setattr(prompt, "model_facts", lambda model: (8192, None))
     run = scripted(*ANSWER)
     monkeypatch.setattr(launch, "run_request", run)
     return run
@@ -246,7 +239,7 @@ def test_rank_death(monkeypatch, fake_engine, doc):
     result = invoke("ask", str(doc), "q?", "--nproc", "2")
     assert result.exit_code == 1
     assert result.stderr == "Error: rank 1 died during phase 1 (killed by signal 9)\n"
-    assert run.calls[0][1]["nproc"] == 2
+    assert run.calls[0][0].plan.world_size == 2
 
 
 def test_failure_event(monkeypatch, fake_engine, doc):
@@ -286,10 +279,11 @@ def test_answer_on_stdout_only(fake_engine, doc):
     assert result.exit_code == 0, result.stderr
     assert result.stdout == "Forty-two.\n"
     request, kwargs = fake_engine.calls[0]
-    assert request.generation.max_tokens == 7 and request.generation.seed == 3
-    assert request.mode == "star" and request.anchor_size is None
-    assert request.block_size == 4096  # auto: a short document is one block (exactly dense)
-    assert kwargs["nproc"] == 1 and kwargs["model"] is None
+    plan = request.plan
+    assert plan.generation.max_tokens == 7 and plan.generation.seed == 3
+    assert plan.attention == "star" and request.settings.anchor_size is None
+    assert plan.block_size == 4096  # auto: a short document is one block (exactly dense)
+    assert plan.world_size == 1 and kwargs["model"] is None
     assert isinstance(request.context, list) and isinstance(request.queries[0], list)  # exact ids
 
 

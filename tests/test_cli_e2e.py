@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from starcli.cli import app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated")]  # isolated: conftest
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "samples"
@@ -44,14 +44,6 @@ def model_ready():
         torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("STARCLI_") and name != "STARCLI_CACHE":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STARCLI_CONFIG", str(tmp_path / "no-config.toml"))
 
 
 def invoke(*args: str, input: str | None = None):

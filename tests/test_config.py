@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from engine.settings import EngineOptions, Kernels
 from starcli import config
 from starcli.config import ConfigError, Settings, read_config, resolve
 
@@ -11,15 +12,27 @@ from starcli.config import ConfigError, Settings, read_config, resolve
 def test_defaults_live_in_one_place():
     settings = resolve({})
     assert settings == Settings()
-    assert settings.block_size is config.DEFAULT_BLOCK_SIZE is None  # auto: engine.plan
+    assert settings.block_size is None  # auto: engine.plan.default_block_size
     assert settings.anchor_size is None  # the anchor is as long as a block
-    assert settings.max_tokens == config.DEFAULT_MAX_TOKENS
+    assert settings.max_tokens is None  # engine.settings.DEFAULT_MAX_TOKENS, fitted by the run plan
+    assert settings.engine_options() == EngineOptions()  # the engine's own defaults
 
 
 def test_attention_modes_match_the_engine():
-    from engine.api import MODES
+    from engine.modes import MODES
 
-    assert set(config.ATTENTION_MODES) == set(MODES)
+    assert set(config.ATTENTION_MODES) == {str(mode) for mode in MODES}
+
+
+def test_engine_options_are_read_from_the_environment_once(monkeypatch):
+    environ = {"STARCLI_SHARE_ANCHOR": "0", "STARCLI_KERNELS": "reference", "STARCLI_TIMEOUT": "12.5"}
+    options = resolve({}, {}, environ).engine_options()
+    assert options == EngineOptions(share_anchor=False, kernels=Kernels.REFERENCE, collective_timeout_s=12.5)
+    with pytest.raises(ConfigError, match="STARCLI_TIMEOUT must be a positive number"):
+        resolve({}, {}, {"STARCLI_TIMEOUT": "-1"})
+    with pytest.raises(ConfigError, match="STARCLI_FUSED must be 1 or 0"):
+        resolve({}, {}, {"STARCLI_FUSED": "maybe"})
+    assert resolve({}, {"compile": True}, {}).compile is True  # the config file sets them too
 
 
 def test_file_beats_defaults_and_given_beats_file(tmp_path):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import Engine, GenerationSettings, Request, Stats, Token
+from engine import Engine, Request, Stats, Token
 from engine.chat import build_prompt, encode
 from starcli.launch import run_request
-from tests.helpers import dense_greedy
+from tests.helpers import dense_greedy, settings_of, star_plan
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The special magic number is 73914."
@@ -25,9 +25,8 @@ def needle_prompt(default_model):
     return encode(default_model.tokenizer, ctx), encode(default_model.tokenizer, query)
 
 
-def run(engine, ctx, query, **kwargs):
-    settings = GenerationSettings(max_tokens=kwargs.pop("max_tokens", 24))
-    events = list(engine.run(Request(ctx, [query], generation=settings, **kwargs)))
+def run(engine, ctx, query, mode="star", max_tokens=24, **kwargs):
+    events = list(engine.run(Request(ctx, [query], settings_of(mode, max_tokens, **kwargs))))
     tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
     return tokens, next(e for e in events if isinstance(e, Stats))
 
@@ -61,12 +60,10 @@ def test_needle_in_a_3k_haystack_found_with_four_blocks_and_dense(default_model,
 
 def test_two_cpu_ranks_give_the_same_greedy_answer_as_one(default_model, needle_prompt):
     ctx, query = needle_prompt
-    request = Request(
-        ctx, [query], mode="star", block_size=-(-len(ctx) // 4), generation=GenerationSettings(max_tokens=24)
-    )
     answers = {}
     for nproc in (1, 2):
-        events = list(run_request(request, model=None, nproc=nproc, device="cpu"))
+        plan = star_plan(len(ctx), -(-len(ctx) // 4), None, nproc, max_tokens=24, query_tokens=len(query))
+        events = list(run_request(Request(ctx, [query], plan=plan), model=None))
         stats = next(e for e in events if isinstance(e, Stats))
         tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
         answers[nproc] = (tokens, stats.answer, stats.world_size, stats.blocks_per_rank)

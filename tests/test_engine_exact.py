@@ -7,23 +7,21 @@ math, never against itself.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 
-from engine import Engine, GenerationSettings, Request, Token
+from engine import Engine, Request, Token
 from engine.comm import Comm
 from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
 from engine.modelcall import call_model
-from engine.plan import plan_blocks
 from tests.helpers import (
     IdTokenizer,
     dense_greedy,
     reference_context_cache,
     reference_query_logits,
+    settings_of,
+    spawned_ranks,
+    star_plan,
     tiny_config,
 )
 
@@ -37,9 +35,8 @@ def drain(gen):
         return stop.value
 
 
-def greedy_tokens(engine, ctx, query, **kwargs):
-    settings = GenerationSettings(max_tokens=kwargs.pop("steps", 16))
-    events = engine.run(Request(ctx, [query], generation=settings, **kwargs))
+def greedy_tokens(engine, ctx, query, mode="star", steps=16, **kwargs):
+    events = engine.run(Request(ctx, [query], settings_of(mode, steps, **kwargs)))
     return [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
 
 
@@ -71,11 +68,11 @@ def test_phase1_anchor_once_equals_anchor_recomputed_per_block(tiny_llama, ancho
     """Our phase 1 (anchor computed once per rank, or taken from block 0) equals the paper's
     reference (dense model over [anchor, block] for every block) within 1e-6."""
     ctx = torch.randint(0, 101, (75,), generator=torch.Generator().manual_seed(2)).tolist()
-    plan = plan_blocks(len(ctx), 16, anchor, world)
+    plan = star_plan(len(ctx), 16, anchor, world)
     engine = Engine(tiny_llama, IdTokenizer(), comm=PretendRank(rank, world))
     encoded = drain(engine.encode_context(ctx, plan))
     reference = reference_context_cache(tiny_llama, ctx, 16, anchor)
-    start, stop = plan.rank_span(rank)
+    start, stop = plan.layout.rank_span(rank)
     assert encoded.cache.context_len == stop - start
     for layer in range(tiny_llama.config.num_hidden_layers):
         k, v = encoded.cache.context_kv(layer)
@@ -116,8 +113,8 @@ def _phase2_rank(rank, procs, init_file, out_path):
                 continue
             engine = Engine(model, IdTokenizer(), comm=DistComm(torch.device("cpu"), group))
             ctx = torch.randint(0, 101, (n,), generator=torch.Generator().manual_seed(3)).tolist()
-            plan = plan_blocks(n, block, anchor, world, share_anchor=share)
-            assert plan.anchor_shared == (share and plan.anchor > 0)
+            plan = star_plan(n, block, anchor, world, share=share)
+            assert plan.layout.anchor_shared == (share and plan.layout.anchor > 0)
             encoded = drain(engine.encode_context(ctx, plan))
             cache = encoded.cache
             cache.start_query(len(QUERY) + 1)
@@ -134,10 +131,7 @@ def _phase2_rank(rank, procs, init_file, out_path):
 
 @pytest.fixture(scope="module")
 def phase2_results():
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "out")
-        procs = max(case[0] for case in PHASE2_CASES)
-        mp.spawn(_phase2_rank, args=(procs, os.path.join(tmp, "init"), out), nprocs=procs, join=True)
+    with spawned_ranks(_phase2_rank, max(case[0] for case in PHASE2_CASES)) as out:
         yield {
             case: [torch.load(f"{out}.{case}.{r}") for r in range(PHASE2_CASES[case][0])]
             for case in range(len(PHASE2_CASES))
@@ -167,11 +161,7 @@ def test_several_queries_reuse_one_encoding(tiny_llama):
     ctx = torch.randint(0, 101, (40,), generator=torch.Generator().manual_seed(4)).tolist()
     engine = Engine(tiny_llama, IdTokenizer())
     queries = [[1, 2, 3], [4, 5], [1, 2, 3]]
-    events = list(
-        engine.run(
-            Request(ctx, queries, mode="star", block_size=16, generation=GenerationSettings(max_tokens=6))
-        )
-    )
+    events = list(engine.run(Request(ctx, queries, settings_of("star", 6, block_size=16))))
     encodings = [e for e in events if e.kind == "context_encoded"]
     assert len(encodings) == 1
     answers = {e.query: e.answer for e in events if e.kind == "stats"}
@@ -189,18 +179,16 @@ def test_several_queries_reuse_one_encoding(tiny_llama):
         (dict(context=[1, 2], queries=[[1]], block_size=4, anchor_size=8), BadSettingError, "anchor size 8"),
         (dict(context=[1, 2], queries=[[1]], mode="ring-of-fire"), BadSettingError, "unknown attention mode"),
         (
-            dict(context=[1] * 1000, queries=[[1] * 20], generation=GenerationSettings(max_tokens=30)),
+            dict(context=[1] * 1000, queries=[[1] * 20], steps=30),
             ContextTooLongError,
             r"context \(1000\) \+ query \(20\) \+ max tokens \(30\) = 1050 .* limit of 1024",
         ),
-        (
-            dict(context=[1], queries=[[1]], generation=GenerationSettings(max_tokens=0)),
-            BadSettingError,
-            "max tokens",
-        ),
+        (dict(context=[1], queries=[[1]], steps=0), BadSettingError, "max tokens"),
     ],
 )
 def test_bad_requests_raise_documented_errors(tiny_llama, kwargs, error, words):
     engine = Engine(tiny_llama, IdTokenizer())
+    context, queries = kwargs.pop("context"), kwargs.pop("queries")
+    settings = dict(mode=kwargs.pop("mode", "star"), steps=kwargs.pop("steps", 16))
     with pytest.raises(error, match=words):
-        list(engine.run(Request(**kwargs)))
+        list(engine.run(Request(context, queries, settings_of(**settings, **kwargs))))

@@ -9,8 +9,7 @@ from transformers import LlamaForCausalLM
 
 from engine.api import Engine
 from engine.graphs import DecodeStep, GraphDecodeStep
-from engine.plan import plan_blocks
-from tests.helpers import tiny_config
+from tests.helpers import star_plan, tiny_config
 
 
 class _Tok:
@@ -29,7 +28,7 @@ def _engine():
 
 
 def _encode(engine, context):
-    gen = engine.encode_context(context, plan_blocks(len(context), 16, None, 1))
+    gen = engine.encode_context(context, star_plan(len(context), 16))
     while True:
         try:
             next(gen)
@@ -45,8 +44,9 @@ def test_graph_body_matches_eager_decode():
         cache = _encode(engine, context).cache
         with torch.inference_mode():
             cache.start_query(len(query) + 4)
-            engine._set_attention("star")
-            engine._forward(query, len(context), cache)
+            runner = engine.runner(star_plan(len(context), 16))
+            runner.use_attention("star")
+            runner.forward(query, len(context), cache)
             position = len(context) + len(query)
             logits = []
             if use_graph_body:
@@ -61,7 +61,7 @@ def test_graph_body_matches_eager_decode():
                     logits.append(step._body().clone())
             else:
                 for i, token in enumerate((11, 12, 13)):
-                    logits.append(engine._forward([token], position + i, cache))
+                    logits.append(runner.forward([token], position + i, cache))
         results.append(torch.stack(logits))
     torch.testing.assert_close(results[0], results[1], rtol=1e-4, atol=1e-5)
 
@@ -69,5 +69,7 @@ def test_graph_body_matches_eager_decode():
 def test_decode_step_on_cpu_stays_eager():
     engine = _engine()
     calls = []
-    step = DecodeStep(engine.model, None, 0, torch.device("cpu"), lambda t: calls.append(t) or t)
+    step = DecodeStep(
+        engine.model, None, 0, torch.device("cpu"), lambda t: calls.append(t) or t, enabled=True
+    )
     assert step(5) == 5 and calls == [5] and step.fallback_reason == "disabled"

@@ -23,16 +23,10 @@ from typer.testing import CliRunner
 from starcli.cli import app
 from tests.pdf_factory import make_pdf
 
+pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no user config or STARCLI_* leaks in
+
 REPO = Path(__file__).resolve().parents[1]
 PDF = make_pdf([["Quarterly figures: revenue rose to 41 million."], ["Second page."]])
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("STARCLI_") and name != "STARCLI_CACHE":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STARCLI_CONFIG", str(tmp_path / "no-config.toml"))
 
 
 def dry_run(*args: str, input: bytes | None = None):

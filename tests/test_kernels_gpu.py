@@ -152,15 +152,15 @@ def test_block_attention_gqa_modes_match_float64(mode):
     from kernels import cuda_attention as ca
     from kernels.merge import merge_partials as merge_ref
 
-    saved = dict(ca.GQA_MODE)
-    ca.GQA_MODE.update(unmasked=mode, causal="native" if mode == "native" else "repeat")
+    saved = dict(ca.GQA_STRATEGY)
+    ca.GQA_STRATEGY.update(unmasked=mode, causal="native" if mode == "native" else "repeat")
     try:
         q, k, v = _hf_layout(1, 32, 1000, 128), _hf_layout(1, 8, 1000, 128), _hf_layout(1, 8, 1000, 128)
         ctx = _rand(1, 8, 3000, 128)  # the anchor as a slice of a longer context buffer
         ak, av = ctx[:, :, :700], ctx.flip(2)[:, :, :700].contiguous()
         out, lse = block_attention(q, k, v, ak, av, 0.088)
     finally:
-        ca.GQA_MODE.update(saved)
+        ca.GQA_STRATEGY.update(saved)
     own = _ref(q, k, v, 0.088, True)
     anchor = _ref(q, ak, av, 0.088, False)
     ro, rl = merge_ref([own[0], anchor[0]], [own[1], anchor[1]])

@@ -20,7 +20,7 @@ def _run(graph: bool) -> torch.Tensor:
 
     from engine.api import Engine
     from engine.graphs import DecodeStep
-    from engine.plan import plan_blocks
+    from tests.helpers import star_plan
 
     torch.manual_seed(0)
     config = LlamaConfig(
@@ -37,7 +37,8 @@ def _run(graph: bool) -> torch.Tensor:
     model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
     engine = Engine(model, _Tok())
     context = torch.randint(0, 1000, (3000,)).tolist()
-    gen = engine.encode_context(context, plan_blocks(len(context), 1024, None, 1))
+    plan = star_plan(len(context), 1024, max_tokens=20, query_tokens=5)
+    gen = engine.encode_context(context, plan)
     try:
         while True:
             next(gen)
@@ -45,16 +46,17 @@ def _run(graph: bool) -> torch.Tensor:
         cache = stop.value.cache
     with torch.inference_mode():
         cache.start_query(5 + 20)
-        engine._set_attention("star")
-        engine._forward([1, 2, 3, 4, 5], len(context), cache)
+        runner = engine.runner(plan)
+        runner.use_attention("star")
+        runner.forward([1, 2, 3, 4, 5], len(context), cache)
         position = len(context) + 5
 
         def eager(token, _pos=[position]):  # noqa: B006 - a counter local to this run
-            out = engine._forward([token], _pos[0], cache)
+            out = runner.forward([token], _pos[0], cache)
             _pos[0] += 1
             return out
 
-        step = DecodeStep(model, cache, position, torch.device("cuda"), eager)
+        step = DecodeStep(model, cache, position, torch.device("cuda"), eager, enabled=True)
         if not graph:
             step.fallback_reason = "disabled"
         logits = [step(t).float().clone() for t in range(10, 22)]

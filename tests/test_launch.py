@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine import GenerationSettings, Request
+from engine import Request, RunSettings, make_run_plan
 from engine.errors import BadSettingError, EmptyInputError
 from starcli.launch import default_nproc, resolve_device, run_request
+from tests.helpers import star_plan
 
 
 def test_cpu_device_resolution():
@@ -19,13 +20,14 @@ def test_cpu_device_resolution():
 
 def test_nproc_must_be_positive():
     with pytest.raises(BadSettingError, match="at least 1"):
-        list(run_request(Request([1], [[1]]), model=None, nproc=0))
+        make_run_plan(RunSettings(), 1, 1, 0)
 
 
 def test_bad_request_in_ranks_comes_back_as_the_engine_error(default_model):
-    request = Request([1, 2, 3], [[]], generation=GenerationSettings(max_tokens=4))
+    plan = star_plan(3, None, world=2, max_tokens=4, query_tokens=1)
+    request = Request([1, 2, 3], [[]], plan=plan)
     with pytest.raises(EmptyInputError, match="query is empty"):
-        list(run_request(request, model=None, nproc=2, device="cpu"))
+        list(run_request(request, model=None))
 
 
 def test_teardown_holds_ctrl_c_until_it_is_done():

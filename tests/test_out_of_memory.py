@@ -10,29 +10,29 @@ tests/test_faults_cli.py::test_rank_out_of_memory_names_the_ways_out.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from engine import Failure, Request, worker
-from engine.api import Engine
 from engine.cache import StarCache
 from engine.errors import is_out_of_memory
+from engine.runner import ModelRunner
 from starcli import launch
 from starcli.cli import OUT_OF_MEMORY_HINT, app
+from tests.helpers import settings_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated")]  # isolated: conftest
 NOTE = "Minutes of the harbour committee. The new ferry is named Storm Petrel. " * 12
 WAYS_OUT = ("--block-size", "--nproc", "shorter input")
 
 
-def impossible_allocation(engine: Engine) -> None:
+def impossible_allocation(engine: ModelRunner) -> None:
     torch.empty(1 << 60, dtype=torch.uint8, device=engine.device)
 
 
-def cuda_out_of_memory(engine: Engine) -> None:
+def cuda_out_of_memory(engine: ModelRunner) -> None:
     raise torch.OutOfMemoryError(
         "CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of 79.19 GiB"
     )
@@ -43,27 +43,19 @@ def fail_in_phase_1(monkeypatch):
     """Make the second phase-1 forward pass fail with ``how(engine)``."""
 
     def install(how):
-        forward = Engine._forward
+        forward = ModelRunner.forward
         calls = []
 
         def failing(self, ids, position, cache):
-            if isinstance(cache, StarCache) and cache.mode == "block":
+            if isinstance(cache, StarCache) and cache.phase == "block":
                 calls.append(position)
                 if len(calls) == 2:
                     how(self)
             return forward(self, ids, position, cache)
 
-        monkeypatch.setattr(Engine, "_forward", failing)
+        monkeypatch.setattr(ModelRunner, "forward", failing)
 
     return install
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("STARCLI_") and name != "STARCLI_CACHE":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STARCLI_CONFIG", str(tmp_path / "no-config.toml"))
 
 
 def test_the_cpu_allocator_failure_is_recognised():
@@ -88,7 +80,7 @@ def test_a_rank_reports_any_allocation_failure_as_out_of_memory(default_model, f
     """The rank entry point (run here as a world of one) names the failure so that the launcher
     can give the ways out, whatever exception class the device's allocator raised."""
     fail_in_phase_1(impossible_allocation)
-    request = Request(list(range(100, 228)), [[5, 6, 7]], block_size=32)
+    request = Request(list(range(100, 228)), [[5, 6, 7]], settings_of(block_size=32))
     (tmp_path / "request.json").write_text(request.to_json())
     events = tmp_path / "events.jsonl"
     code = worker.main(["--request", str(tmp_path / "request.json"), "--events", str(events)])
@@ -103,7 +95,7 @@ def test_a_rank_reports_any_allocation_failure_as_out_of_memory(default_model, f
     [
         ("phase 1", ("rank 1 ran out of memory during phase 1", *WAYS_OUT)),
         ("decode", ("rank 1 ran out of memory during decode", *WAYS_OUT)),
-        ("load", ("rank 1 ran out of memory loading the model", "smaller model")),
+        ("model load", ("rank 1 ran out of memory loading the model", "smaller model")),
     ],
 )
 def test_the_launcher_names_the_ways_out(phase, fragments):

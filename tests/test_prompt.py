@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ContextTooLongError
+from engine.runplan import fit_max_tokens
+from engine.settings import DEFAULT_MAX_TOKENS
 from starcli import prompt
-from starcli.prompt import Prompt, build, fit_max_tokens, summary_instructions
+from starcli.prompt import build, summary_instructions
 
 
 class WordTokenizer:
@@ -17,10 +19,6 @@ class WordTokenizer:
 
     def __call__(self, text, add_special_tokens=False):
         return {"input_ids": [len(word) for word in text.split()]}
-
-
-def _prompt(context: int, query: int) -> Prompt:
-    return Prompt("c", "q", [1] * context, [1] * query)
 
 
 def test_summary_instructions_pick_repository_for_directories(tmp_path):
@@ -49,24 +47,25 @@ def test_build_passes_the_system_prompt():
 
 
 def test_fit_max_tokens_keeps_a_limit_that_fits():
-    assert fit_max_tokens(_prompt(100, 10), 50, window=200, explicit=True) == 50
-    assert fit_max_tokens(_prompt(100, 10), 5000, window=None, explicit=False) == 5000
+    assert fit_max_tokens(100, 10, 50, window=200) == 50
+    assert fit_max_tokens(100, 10, 5000, window=None) == 5000
+    assert fit_max_tokens(100, 10, None, window=None) == DEFAULT_MAX_TOKENS
 
 
 def test_fit_max_tokens_lowers_a_default_limit_to_the_room_left():
-    assert fit_max_tokens(_prompt(150, 10), 512, window=200, explicit=False) == 40
+    assert fit_max_tokens(150, 10, None, window=200) == 40
 
 
 def test_fit_max_tokens_refuses_an_explicit_limit_beyond_the_window():
     with pytest.raises(ContextTooLongError) as info:
-        fit_max_tokens(_prompt(150, 10), 512, window=200, explicit=True)
+        fit_max_tokens(150, 10, 512, window=200)
     message = str(info.value)
     assert "672" in message and "200" in message and "--max-tokens" in message
 
 
 def test_input_beyond_the_window_is_refused_never_truncated():
     with pytest.raises(ContextTooLongError) as info:
-        fit_max_tokens(_prompt(9000, 20), 512, window=8192, explicit=False)
+        fit_max_tokens(9000, 20, None, window=8192)
     message = str(info.value)
     assert "9,020" in message and "8,192" in message  # both numbers
     assert "--include/--exclude" in message and "longer context" in message  # and the ways out

@@ -6,7 +6,7 @@ import io
 import re
 
 from engine.events import ContextEncoded, Progress, QueryStarted, Stats, Token
-from starcli.documents import Document, Ingested, Skipped
+from starcli.documents import Document, Ingested, SkipKind, Skipped
 from starcli.render import Renderer, answer_json, format_plan
 
 ANSI = re.compile(r"\x1b[\[\]()]")
@@ -122,9 +122,9 @@ def test_interrupted_answer_stays_once():
 
 def test_skips_are_summarised_and_listed_with_verbose():
     skipped = [
-        Skipped("a.bin", "binary file"),
-        Skipped("b.bin", "binary file"),
-        Skipped(".env", "secret (.env)"),
+        Skipped("a.bin", SkipKind.BINARY),
+        Skipped("b.bin", SkipKind.BINARY),
+        Skipped(".env", SkipKind.SECRET, "environment file"),
     ]
     docs = [Document("x.py", "print()", "text", 3)]
     err = io.StringIO()
@@ -133,11 +133,11 @@ def test_skips_are_summarised_and_listed_with_verbose():
     assert "skipped 3 files (binary file: 2, secret: 1); -v lists them" in err.getvalue()
     err = io.StringIO()
     Renderer(verbose=True, out=io.StringIO(), err=err).report_ingest(docs, skipped, [], 3)
-    assert "  .env: secret (.env)" in err.getvalue() and "  a.bin: binary file" in err.getvalue()
+    assert "  .env: secret: environment file" in err.getvalue() and "  a.bin: binary file" in err.getvalue()
 
 
 def test_answer_json_has_exactly_the_contract_keys():
-    ingested = Ingested([Document("x.py", "print()", "text", 3)], [Skipped("a.bin", "binary file")])
+    ingested = Ingested([Document("x.py", "print()", "text", 3)], [Skipped("a.bin", SkipKind.BINARY)])
     data = answer_json(_stats(), "smollm2", ingested, 1.5)
     assert set(data) == {
         "answer",

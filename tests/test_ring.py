@@ -3,17 +3,12 @@ one 3-process job) must give the dense model's greedy tokens on a tiny random Ll
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pytest
 import torch
-import torch.multiprocessing as mp
 
 from engine.api import Engine, Request
-from engine.generate import GenerationSettings
-from engine.ring import ZigzagLayout
-from tests.helpers import IdTokenizer, dense_greedy, tiny_config
+from engine.plan import ZigzagLayout
+from tests.helpers import IdTokenizer, dense_greedy, settings_of, spawned_ranks, tiny_config
 
 CASES = [(1, 40), (2, 40), (3, 50), (3, 7)]  # (ranks, context tokens); 7 = uneven chunks of 1-2
 QUERY = [5, 6, 7, 8, 9]
@@ -40,9 +35,7 @@ def _rank(rank, procs, init_file, out_path):
             if rank >= world:
                 continue
             engine = Engine(model, IdTokenizer(), comm=DistComm(torch.device("cpu"), group))
-            request = Request(
-                _context(n), [QUERY], mode="ring", generation=GenerationSettings(max_tokens=STEPS)
-            )
+            request = Request(_context(n), [QUERY], settings_of("ring", STEPS))
             tokens = [e.token_id for e in engine.run(request) if e.kind == "token" and e.token_id >= 0]
             if engine.comm.is_host:
                 torch.save(tokens, f"{out_path}.{case}")
@@ -52,9 +45,7 @@ def _rank(rank, procs, init_file, out_path):
 
 @pytest.fixture(scope="module")
 def ring_tokens():
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "out")
-        mp.spawn(_rank, args=(3, os.path.join(tmp, "init"), out), nprocs=3, join=True)
+    with spawned_ranks(_rank, 3) as out:
         yield [torch.load(f"{out}.{case}") for case in range(len(CASES))]
 
 
@@ -71,5 +62,5 @@ def test_zigzag_layout_covers_the_context_and_balances_it(tokens, world):
     assert held == list(range(tokens))
     sizes = [len(layout.positions(r)) for r in range(world)]
     assert max(sizes) - min(sizes) <= 2
-    plan = layout.as_plan(16)
+    plan = layout.as_plan()
     assert plan.anchor == 0 and plan.blocks_per_rank() == [2] * world

@@ -10,7 +10,6 @@ network from torchrun ranks: tests/test_faults_cli.py::test_two_runs_at_once_sha
 from __future__ import annotations
 
 import json
-import os
 import socket
 
 import pytest
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 from starcli import launch
 from starcli.cli import app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated")]  # isolated: conftest
 
 PRIVATE_KEY = (
     "-----BEGIN OPENSSH PRIVATE KEY-----\n"
@@ -73,14 +72,6 @@ def network_refused(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
     return attempts
-
-
-@pytest.fixture(autouse=True)
-def isolated(monkeypatch, tmp_path):
-    for name in list(os.environ):
-        if name.startswith("STARCLI_") and name != "STARCLI_CACHE":
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("STARCLI_CONFIG", str(tmp_path / "no-config.toml"))
 
 
 def test_secrets_never_reach_the_model_and_are_reported(repo, monkeypatch, network_refused):

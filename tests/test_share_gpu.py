@@ -4,12 +4,11 @@ equals its KV with the anchor recomputed, and greedy answers agree."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import tempfile
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+
+from tests.helpers import spawned_ranks
 
 pytestmark = [
     pytest.mark.gpu,
@@ -17,18 +16,16 @@ pytestmark = [
 ]
 
 
-def _rank(rank, init_file, out_path):
+def _rank(rank, procs, init_file, out_path):
     import torch.distributed as dist
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from engine.api import Engine
     from engine.comm import DistComm
-    from engine.generate import GenerationSettings
-    from engine.plan import plan_blocks
-    from tests.helpers import IdTokenizer
+    from tests.helpers import IdTokenizer, star_plan
 
     torch.cuda.set_device(rank)
-    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    dist.init_process_group("nccl", init_method=f"file://{init_file}", rank=rank, world_size=procs)
     try:
         torch.manual_seed(0)
         config = LlamaConfig(
@@ -44,18 +41,19 @@ def _rank(rank, init_file, out_path):
         model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
         engine = Engine(model, IdTokenizer(), comm=DistComm(torch.device("cuda", rank)))
         ctx = torch.randint(0, 1000, (9000,), generator=torch.Generator().manual_seed(5)).tolist()
-        shared_plan = plan_blocks(len(ctx), 2048, None, 2, share_anchor=True)
-        assert shared_plan.anchor_shared
+        shared_plan = star_plan(len(ctx), 2048, None, 2, share=True, max_tokens=8, query_tokens=4)
+        assert shared_plan.layout.anchor_shared
         kv, tokens = {}, {}
         for share in (True, False):  # the same blocks on the same ranks, the anchor sent or recomputed
-            gen = engine.encode_context(ctx, dataclasses.replace(shared_plan, anchor_shared=share))
+            layout = dataclasses.replace(shared_plan.layout, anchor_shared=share)
+            gen = engine.encode_context(ctx, dataclasses.replace(shared_plan, layout=layout))
             try:
                 while True:
                     next(gen)
             except StopIteration as stop:
                 encoded = stop.value
             kv[share] = [torch.cat(encoded.cache.context_kv(i), 0).cpu() for i in range(4)]
-            events = engine.answer(encoded, [5, 6, 7, 8], GenerationSettings(max_tokens=8))
+            events = engine.answer(encoded, [5, 6, 7, 8])
             tokens[share] = [e.token_id for e in events if e.kind == "token" and e.token_id >= 0]
         torch.save({"kv": kv, "tokens": tokens, "plan": shared_plan.blocks_per_rank()}, f"{out_path}.{rank}")
     finally:
@@ -63,9 +61,7 @@ def _rank(rank, init_file, out_path):
 
 
 def test_shared_anchor_equals_recomputed_anchor_over_nccl():
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "out")
-        mp.spawn(_rank, args=(os.path.join(tmp, "init"), out), nprocs=2, join=True)
+    with spawned_ranks(_rank, 2) as out:
         results = [torch.load(f"{out}.{r}") for r in range(2)]
     for res in results:
         for shared, recomputed in zip(res["kv"][True], res["kv"][False], strict=True):

@@ -1,0 +1,96 @@
+"""``star`` mode: Star Attention (the paper). Phase 1 encodes each block behind the anchor with no
+communication; phase 2 attends the query exactly to every rank's blocks (``engine.attention``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+
+import torch
+
+from engine import graphs
+from engine.attention import ATTN_NAME
+from engine.cache import AnchorShare, StarCache
+from engine.events import ContextEncoded, Event, Progress
+from engine.runner import EncodedContext, ModelRunner
+from engine.runplan import RunPlan
+
+
+def encode_context(
+    runner: ModelRunner, context: list[int], plan: RunPlan
+) -> Generator[Event, None, EncodedContext]:
+    """This rank's blocks, each behind the anchor (computed once, or received from rank 0)."""
+    runner.use_attention(ATTN_NAME)
+    layout, comm = plan.layout, runner.comm
+    rank = comm.rank
+    own = layout.ranks[rank]
+    start, stop = layout.rank_span(rank)
+    cache = StarCache(runner.model.config.num_hidden_layers, comm, stop - start, len(context))
+    started = time.perf_counter()
+    share = _anchor_share(runner, plan, cache)
+    if share is None and layout.rank_needs_anchor(rank) and own[0] != 0:
+        cache.phase = "anchor"
+        runner.forward(context[: layout.anchor], 0, cache)
+        yield Progress(stage="anchor", done=1, total=1, rank=rank, tokens=layout.anchor)
+    for done, i in enumerate(own, start=1):
+        b_start, b_stop = layout.blocks[i]
+        cache.start_block(b_start - start)
+        cache.anchor_send = share if i == 0 else None  # rank 0 sends the anchor during block 0
+        runner.forward(context[b_start:b_stop], b_start, cache)
+        cache.anchor_send = None
+        if i == 0 and layout.rank_needs_anchor(rank):
+            cache.use_anchor_from_context(layout.anchor)
+        yield Progress(stage="phase1", done=done, total=len(own), rank=rank, tokens=b_stop - b_start)
+    if share is not None:
+        share.finish()
+    cache.drop_anchor()
+    runner.synchronize()
+    mine = time.perf_counter() - started
+    comm.barrier()
+    seconds = time.perf_counter() - started
+    per_rank = comm.gather_floats(mine)
+    if comm.is_host:
+        yield ContextEncoded(
+            context_tokens=len(context),
+            blocks=len(layout.blocks),
+            blocks_per_rank=layout.blocks_per_rank(),
+            seconds=seconds,
+        )
+    return EncodedContext(len(context), plan, cache, seconds, per_rank)
+
+
+def _anchor_share(runner: ModelRunner, plan: RunPlan, cache: StarCache) -> AnchorShare | None:
+    """This rank's side of the anchor transfer, or None where every rank computes its own."""
+    layout, comm = plan.layout, runner.comm
+    world = comm.world_size
+    if not (layout.anchor_shared and layout.anchor > 0 and world > 1 and comm.can_broadcast):
+        return None
+    if not any(layout.rank_needs_anchor(r) for r in range(1, world)):
+        return None
+    config = runner.model.config
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    shape = (1, kv_heads, layout.anchor, head_dim)
+    layers = config.num_hidden_layers
+    if comm.rank == 0:
+        return AnchorShare(comm, layers, layout.anchor, True, shape)
+    dtype = next(runner.model.parameters()).dtype
+    share = AnchorShare(comm, layers, layout.anchor, False, shape, dtype=dtype, device=runner.device)
+    cache.anchor_recv = share
+    return share
+
+
+def start_query(runner: ModelRunner, encoded: EncodedContext, capacity: int) -> StarCache:
+    """The rank's context cache, ready for a query of up to ``capacity`` tokens with its answer."""
+    runner.use_attention(ATTN_NAME)
+    cache = encoded.cache
+    cache.start_query(capacity)
+    return cache
+
+
+def decode_step(
+    runner: ModelRunner, cache: StarCache, position: int, eager: Callable[[int], torch.Tensor]
+) -> graphs.DecodeStep:
+    """The decode step replayed as a CUDA graph where possible (``EngineOptions.cuda_graphs``)."""
+    return graphs.DecodeStep(runner.model, cache, position, runner.device, eager, runner.options.cuda_graphs)

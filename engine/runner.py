@@ -1,0 +1,62 @@
+"""What every attention mode needs to drive the model: its device and ranks, a forward pass at
+given positions, the attention implementation to use, and the phase-1 result they hand back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from engine import compiled, fused
+from engine.cache import StarCache
+from engine.comm import Comm
+from engine.modelcall import call_model
+from engine.runplan import RunPlan
+from engine.settings import EngineOptions, Kernels
+from kernels import use_reference_kernels
+
+
+@dataclass
+class EncodedContext:
+    """Phase 1's result on one rank, reusable by any number of queries."""
+
+    tokens: int
+    plan: RunPlan
+    cache: StarCache | object  # a StarCache, or transformers' DynamicCache in global mode
+    seconds: float
+    rank_seconds: list[float] = field(default_factory=list)  # each rank's own phase-1 time
+
+
+class ModelRunner:
+    """The model of one rank and the engine options it runs under."""
+
+    def __init__(self, model: torch.nn.Module, comm: Comm, options: EngineOptions):
+        self.model, self.comm, self.options = model, comm, options
+        self.device = next(model.parameters()).device
+        use_reference_kernels(options.kernels == Kernels.REFERENCE)
+        if self.device.type == "cuda":
+            if options.compile:
+                compiled.compile_pointwise(model)
+            elif options.fused:  # fused Triton norm/MLP/RoPE: no compile on first use
+                fused.fuse_pointwise(model)
+
+    def forward(self, ids: list[int], position: int, cache) -> torch.Tensor:
+        """Run the model on ``ids`` at positions ``position ..``; return the last token's logits."""
+        return self.forward_at(ids, list(range(position, position + len(ids))), cache)
+
+    def forward_at(self, ids: list[int], positions: list[int], cache) -> torch.Tensor:
+        """Run the model on ``ids`` at the given positions; return the last token's logits."""
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        position_ids = torch.tensor([positions], dtype=torch.long, device=self.device)
+        extra = {"star_cache": cache} if isinstance(cache, StarCache) else {}
+        return call_model(self.model, input_ids, position_ids, cache, **extra).logits[:, -1]
+
+    def use_attention(self, name: str) -> None:
+        """Make transformers call attention implementation ``name`` (``sdpa``, ``star``)."""
+        if self.model.config._attn_implementation != name:
+            self.model.set_attn_implementation(name)
+
+    def synchronize(self) -> None:
+        """Wait for queued GPU work, so that a timer measures the work and not its launch."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,205 @@
+"""The run plan: what exactly a run will compute, decided once.
+
+``make_run_plan`` takes the caller's ``RunSettings``, the exact token counts, the world size and
+the model's window, and decides every open setting (block size, anchor, answer length, the
+block-to-rank assignment, dtype). The CLI builds the plan, shows it (``--dry-run``, progress),
+and sends it in the request; each rank checks it against what it sees (``check_plan``) and follows
+it, never re-deciding. No torch here: the CLI imports it before any heavy import.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
+from engine.plan import BlockPlan, CostModel, ZigzagLayout, default_block_size, plan_blocks
+from engine.settings import (
+    DEFAULT_MAX_TOKENS,
+    MIN_ANSWER_TOKENS,
+    Attention,
+    EngineOptions,
+    GenerationSettings,
+    Positions,
+    RunSettings,
+)
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def default_dtype(device: str) -> str:
+    """float32 on CPU (exact, and bf16 matmuls are slow there); bfloat16 on GPU."""
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a rank needs to know about the run besides the tokens and the weights."""
+
+    attention: Attention
+    positions: Positions
+    context_tokens: int
+    query_tokens: int  # the longest query
+    block_size: int  # star: tokens per block; ring: per zigzag chunk; global: the whole context
+    anchor_size: int  # tokens each block after the first is encoded behind (0: no anchor)
+    world_size: int
+    device: str
+    dtype: str
+    layout: BlockPlan  # blocks and which rank holds which
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    options: EngineOptions = field(default_factory=EngineOptions)
+    window: int | None = None  # the model's position limit the plan was checked against
+
+    @property
+    def blocks(self) -> int:
+        return len(self.layout.blocks)
+
+    def blocks_per_rank(self) -> list[int]:
+        return self.layout.blocks_per_rank()
+
+    @property
+    def max_tokens(self) -> int:
+        """The answer's token limit (decided by ``make_run_plan``, never ``None`` here)."""
+        assert self.generation.max_tokens is not None
+        return self.generation.max_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunPlan:
+        layout = dict(data["layout"])
+        layout["blocks"] = tuple(tuple(b) for b in layout["blocks"])
+        layout["ranks"] = tuple(tuple(r) for r in layout["ranks"])
+        return cls(
+            **{
+                **data,
+                "attention": Attention(data["attention"]),
+                "positions": Positions(data["positions"]),
+                "layout": BlockPlan(**layout),
+                "generation": GenerationSettings.from_dict(data["generation"]),
+                "options": EngineOptions.from_dict(data["options"]),
+            }
+        )
+
+
+def make_run_plan(
+    settings: RunSettings,
+    context_tokens: int,
+    query_tokens: int,
+    world_size: int,
+    device: str = "cpu",
+    window: int | None = None,
+    cost: CostModel | None = None,
+    dtype: str | None = None,
+) -> RunPlan:
+    """Decide every open setting of a run, or raise the engine error that says what to change.
+
+    ``window`` (the model's position limit) is checked when known: the input is never truncated,
+    and an answer limit the user did not set is lowered to the room left. ``cost`` weighs blocks
+    for the rank assignment (``CostModel.for_config``); without it every token costs the same."""
+    settings.generation.validate()
+    settings.options.validate()
+    attention, positions = _choice(Attention, settings.attention), _choice(Positions, settings.positions)
+    if context_tokens < 1:
+        raise EmptyInputError("the context is empty: give it at least one token of text")
+    if query_tokens < 1:
+        raise EmptyInputError("the query is empty: give it at least one token of text")
+    if world_size < 1:
+        raise BadSettingError(f"world size must be at least 1 (got {world_size})")
+    if attention == Attention.GLOBAL and world_size > 1:
+        raise BadSettingError(
+            f"global (dense) attention runs on one rank, not {world_size}; use --nproc 1 or star"
+        )
+    dtype = dtype or default_dtype(device)
+    if dtype not in DTYPES:
+        raise BadSettingError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    max_tokens = fit_max_tokens(context_tokens, query_tokens, settings.generation.max_tokens, window)
+    layout = _layout(settings, attention, context_tokens, world_size, cost)
+    anchor = layout.anchor_size if attention == Attention.STAR else 0
+    return RunPlan(
+        attention=attention,
+        positions=positions,
+        context_tokens=context_tokens,
+        query_tokens=query_tokens,
+        block_size=layout.block_size,
+        anchor_size=anchor,
+        world_size=world_size,
+        device=device,
+        dtype=dtype,
+        layout=layout,
+        generation=GenerationSettings(**{**asdict(settings.generation), "max_tokens": max_tokens}),
+        options=settings.options,
+        window=window,
+    )
+
+
+def _choice(kind, value):
+    """``value`` as a member of the enum ``kind``, or the error naming the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise BadSettingError(
+            f"unknown {kind.__name__.lower()} mode {value!r}; choose one of {choices}"
+        ) from None
+
+
+def _layout(
+    settings: RunSettings, attention: Attention, n: int, world: int, cost: CostModel | None
+) -> BlockPlan:
+    if attention == Attention.GLOBAL:
+        return BlockPlan(n, n, 0, ((0, n),), ((0,),))
+    if attention == Attention.RING:
+        if n < 2 * world:
+            raise BadSettingError(f"ring mode needs at least {2 * world} context tokens (got {n})")
+        return ZigzagLayout.build(n, world).as_plan()
+    block_size = default_block_size(n, world) if settings.block_size is None else settings.block_size
+    share = settings.options.share_anchor and world > 1
+    return plan_blocks(n, block_size, settings.anchor_size, world, cost, share_anchor=share)
+
+
+def fit_max_tokens(context: int, query: int, max_tokens: int | None, window: int | None) -> int:
+    """The answer's token limit. ``None`` (not chosen) is ``DEFAULT_MAX_TOKENS`` lowered to the
+    room the window leaves; a chosen limit is honoured or refused. The input is never truncated:
+    if it does not fit, the error names both numbers and the ways out."""
+    chosen = max_tokens is not None
+    limit = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
+    if window is None:
+        return limit
+    used = context + query
+    room = window - used
+    if used + limit <= window:
+        return limit
+    if not chosen and room >= MIN_ANSWER_TOKENS:
+        return room
+    error = ContextTooLongError(used + limit, window, context, query, limit)
+    if room < MIN_ANSWER_TOKENS and not chosen:  # the input itself is the problem: no --max-tokens advice
+        error.args = (
+            f"the input is {used:,} tokens (documents {context:,} + question {query:,}), beyond the "
+            f"model's window of {window:,} tokens; shorten it (--include/--exclude, fewer sources) "
+            f"or use a model with a longer context (--model)",
+        )
+    raise error
+
+
+def check_plan(plan: RunPlan, context_tokens: int, query_tokens: int, world_size: int, window: int | None):
+    """A rank's check that the plan it was sent fits what it holds; raises ``BadSettingError``
+    naming the difference (a plan made for other tokens, ranks or model is never followed)."""
+    seen = {"context tokens": context_tokens, "ranks": world_size}
+    planned = {"context tokens": plan.context_tokens, "ranks": plan.world_size}
+    for what, value in seen.items():
+        if planned[what] != value:
+            raise BadSettingError(f"the run plan was made for {planned[what]} {what}, this run has {value}")
+    if query_tokens > plan.query_tokens:
+        raise BadSettingError(
+            f"the run plan was made for queries of up to {plan.query_tokens} tokens, not {query_tokens}"
+        )
+    if window is not None and context_tokens + query_tokens + plan.max_tokens > window:
+        raise ContextTooLongError(
+            context_tokens + query_tokens + plan.max_tokens,
+            window,
+            context_tokens,
+            query_tokens,
+            plan.max_tokens,
+        )

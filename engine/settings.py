@@ -1,0 +1,114 @@
+"""What a caller may choose for a run, with every default in one place; no torch, so the CLI can
+import it for ``--help`` and usage errors at no cost.
+
+``RunSettings`` is what the user asked for (``None`` meaning "decide from the input");
+``engine.runplan.make_run_plan`` turns it, the exact token counts and the world size into the one
+frozen ``RunPlan`` every rank follows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from engine.errors import BadSettingError
+
+
+class Attention(StrEnum):
+    """How the context is encoded; each is a sibling module under ``engine.modes``."""
+
+    STAR = "star"  # Star Attention (the paper): blocks behind an anchor, exact phase 2
+    GLOBAL = "global"  # dense causal attention, transformers' own sdpa, one rank: the baseline
+    RING = "ring"  # exact causal ring attention across ranks (zigzag), star's phase 2
+
+
+class Positions(StrEnum):
+    """Which position each context token gets."""
+
+    GLOBAL = "global"  # the token's index in the context (the paper; must fit the model's window)
+
+
+class Kernels(StrEnum):
+    """Attention kernels: the fastest for the device, or float32 math everywhere (debugging)."""
+
+    AUTO = "auto"
+    REFERENCE = "reference"
+
+
+DEFAULT_MAX_TOKENS = 512  # lowered to the room left in the window when the user did not ask for more
+MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
+DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0  # long phase-1 blocks on slow CPUs must fit inside
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Sampling and stopping. ``max_tokens=None``: ``DEFAULT_MAX_TOKENS``, fitted to the window."""
+
+    max_tokens: int | None = None
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def validate(self) -> None:
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise BadSettingError(f"max tokens must be at least 1 (got {self.max_tokens})")
+        if self.temperature < 0:
+            raise BadSettingError(f"temperature must be >= 0 (got {self.temperature})")
+        if not 0 < self.top_p <= 1:
+            raise BadSettingError(f"top-p must be in (0, 1] (got {self.top_p})")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationSettings:
+        return cls(**{**data, "stop": tuple(data.get("stop", ()))})
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine computes, never what: every option gives the same tokens (up to floating-point
+    rounding). Sent to every rank in the request, never through inherited environment variables."""
+
+    share_anchor: bool = True  # rank 0 sends the anchor's KV instead of every rank recomputing it
+    cuda_graphs: bool = True  # replay the decode step as one CUDA graph (CUDA only)
+    compile: bool = False  # torch.compile the norm/MLP/attention modules (CUDA only; slow first use)
+    fused: bool = True  # fused Triton RMSNorm / SiLU-mul / RoPE (CUDA only; off when compiling)
+    kernels: Kernels = Kernels.AUTO
+    collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+
+    def validate(self) -> None:
+        if not self.collective_timeout_s > 0:
+            seconds = self.collective_timeout_s
+            raise BadSettingError(
+                f"the collective timeout must be a positive number of seconds (got {seconds})"
+            )
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EngineOptions:
+        return cls(**{**data, "kernels": Kernels(data.get("kernels", Kernels.AUTO))})
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the caller asked for; ``None`` means "decide from the input" (``make_run_plan``)."""
+
+    attention: Attention = Attention.STAR
+    positions: Positions = Positions.GLOBAL
+    block_size: int | None = None  # None: engine.plan.default_block_size
+    anchor_size: int | None = None  # None: as long as a block (the paper's choice)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+    options: EngineOptions = field(default_factory=EngineOptions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSettings:
+        return cls(
+            attention=Attention(data.get("attention", Attention.STAR)),
+            positions=Positions(data.get("positions", Positions.GLOBAL)),
+            block_size=data.get("block_size"),
+            anchor_size=data.get("anchor_size"),
+            generation=GenerationSettings.from_dict(data.get("generation", {})),
+            options=EngineOptions.from_dict(data.get("options", {})),
+        )
