@@ -21,21 +21,21 @@ def _inject_oom(rank: str, phase: str) -> None:
         return
     import torch
 
-    from engine.api import Engine
     from engine.cache import StarCache
+    from engine.runner import ModelRunner
 
-    modes = {"phase1": ("anchor", "block"), "decode": ("query",)}[phase]
-    forward = Engine._forward
+    phases = {"phase1": ("anchor", "block"), "decode": ("query",)}[phase]
+    forward = ModelRunner.forward
     calls = []
 
     def failing_forward(self, ids, position, cache):
-        if isinstance(cache, StarCache) and cache.mode in modes:
+        if isinstance(cache, StarCache) and cache.phase in phases:
             calls.append(position)
             if len(calls) == 2:  # phase 1: after one block; decode: after the query's prefill
                 torch.empty(1 << 60, dtype=torch.uint8, device=self.device)
         return forward(self, ids, position, cache)
 
-    Engine._forward = failing_forward
+    ModelRunner.forward = failing_forward
 
 
 def _guard_network(log_path: str) -> None:
