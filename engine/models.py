@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 from engine.errors import ModelLoadError
+from engine.paths import DEFAULT_GGUF, cache_dir
 
 DEFAULT_MODEL = "smollm2"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "default", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
@@ -35,14 +35,6 @@ class LoadedModel:
     tokenizer: object
     name: str
     path: str
-
-
-def cache_dir() -> Path:
-    """Where converted models live: ``$STARCLI_CACHE`` or ``$XDG_CACHE_HOME/starcli``."""
-    if os.environ.get("STARCLI_CACHE"):
-        return Path(os.environ["STARCLI_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "starcli"
 
 
 def default_gguf_path() -> Path:

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from engine.errors import StarcliError, is_out_of_memory
+from engine.paths import cache_dir, keep_compiler_caches_in
 from engine.settings import DEFAULT_MAX_TOKENS, Attention
 from starcli import __version__
 from starcli import config as opt
@@ -169,6 +170,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
     """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
     _quiet_libraries()
+    keep_compiler_caches_in(cache_dir())
     file_values, config_warnings = read_config()
     settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
     for warning in config_warnings:

@@ -25,7 +25,9 @@ import os
 import tempfile
 from pathlib import Path
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+from engine.paths import DEFAULT_GGUF as GGUF_NAME
+from engine.paths import cache_dir
+
 # The GPT-2 pre-tokenizer (HF ByteLevel with use_regex=True), as the converted tokenizer uses it.
 SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _FORMAT = 1  # bump when the cached file's meaning changes
@@ -47,15 +49,6 @@ def estimate_tokens(text: str) -> int:
 def heuristic_tokens(text: str) -> int:
     """UTF-8 bytes / 4, rounded up: the fallback when no vocabulary is available offline."""
     return (len(text.encode("utf-8", "replace")) + 3) // 4
-
-
-def cache_dir() -> Path:
-    """``$STARCLI_CACHE`` or ``$XDG_CACHE_HOME/starcli``: the rule of ``engine.models.cache_dir``,
-    repeated here because importing ``engine`` would import torch."""
-    if os.environ.get("STARCLI_CACHE"):
-        return Path(os.environ["STARCLI_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
-    return Path(base) / "starcli"
 
 
 @functools.lru_cache(maxsize=1)
