@@ -3,6 +3,8 @@ given positions, the attention implementation to use, and the phase-1 result the
 
 from __future__ import annotations
 
+import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 
 import torch
@@ -10,6 +12,7 @@ import torch
 from engine import compiled, fused
 from engine.cache import StarCache
 from engine.comm import Comm
+from engine.events import ContextEncoded, Event
 from engine.modelcall import call_model
 from engine.runplan import RunPlan
 from engine.settings import EngineOptions, Kernels
@@ -60,3 +63,22 @@ class ModelRunner:
         """Wait for queued GPU work, so that a timer measures the work and not its launch."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def finish_phase1(
+    runner: ModelRunner, plan: RunPlan, cache, started: float, mine: float
+) -> Generator[Event, None, EncodedContext]:
+    """The end of every mode's phase 1: wait for every rank, gather each rank's own time
+    (``mine``), announce the encoding from the query host, hand back the ``EncodedContext``."""
+    comm = runner.comm
+    comm.barrier()
+    seconds = time.perf_counter() - started
+    per_rank = comm.gather_floats(mine)
+    if comm.is_host:
+        yield ContextEncoded(
+            context_tokens=plan.context_tokens,
+            blocks=plan.blocks,
+            blocks_per_rank=plan.blocks_per_rank(),
+            seconds=seconds,
+        )
+    return EncodedContext(plan.context_tokens, plan, cache, seconds, per_rank)

@@ -9,8 +9,8 @@ from collections.abc import Callable, Generator
 import torch
 from transformers import DynamicCache
 
-from engine.events import ContextEncoded, Event, Progress
-from engine.runner import EncodedContext, ModelRunner
+from engine.events import Event, Progress
+from engine.runner import EncodedContext, ModelRunner, finish_phase1
 from engine.runplan import RunPlan
 
 
@@ -23,10 +23,9 @@ def encode_context(
     cache = DynamicCache(config=runner.model.config)
     runner.forward(context, 0, cache)
     runner.synchronize()
-    seconds = time.perf_counter() - started
+    mine = time.perf_counter() - started
     yield Progress(stage="phase1", done=1, total=1, rank=0, tokens=len(context))
-    yield ContextEncoded(context_tokens=len(context), blocks=1, blocks_per_rank=[1], seconds=seconds)
-    return EncodedContext(len(context), plan, cache, seconds, [seconds])
+    return (yield from finish_phase1(runner, plan, cache, started, mine))
 
 
 def start_query(runner: ModelRunner, encoded: EncodedContext, capacity: int) -> DynamicCache:

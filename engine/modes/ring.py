@@ -11,10 +11,10 @@ from collections.abc import Generator
 
 from engine.attention import ATTN_NAME
 from engine.cache import StarCache
-from engine.events import ContextEncoded, Event, Progress
+from engine.events import Event, Progress
 from engine.modes.star import decode_step, start_query
 from engine.plan import ZigzagLayout
-from engine.runner import EncodedContext, ModelRunner
+from engine.runner import EncodedContext, ModelRunner, finish_phase1
 from engine.runplan import RunPlan
 
 __all__ = ["decode_step", "encode_context", "start_query"]
@@ -36,14 +36,4 @@ def encode_context(
     runner.synchronize()
     mine = time.perf_counter() - started
     yield Progress(stage="phase1", done=1, total=1, rank=comm.rank, tokens=len(positions))
-    comm.barrier()
-    seconds = time.perf_counter() - started
-    per_rank = comm.gather_floats(mine)
-    if comm.is_host:
-        yield ContextEncoded(
-            context_tokens=len(context),
-            blocks=len(plan.layout.blocks),
-            blocks_per_rank=plan.blocks_per_rank(),
-            seconds=seconds,
-        )
-    return EncodedContext(len(context), plan, cache, seconds, per_rank)
+    return (yield from finish_phase1(runner, plan, cache, started, mine))

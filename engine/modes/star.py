@@ -11,8 +11,8 @@ import torch
 from engine import graphs
 from engine.attention import ATTN_NAME
 from engine.cache import AnchorShare, StarCache
-from engine.events import ContextEncoded, Event, Progress
-from engine.runner import EncodedContext, ModelRunner
+from engine.events import Event, Progress
+from engine.runner import EncodedContext, ModelRunner, finish_phase1
 from engine.runplan import RunPlan
 
 
@@ -45,18 +45,7 @@ def encode_context(
         share.finish()
     cache.drop_anchor()
     runner.synchronize()
-    mine = time.perf_counter() - started
-    comm.barrier()
-    seconds = time.perf_counter() - started
-    per_rank = comm.gather_floats(mine)
-    if comm.is_host:
-        yield ContextEncoded(
-            context_tokens=len(context),
-            blocks=len(layout.blocks),
-            blocks_per_rank=layout.blocks_per_rank(),
-            seconds=seconds,
-        )
-    return EncodedContext(len(context), plan, cache, seconds, per_rank)
+    return (yield from finish_phase1(runner, plan, cache, started, time.perf_counter() - started))
 
 
 def _anchor_share(runner: ModelRunner, plan: RunPlan, cache: StarCache) -> AnchorShare | None:
