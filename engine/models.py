@@ -24,6 +24,7 @@ import torch
 
 from engine.errors import ModelLoadError
 from engine.paths import DEFAULT_GGUF, cache_dir
+from engine.runplan import default_dtype
 
 DEFAULT_MODEL = "smollm2"
 _DEFAULT_ALIASES = {DEFAULT_MODEL, "default", "SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"}
@@ -111,9 +112,12 @@ def resolve_model_path(name: str | None) -> str:
     return name
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp32 on CPU (exact, and bf16 matmuls are slow there); bf16 on GPU."""
-    return torch.bfloat16 if device.type == "cuda" else torch.float32
+def torch_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """``dtype`` as torch's, a name (a run plan's) read as ``torch.<name>``; ``None`` is the run
+    plan's default for the device (``engine.runplan.default_dtype``), decided there only."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    return getattr(torch, dtype or default_dtype(device.type))
 
 
 def _from_pretrained(path: str, dtype: torch.dtype, local_only: bool, trust_remote_code: bool):
@@ -131,14 +135,14 @@ def _from_pretrained(path: str, dtype: torch.dtype, local_only: bool, trust_remo
 def load_model(
     name: str | None = None,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """Load model and tokenizer. A hub id is looked up in the local HF cache first; the network is
     touched only when it is not there."""
     device = torch.device(device)
     path = resolve_model_path(name)
-    dtype = dtype or default_dtype(device)
+    dtype = torch_dtype(dtype, device)
     try:
         tokenizer, model = _from_pretrained(path, dtype, True, trust_remote_code)
     except Exception as offline_error:  # noqa: BLE001 - reported below with the model's name

@@ -87,8 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             comm = DistComm(device)
         phase = "model load"
         started = time.perf_counter()
-        dtype = getattr(torch, plan.dtype) if plan else None
-        loaded = load_model(args.model, device, dtype)
+        loaded = load_model(args.model, device, plan.dtype if plan else None)
         load_s = time.perf_counter() - started
         writer.write(Progress(stage="load", done=1, total=1, rank=rank))
         engine = Engine(loaded.model, loaded.tokenizer, comm, load_s=load_s)

@@ -123,14 +123,12 @@ def run_request(request: Request, *, model: str | None, verbose: bool = False) -
 
 
 def _run_in_process(request: Request, model: str | None) -> Iterator[Event]:
-    import torch
-
     from engine.models import load_model
 
     plan = request.plan
     started = time.perf_counter()
     try:
-        loaded = load_model(model, plan.device, getattr(torch, plan.dtype))
+        loaded = load_model(model, plan.device, plan.dtype)
     except engine_errors.ModelLoadError as exc:
         raise LaunchError(str(exc)) from exc
     load_s = time.perf_counter() - started
