@@ -195,11 +195,4 @@ def check_plan(plan: RunPlan, context_tokens: int, query_tokens: int, world_size
         raise BadSettingError(
             f"the run plan was made for queries of up to {plan.query_tokens} tokens, not {query_tokens}"
         )
-    if window is not None and context_tokens + query_tokens + plan.max_tokens > window:
-        raise ContextTooLongError(
-            context_tokens + query_tokens + plan.max_tokens,
-            window,
-            context_tokens,
-            query_tokens,
-            plan.max_tokens,
-        )
+    fit_max_tokens(context_tokens, query_tokens, plan.max_tokens, window)  # raises if it does not fit

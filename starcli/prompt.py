@@ -100,12 +100,6 @@ def model_config(model: str | None):
         return None
 
 
-def context_window(model: str | None) -> int | None:
-    """The model's position limit read from its config, without weights (``None``: unknown)."""
-    config = model_config(model)
-    return getattr(config, "max_position_embeddings", None) if config is not None else None
-
-
 def model_facts(model: str | None) -> tuple[int | None, CostModel | None]:
     """What the run plan needs from the model before its weights load: its window, and the cost
     of its blocks for balancing ranks (both ``None`` when the config is not available locally)."""

@@ -72,9 +72,10 @@ def test_input_beyond_the_window_is_refused_never_truncated():
     assert "--max-tokens" not in message  # a shorter answer would not help
 
 
-def test_context_window_reads_a_local_config(tmp_path):
+def test_the_window_is_read_from_a_local_config(tmp_path):
     from transformers import LlamaConfig
 
     LlamaConfig(max_position_embeddings=1234).save_pretrained(tmp_path)
-    assert prompt.context_window(str(tmp_path)) == 1234
-    assert prompt.context_window(str(tmp_path / "missing")) is None
+    window, cost = prompt.model_facts(str(tmp_path))
+    assert window == 1234 and cost is not None
+    assert prompt.model_facts(str(tmp_path / "missing")) == (None, None)
