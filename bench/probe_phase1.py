@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.speed import QUERY_TOKENS, StubTokenizer, build_model, yield_all  # noqa: E402
+from bench.speed import QUERY_TOKENS, StubTokenizer, build_model, graph_us, yield_all  # noqa: E402
 
 MODES = {
     "repeat+fold": {"causal": "repeat", "unmasked": "fold"},
@@ -129,26 +129,8 @@ def part_decode(lk: int = 131072) -> dict:
         o2, l2 = attention_with_lse_upto(q, tk, tv, scale, tlen)
         return merge_partials([o1, o2], [l1, l2], out_dtype=q.dtype)
 
-    def graph_us(fn, calls: int = 16) -> float:
-        for i in range(bufs):
-            fn(i)
-        torch.cuda.synchronize()
-        g = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(g):
-            for c in range(calls):
-                fn(c % bufs)
-        g.replay()
-        torch.cuda.synchronize()
-        times = []
-        for _ in range(7):
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            g.replay()
-            b.record()
-            b.synchronize()
-            times.append(a.elapsed_time(b) * 1e3 / calls)
-        del g
-        return sorted(times)[len(times) // 2]
+    def timed(fn) -> float:  # rotate through the buffers, so that L2 never holds the keys
+        return graph_us(lambda c: fn(c % bufs), calls=16, warm=bufs)
 
     # exactness of the fused path against float64
     ro, rl = attention_with_lse_math(
@@ -162,8 +144,8 @@ def part_decode(lk: int = 131072) -> dict:
     out: dict = {"configs": {}}
     o, lse = fused(0)
     out["fused_rel_err"], out["fused_lse_rel_err"] = _rel(o, ro), _rel(lse, rl)
-    out["composed_default_us"] = graph_us(composed)
-    out["fused_default_us"] = graph_us(fused)
+    out["composed_default_us"] = timed(composed)
+    out["fused_default_us"] = timed(fused)
     for k_rows in (False, True):
         for block_n in (64, 128):
             for warps in (4, 8):
@@ -176,7 +158,7 @@ def part_decode(lk: int = 131072) -> dict:
                         try:
                             o, lse = fused(0)
                             err = _rel(o, ro)
-                            us = graph_us(fused)
+                            us = timed(fused)
                         except Exception as exc:  # noqa: BLE001 - shapes the compiler refuses
                             out["configs"][name] = {"error": f"{type(exc).__name__}"[:80]}
                             continue

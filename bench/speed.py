@@ -111,7 +111,7 @@ def measure_rates() -> dict:
             flops / _median_ms(attention_with_lse, q, kg, vg, 0.088, True) / 1e9
         )
     q, k, v = _randn(1, 32, 1, 128), _randn(1, 8, 131072, 128), _randn(1, 8, 131072, 128)
-    us = _graph_us(split_kv_attention, q, k, v, 0.088)  # as the decode step runs it: in a graph
+    us = graph_us(lambda _: split_kv_attention(q, k, v, 0.088))  # as the decode step runs it: in a graph
     out["decode_attn_128k_us"] = us
     out["decode_attn_128k_gbps"] = 2 * k.numel() * 2 / us / 1e3
     out["decode_sweep"] = sweep_decode(q, k, v)
@@ -120,15 +120,18 @@ def measure_rates() -> dict:
     return out
 
 
-def _graph_us(fn, *args, calls: int = 8) -> float:
-    """Median µs per call of ``fn(*args)`` replayed ``calls`` times in one CUDA graph (launch
-    overheads excluded, as in the graph-captured decode step; eager timing adds tens of µs)."""
-    fn(*args)
+def graph_us(call, calls: int = 8, warm: int = 1) -> float:
+    """Median µs per call of ``call(c)`` for c = 0..calls-1, replayed in one CUDA graph (launch
+    overheads excluded, as in the graph-captured decode step; eager timing adds tens of µs).
+    ``call`` gets the call's index so that a caller can rotate buffers past the L2 cache; the
+    first ``warm`` indices are run once eagerly first (kernel compilation, allocator)."""
+    for c in range(warm):
+        call(c)
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        for _ in range(calls):
-            fn(*args)
+        for c in range(calls):
+            call(c)
     graph.replay()
     torch.cuda.synchronize()
     times = []
@@ -156,7 +159,7 @@ def sweep_decode(q, k, v) -> dict:
                 cfg = {"block_n": block_n, "num_warps": warps, "num_stages": 3, "programs_per_sm": per_sm}
                 tri.DECODE_CONFIG.update(cfg)
                 try:
-                    us = _graph_us(split_kv_attention, q, k, v, 0.088)
+                    us = graph_us(lambda _: split_kv_attention(q, k, v, 0.088))
                 except Exception:  # noqa: BLE001 - a shape the compiler refuses (shared memory)
                     continue
                 timings[f"n{block_n}-w{warps}-s3-p{per_sm}"] = us
