@@ -63,14 +63,14 @@ def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
             attention=config.mode,
             block_size=block if config.mode == "star" else None,
             anchor_size=anchor if config.mode == "star" else None,
-            generation=GenerationSettings(max_tokens=longest),
+            generation=GenerationSettings.plain(max_tokens=longest),
         )
         plan = engine.plan(settings, n, max(len(q) for q in sample.query_ids))
         started = time.perf_counter()
         encoded = drain(engine.encode_context(sample.context_ids, plan))
         encode_s = time.perf_counter() - started
         for index, (question, query_ids) in enumerate(zip(sample.questions, sample.query_ids)):
-            settings = GenerationSettings(max_tokens=question.max_tokens, stop=tuple(question.stop))
+            settings = GenerationSettings.plain(max_tokens=question.max_tokens, stop=tuple(question.stop))
             started = time.perf_counter()
             events = list(engine.answer(encoded, query_ids, index, settings))
             stats = next(e for e in events if isinstance(e, Stats))

@@ -265,7 +265,9 @@ def compile_child(out_path: str) -> None:
     res["second_32k_s"] = _encode(engine, 32768, 16384, compile=True)
     ctx = torch.randint(0, 128000, (32768,), generator=torch.Generator().manual_seed(1)).tolist()
     settings = RunSettings(
-        block_size=16384, generation=GenerationSettings(max_tokens=4), options=EngineOptions(compile=True)
+        block_size=16384,
+        generation=GenerationSettings.plain(max_tokens=4),
+        options=EngineOptions(compile=True),
     )
     enc = yield_all(engine.encode_context(ctx, engine.plan(settings, len(ctx), QUERY_TOKENS)))
     query = list(range(100, 100 + QUERY_TOKENS))

@@ -227,7 +227,7 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
     settings = RunSettings(
         attention=mode,
         block_size=block if mode == "star" else None,
-        generation=GenerationSettings(max_tokens=decode_tokens, temperature=0.0),
+        generation=GenerationSettings.plain(max_tokens=decode_tokens, temperature=0.0),
         options=options,
     )
     plan = engine.plan(settings, n, len(query))

@@ -33,6 +33,8 @@ _WHERE = {
     "Event": "engine.events",
     "ContextEncoded": "engine.events",
     "Failure": "engine.events",
+    "Loaded": "engine.events",
+    "Started": "engine.events",
     "Progress": "engine.events",
     "QueryStarted": "engine.events",
     "Stats": "engine.events",

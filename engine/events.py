@@ -29,8 +29,18 @@ class Started(Event):
 
 
 @dataclass
+class Loaded(Event):
+    """A rank has its model weights in memory (``seconds`` to load them) and starts phase 1."""
+
+    kind: ClassVar[str] = "loaded"
+    rank: int
+    seconds: float
+
+
+@dataclass
 class Progress(Event):
-    """A unit of work finished: ``stage`` is ``load``, ``anchor`` or ``phase1`` (blocks of this rank)."""
+    """A unit of phase 1 finished: ``stage`` is ``anchor`` (this rank's anchor) or ``phase1``
+    (``done`` of this rank's ``total`` blocks)."""
 
     kind: ClassVar[str] = "progress"
     stage: str
@@ -106,9 +116,10 @@ class Failure(Event):
 
 def phase_after(event: Event, phase: str) -> str:
     """The phase a rank is in once ``event`` has happened, as failure messages name it: ``startup``,
-    ``model load``, ``phase 1``, ``phase 2`` or ``decode`` (one mapping for ranks and launcher)."""
-    if isinstance(event, Progress):
-        return "model load" if event.stage == "load" else "phase 1"
+    ``model load``, ``phase 1``, ``phase 2`` or ``decode`` (one mapping for ranks and launcher);
+    a rank in ``model load`` stays there until its ``Loaded``."""
+    if isinstance(event, (Loaded, Progress)):
+        return "phase 1"
     if isinstance(event, QueryStarted):
         return "phase 2"
     if isinstance(event, Token):
@@ -116,7 +127,9 @@ def phase_after(event: Event, phase: str) -> str:
     return phase
 
 
-_KINDS = {cls.kind: cls for cls in (Started, Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)}
+_KINDS = {
+    cls.kind: cls for cls in (Started, Loaded, Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)
+}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

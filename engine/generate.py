@@ -7,27 +7,57 @@ logits; everything mode-specific lives behind it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from engine.comm import Comm
 from engine.events import Token
-from engine.settings import GenerationSettings
+from engine.settings import REPETITION_WINDOW, GenerationSettings
+
+# A loop: the answer's last tokens repeat with some period p at least LOOP_COPIES times and over
+# at least LOOP_TOKENS tokens (so a run of one token must be 32 long, a sentence must come thrice).
+LOOP_COPIES = 3
+LOOP_TOKENS = 32
+LOOP_LONGEST_PERIOD = 256
+
+
+def repeating_tail(ids: list[int]) -> int | None:
+    """The period of the loop ``ids`` ends in, or None: the smallest ``p`` such that the last
+    ``max(LOOP_COPIES * p, LOOP_TOKENS)`` tokens repeat with period ``p``. Cheap enough to run
+    after every token: only periods whose last token matches are compared."""
+    n = len(ids)
+    if n < LOOP_TOKENS:
+        return None
+    last = ids[-1]
+    for p in range(1, min(LOOP_LONGEST_PERIOD, n // LOOP_COPIES) + 1):
+        span = max(LOOP_COPIES * p, LOOP_TOKENS)
+        if span > n:
+            break
+        if ids[-1 - p] == last and ids[n - span + p :] == ids[n - span : n - p]:
+            return p
+    return None
 
 
 class Sampler:
-    """Greedy at temperature 0, else temperature + nucleus sampling from a seeded generator."""
+    """Greedy at temperature 0, else temperature + nucleus sampling from a seeded generator; the
+    repetition penalty and the no-repeat n-gram rule act on the logits first, given the answer so
+    far (``history``)."""
 
     def __init__(self, settings: GenerationSettings, device: torch.device):
         self.temperature = settings.temperature
         self.top_p = settings.top_p
+        self.penalty = settings.repetition_penalty
+        self.ngram = settings.no_repeat_ngram
         self.generator = torch.Generator(device=device)
         self.generator.manual_seed(settings.seed if settings.seed is not None else torch.seed())
+        self._followers: dict[tuple[int, ...], set[int]] = {}  # (n-1)-gram -> tokens seen after it
 
-    def __call__(self, logits: torch.Tensor) -> int:
+    def __call__(self, logits: torch.Tensor, history: Sequence[int] = ()) -> int:
         logits = logits.float().reshape(-1)
+        if history and (self.penalty != 1 or self.ngram):
+            logits = self._rules(logits, history)
         if self.temperature == 0:
             return int(torch.argmax(logits))
         probs = torch.softmax(logits / self.temperature, dim=-1)
@@ -36,6 +66,23 @@ class Sampler:
             keep = torch.cumsum(sorted_probs, dim=-1) - sorted_probs < self.top_p
             probs = torch.zeros_like(probs).scatter(0, order[keep], sorted_probs[keep])
         return int(torch.multinomial(probs, 1, generator=self.generator))
+
+    def _rules(self, logits: torch.Tensor, history: Sequence[int]) -> torch.Tensor:
+        """The CTRL repetition penalty (a positive logit divided, a negative one multiplied) over
+        the last ``REPETITION_WINDOW`` answer tokens, then the n-gram ban."""
+        logits = logits.clone()
+        if self.penalty != 1:
+            recent = torch.tensor(sorted(set(history[-REPETITION_WINDOW:])), device=logits.device)
+            values = logits[recent]
+            logits[recent] = torch.where(values > 0, values / self.penalty, values * self.penalty)
+        if self.ngram and len(history) >= self.ngram - 1:
+            size = self.ngram - 1
+            if len(history) >= self.ngram:  # record the n-gram the last token completed
+                self._followers.setdefault(tuple(history[-self.ngram : -1]), set()).add(history[-1])
+            banned = self._followers.get(tuple(history[-size:]), ())
+            if banned:
+                logits[torch.tensor(sorted(banned), device=logits.device)] = float("-inf")
+        return logits
 
 
 class TextStream:
@@ -96,9 +143,11 @@ def decode_loop(
     started: float,
     sink: list[DecodeResult],
 ) -> Iterator[Token]:
-    """Yield tokens until EOS, a stop string or the token limit; append the summary to ``sink``.
+    """Yield tokens until EOS, a stop string, a loop (``repeating_tail``) or the token limit;
+    append the summary to ``sink``.
 
-    The host samples and broadcasts ``[token, stop flag]`` so every rank runs the same steps.
+    The host samples and broadcasts ``[token, stop flag]`` so every rank runs the same steps; the
+    loop check needs only the token ids, so every rank makes it and comes to the same answer.
     """
     sampler = Sampler(settings, first_logits.device) if comm.is_host else None
     stream = TextStream(tokenizer, settings.stop)
@@ -107,10 +156,11 @@ def decode_loop(
     count, reason = 0, "max_tokens"
     limit = settings.max_tokens
     assert limit is not None, "the run plan decides the answer's length"
+    answer: list[int] = []
     while True:
         token, stop = -1, 0
         if comm.is_host:
-            token = sampler(logits)
+            token = sampler(logits, answer)
             if token in eos_ids:
                 stop = 1
         token, stop = comm.broadcast_from_host([token, stop])
@@ -121,11 +171,15 @@ def decode_loop(
             reason = "eos"
             break
         count += 1
+        answer.append(token)
         text, hit = stream.push(token)
         if comm.is_host and (text or hit):
             yield Token(query=query_index, token_id=token, text=text)
         if hit:
             reason = "stop"
+            break
+        if settings.stop_on_repetition and repeating_tail(answer) is not None:
+            reason = "repetition"
             break
         if count >= limit:
             break

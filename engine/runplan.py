@@ -114,7 +114,10 @@ def make_run_plan(
     dtype = dtype or default_dtype(device)
     if dtype not in DTYPES:
         raise BadSettingError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    max_tokens = fit_max_tokens(context_tokens, query_tokens, settings.generation.max_tokens, window)
+    generation = settings.generation
+    max_tokens = fit_max_tokens(
+        context_tokens, query_tokens, generation.max_tokens, window, generation.default_max_tokens
+    )
     layout = _layout(settings, attention, context_tokens, world_size, cost)
     anchor = layout.anchor_size if attention == Attention.STAR else 0
     return RunPlan(
@@ -159,12 +162,18 @@ def _layout(
     return plan_blocks(n, block_size, settings.anchor_size, world, cost, share_anchor=share)
 
 
-def fit_max_tokens(context: int, query: int, max_tokens: int | None, window: int | None) -> int:
-    """The answer's token limit. ``None`` (not chosen) is ``DEFAULT_MAX_TOKENS`` lowered to the
+def fit_max_tokens(
+    context: int,
+    query: int,
+    max_tokens: int | None,
+    window: int | None,
+    default: int = DEFAULT_MAX_TOKENS,
+) -> int:
+    """The answer's token limit. ``None`` (not chosen) is ``default`` lowered to the
     room the window leaves; a chosen limit is honoured or refused. The input is never truncated:
     if it does not fit, the error names both numbers and the ways out."""
     chosen = max_tokens is not None
-    limit = max_tokens if max_tokens is not None else DEFAULT_MAX_TOKENS
+    limit = max_tokens if max_tokens is not None else default
     if window is None:
         return limit
     used = context + query

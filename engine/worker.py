@@ -2,7 +2,7 @@
 
 Every rank loads the model and runs the same request; events go, one JSON line per
 ``os.write`` on an ``O_APPEND`` file, to the path the launcher named: the query host writes
-everything, the other ranks their start, progress and failures.
+everything, the other ranks their start, load, phase-1 progress and failures.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch.distributed as dist
 from engine.api import Engine, Request
 from engine.comm import Comm, DistComm
 from engine.errors import OutOfMemoryError, StarcliError, is_out_of_memory
-from engine.events import Event, Failure, Progress, Started, phase_after
+from engine.events import Event, Failure, Loaded, Progress, Started, phase_after
 from engine.models import load_model
 
 
@@ -89,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         loaded = load_model(args.model, device, plan.dtype if plan else None)
         load_s = time.perf_counter() - started
-        writer.write(Progress(stage="load", done=1, total=1, rank=rank))
+        weights_in = Loaded(rank=rank, seconds=load_s)  # phase 1 starts now, not at its first block
+        writer.write(weights_in)
+        phase = phase_after(weights_in, phase)
         engine = Engine(loaded.model, loaded.tokenizer, comm, load_s=load_s)
         for event in engine.run(request):
             phase = phase_after(event, phase)

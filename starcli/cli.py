@@ -19,14 +19,22 @@ import typer
 
 from engine.errors import StarcliError, is_out_of_memory
 from engine.paths import cache_dir, keep_compiler_caches_in
-from engine.settings import DEFAULT_MAX_TOKENS, Attention
-from starcli import __version__
+from engine.settings import Attention
+from starcli import __version__, helpformat
 from starcli import config as opt
 from starcli.config import OPTION_NAMES, Settings, read_config, resolve
 from starcli.render import Renderer, answer_json, format_plan
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
 OUT_OF_MEMORY_HINT = "out of memory; try a smaller --block-size, more --nproc, or a shorter input"
+
+helpformat.install()
+
+SETTINGS_EPILOG = (
+    "Every option can also be set in $XDG_CONFIG_HOME/starcli/config.toml (or the file "
+    "$STARCLI_CONFIG names; keys are the long option names, e.g. block-size = 8192) or in its "
+    "STARCLI_* variable; flags beat variables, variables beat the file."
+)
 
 app = typer.Typer(
     name="starcli",
@@ -63,7 +71,7 @@ def _main(
     """
 
 
-@app.command(no_args_is_help=True)
+@app.command(no_args_is_help=True, epilog=SETTINGS_EPILOG)
 def ask(
     ctx: typer.Context,
     sources: Annotated[
@@ -80,6 +88,9 @@ def ask(
     max_tokens: opt.MaxTokens = None,
     temperature: opt.Temperature = None,
     seed: opt.Seed = None,
+    repetition_penalty: opt.RepetitionPenalty = None,
+    no_repeat_ngram: opt.NoRepeatNgram = None,
+    loop_stop: opt.LoopStop = None,
     system: opt.System = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -92,11 +103,16 @@ def ask(
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    if not sources and _stdin_is_terminal() and os.path.exists(question):
+        # One argument and nothing piped: the user named a source and forgot the question.
+        typer.echo(ctx.get_usage(), err=True)
+        typer.echo(f'Error: missing QUESTION; try: {ctx.command_path} {question} "your question"', err=True)
+        raise typer.Exit(EXIT_USAGE)
     options = dict(locals())
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), question, options))
 
 
-@app.command()
+@app.command(epilog=SETTINGS_EPILOG)
 def summarize(
     ctx: typer.Context,
     sources: Annotated[
@@ -112,6 +128,9 @@ def summarize(
     max_tokens: opt.MaxTokens = None,
     temperature: opt.Temperature = None,
     seed: opt.Seed = None,
+    repetition_penalty: opt.RepetitionPenalty = None,
+    no_repeat_ngram: opt.NoRepeatNgram = None,
+    loop_stop: opt.LoopStop = None,
     system: opt.System = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
@@ -150,11 +169,14 @@ def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> i
         silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
         return EXIT_BROKEN_PIPE
     except KeyboardInterrupt:
+        shown = renderer.fail_stage("interrupted")  # the running stage's line says so, with a ✗
         _close(renderer)  # the partial answer stays, printed once
-        renderer.note("interrupted")
+        if not shown:
+            renderer.note("interrupted")
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001 - every failure becomes one Error: line and its code
         code = exit_code_for(exc)
+        renderer.fail_stage("failed")
         _close(renderer)
         if options["verbose"]:
             import traceback
@@ -177,7 +199,6 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         renderer.warn(warning)
 
     from starcli import ingest as ingestion
-    from starcli.launch import default_nproc, resolve_device
     from starcli.prompt import ask_instructions, summary_instructions
 
     renderer.stage("Reading sources")
@@ -195,8 +216,12 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         ingested.total_tokens,
         list_skips=not (options["dry_run"] and not options["json"]),
     )
+    options["command"] = "ask" if question else "summarize"
     question = ask_instructions(question) if question else summary_instructions(sources)
     documents_text = ingestion.render_documents(ingested.documents)
+    renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
+    from starcli.launch import default_nproc, resolve_device
+
     device = resolve_device(settings.device)
     nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
     if options["dry_run"]:
@@ -239,13 +264,13 @@ def _generate(
     n, m = len(prompt.context_ids), len(prompt.query_ids)
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
-    run_settings = settings.run_settings()
+    run_settings = settings.run_settings(options["command"])
     plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
-    if settings.max_tokens is None and plan.max_tokens < DEFAULT_MAX_TOKENS:
+    if settings.max_tokens is None and plan.max_tokens < run_settings.generation.default_max_tokens:
         renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
     request = Request(prompt.context_ids, [prompt.query_ids], run_settings, plan)
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
-    renderer.stage("Loading model")
+    renderer.start_ranks(plan.world_size)
     stats: Stats | None = None
     events = run_request(request, model=settings.model, verbose=options["verbose"])
     with closing(events):  # closing it on any exit stops the job's workers

@@ -22,7 +22,9 @@ import typer
 
 from engine.errors import EngineError
 from engine.settings import (
-    DEFAULT_MAX_TOKENS,
+    DEFAULT_REPETITION_PENALTY,
+    MIN_BLOCK_SIZE,
+    REPETITION_WINDOW,
     EngineOptions,
     GenerationSettings,
     Kernels,
@@ -35,6 +37,10 @@ from engine.settings import (
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
 _ENGINE_DEFAULTS = EngineOptions()
+# The answer's default length per command (an explicit --max-tokens is honoured or refused; a
+# default is lowered to the room the model's window leaves): a question wants a short answer, and
+# a looping answer stops at the limit, so a one-line question must not wait for 512 tokens.
+ANSWER_TOKENS = {"ask": 256, "summarize": 512}
 
 
 class ConfigError(EngineError):
@@ -51,9 +57,12 @@ class Settings:
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     device: str = "auto"
-    max_tokens: int | None = None  # None: engine.settings.DEFAULT_MAX_TOKENS, fitted to the window
+    max_tokens: int | None = None  # None: ANSWER_TOKENS for the command, fitted to the window
     temperature: float = 0.0
     seed: int | None = None
+    repetition_penalty: float = DEFAULT_REPETITION_PENALTY  # 1: off
+    no_repeat_ngram: int = 0  # 0: off
+    loop_stop: bool = True  # end an answer that has begun to repeat itself
     system: str | None = None
     # Engine options (engine.settings.EngineOptions): environment or config file, no flags.
     share_anchor: bool = _ENGINE_DEFAULTS.share_anchor
@@ -63,10 +72,17 @@ class Settings:
     kernels: str = _ENGINE_DEFAULTS.kernels.value
     timeout: float = _ENGINE_DEFAULTS.collective_timeout_s
 
-    def run_settings(self) -> RunSettings:
-        """What the engine is asked for (``engine.runplan.make_run_plan`` decides the rest)."""
+    def run_settings(self, command: str = "ask") -> RunSettings:
+        """What the engine is asked for by ``command`` (``ask`` or ``summarize``, whose default
+        answer lengths differ); ``engine.runplan.make_run_plan`` decides the rest."""
         generation = GenerationSettings(
-            max_tokens=self.max_tokens, temperature=self.temperature, seed=self.seed
+            max_tokens=self.max_tokens,
+            temperature=self.temperature,
+            seed=self.seed,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram=self.no_repeat_ngram,
+            stop_on_repetition=self.loop_stop,
+            default_max_tokens=ANSWER_TOKENS[command],
         )
         return RunSettings(
             attention=AttentionMode(self.attention),
@@ -92,10 +108,18 @@ ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
 # Settings with no flag, read from the environment by ``resolve`` (the rest arrive through Typer).
 ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
 OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in ENGINE_OPTION_NAMES)
-_INTS = {"block_size", "anchor_size", "nproc", "max_tokens", "seed"}
-_FLOATS = {"temperature", "timeout"}
-_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused"}
-_MINIMUM = {"block_size": 1, "anchor_size": 0, "nproc": 1, "max_tokens": 1, "temperature": 0}
+_INTS = {"block_size", "anchor_size", "nproc", "max_tokens", "seed", "no_repeat_ngram"}
+_FLOATS = {"temperature", "timeout", "repetition_penalty"}
+_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop"}
+_MINIMUM = {
+    "block_size": MIN_BLOCK_SIZE,
+    "anchor_size": 0,
+    "nproc": 1,
+    "max_tokens": 1,
+    "temperature": 0,
+    "repetition_penalty": 1,
+    "no_repeat_ngram": 0,
+}
 _POSITIVE = {"timeout"}
 _CHOICES = {"attention": ATTENTION_MODES, "device": DEVICES, "kernels": tuple(k.value for k in Kernels)}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -189,12 +213,12 @@ def _checked(name: str, value: Any, where: str) -> Any:
 # --- the command-line options shared by ask and summarize --------------------------------------
 # Declared here, beside the defaults their help texts quote. Flags and STARCLI_* variables arrive
 # through Typer; a value left as None falls back to the config file, then to the defaults above.
-_MODEL, _OUTPUT, _INPUT = "Model and attention", "Output", "Input"
+_MODEL, _ANSWER, _OUTPUT, _INPUT = "Model and attention", "Answer", "Output", "Input"
 
 
-def _setting(help_text: str, **kwargs: Any) -> Any:
+def _setting(help_text: str, *names: str, panel: str = _MODEL, **kwargs: Any) -> Any:
     """A setting's option: no Typer default (None means "not given"), its STARCLI_* variable."""
-    return typer.Option(show_default=False, help=help_text, rich_help_panel=_MODEL, **kwargs)
+    return typer.Option(*names, show_default=False, help=help_text, rich_help_panel=panel, **kwargs)
 
 
 def _one_of(choices: tuple[str, ...]) -> Any:
@@ -214,6 +238,7 @@ Model = Annotated[
         "--model",
         "-m",
         envvar=ENV_VARS["model"],
+        metavar="NAME",
         show_default=False,
         rich_help_panel=_MODEL,
         help="A local model directory or hub id (default: the bundled SmolLM2-135M-Instruct).",
@@ -231,19 +256,29 @@ Attention = Annotated[
 BlockSize = Annotated[
     int | None,
     _setting(
-        "Context block size in tokens (default: a quarter of each rank's share, 4096 to 16384).",
+        f"Context block size in tokens, at least {MIN_BLOCK_SIZE} (default: a quarter of each "
+        "rank's share, 4096 to 16384).",
         envvar=ENV_VARS["block_size"],
-        min=1,
+        metavar="TOKENS",
+        min=MIN_BLOCK_SIZE,
     ),
 ]
 AnchorSize = Annotated[
     int | None,
-    _setting("Anchor size in tokens (default: the block size).", envvar=ENV_VARS["anchor_size"], min=0),
+    _setting(
+        "Anchor size in tokens (default: the block size).",
+        envvar=ENV_VARS["anchor_size"],
+        metavar="TOKENS",
+        min=0,
+    ),
 ]
 Nproc = Annotated[
     int | None,
     _setting(
-        "Ranks (processes) to run (default: every visible GPU, else 1).", envvar=ENV_VARS["nproc"], min=1
+        "Ranks (processes) to run (default: every visible GPU, else 1).",
+        envvar=ENV_VARS["nproc"],
+        metavar="N",
+        min=1,
     ),
 ]
 Device = Annotated[
@@ -258,18 +293,62 @@ Device = Annotated[
 MaxTokens = Annotated[
     int | None,
     _setting(
-        f"Longest answer in tokens (default: {DEFAULT_MAX_TOKENS}, less when the model's window is short).",
+        f"Longest answer in tokens (default: {ANSWER_TOKENS['ask']} for ask, "
+        f"{ANSWER_TOKENS['summarize']} for summarize; less when the model's window is short).",
         envvar=ENV_VARS["max_tokens"],
+        panel=_ANSWER,
+        metavar="TOKENS",
         min=1,
+    ),
+]
+RepetitionPenalty = Annotated[
+    float | None,
+    _setting(
+        f"Divide the scores of tokens the answer used in its last {REPETITION_WINDOW} tokens by "
+        f"this; 1 turns it off (default: {DEFAULT_REPETITION_PENALTY}).",
+        envvar=ENV_VARS["repetition_penalty"],
+        panel=_ANSWER,
+        metavar="FACTOR",
+        min=1.0,
+    ),
+]
+NoRepeatNgram = Annotated[
+    int | None,
+    _setting(
+        "Never repeat an N-token sequence within the answer; 0 turns it off (default: 0).",
+        envvar=ENV_VARS["no_repeat_ngram"],
+        panel=_ANSWER,
+        metavar="N",
+        min=0,
+    ),
+]
+LoopStop = Annotated[
+    bool | None,
+    _setting(
+        "Stop an answer that has begun to repeat itself (default: on).",
+        "--loop-stop/--no-loop-stop",
+        envvar=ENV_VARS["loop_stop"],
+        panel=_ANSWER,
     ),
 ]
 Temperature = Annotated[
     float | None,
-    _setting("Sampling temperature; 0 is greedy (default: 0).", envvar=ENV_VARS["temperature"], min=0.0),
+    _setting(
+        "Sampling temperature; 0 is greedy (default: 0).",
+        envvar=ENV_VARS["temperature"],
+        panel=_ANSWER,
+        metavar="T",
+        min=0.0,
+    ),
 ]
-Seed = Annotated[int | None, _setting("Random seed for sampling.", envvar=ENV_VARS["seed"])]
+Seed = Annotated[
+    int | None, _setting("Random seed for sampling.", envvar=ENV_VARS["seed"], panel=_ANSWER, metavar="N")
+]
 System = Annotated[
-    str | None, _setting("System prompt (default: the model's own).", envvar=ENV_VARS["system"])
+    str | None,
+    _setting(
+        "System prompt (default: the model's own).", envvar=ENV_VARS["system"], panel=_ANSWER, metavar="TEXT"
+    ),
 ]
 Json = Annotated[
     bool,

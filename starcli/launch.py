@@ -24,7 +24,7 @@ from pathlib import Path
 
 import engine.errors as engine_errors
 from engine.api import Engine, Request
-from engine.events import Event, Failure, Progress, Started, event_from_dict, phase_after
+from engine.events import Event, Failure, Loaded, Progress, Started, event_from_dict, phase_after
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 POLL_S = 0.02
@@ -95,9 +95,9 @@ def load_tokenizer(model: str | None):
 
 
 def run_request(request: Request, *, model: str | None, verbose: bool = False) -> Iterator[Event]:
-    """Yield the job's events (load progress first) for a request carrying its run plan. Raises
-    EngineError subclasses for bad requests, LaunchError for runtime failures, KeyboardInterrupt
-    once every worker is gone."""
+    """Yield the job's events as they happen (each rank's ``Started`` and ``Loaded`` first) for a
+    request carrying its run plan. Raises EngineError subclasses for bad requests, LaunchError for
+    runtime failures, KeyboardInterrupt once every worker is gone."""
     plan = request.plan
     if plan is None:
         raise engine_errors.BadSettingError(
@@ -126,13 +126,14 @@ def _run_in_process(request: Request, model: str | None) -> Iterator[Event]:
     from engine.models import load_model
 
     plan = request.plan
+    yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
     started = time.perf_counter()
     try:
         loaded = load_model(model, plan.device, plan.dtype)
     except engine_errors.ModelLoadError as exc:
         raise LaunchError(str(exc)) from exc
     load_s = time.perf_counter() - started
-    yield Progress(stage="load", done=1, total=1, rank=0)
+    yield Loaded(rank=0, seconds=load_s)
     yield from Engine(loaded.model, loaded.tokenizer, load_s=load_s).run(request)
 
 
@@ -190,15 +191,16 @@ class TorchrunJob:
     def events(self) -> Iterator[Event]:
         """The ranks' events as they arrive; at the end, raise the job's failure if it had one."""
         for event in _follow(self.events_path, self.proc, self._give_up):
+            if isinstance(event, Failure):
+                self.failure = self.failure or event
+                self.failed_at = self.failed_at or time.monotonic()
+                continue
             if isinstance(event, Started):
                 self.pids.add(event.pid)
                 self.phases[event.rank] = "startup"
-            elif isinstance(event, Failure):
-                self.failure = self.failure or event
-                self.failed_at = self.failed_at or time.monotonic()
             else:
                 self._note_phase(event)
-                yield event
+            yield event
         _stop(self.proc, self.pids)
         if self.proc.wait() != 0 or self.failure is not None:
             self.raise_outcome()
@@ -208,7 +210,7 @@ class TorchrunJob:
         return self.failed_at is not None and time.monotonic() - self.failed_at > FAILURE_GRACE_S
 
     def _note_phase(self, event: Event) -> None:
-        if isinstance(event, Progress):
+        if isinstance(event, (Loaded, Progress)):
             self.phases[event.rank] = phase_after(event, "")
         elif event.kind in ("query_started", "token"):
             for rank in self.phases:

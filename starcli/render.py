@@ -7,6 +7,12 @@ is a terminal and ``--quiet`` is off; rich honours ``NO_COLOR`` and emits no esc
 file or pipe. When both streams are the same terminal, the live progress display stops before
 the answer starts (two live displays would overwrite each other) and a one-line summary with
 tokens/s follows the answer; when stdout is piped, tokens/s is shown live on stderr.
+
+The stages follow the run's real phases, switched by the engine's events (``Started``, ``Loaded``,
+phase-1 ``Progress``, ``QueryStarted``): starting ranks, loading weights, encoding the context
+(blocks done over every rank, and the time left once a block has finished), answering. A stage
+gets its green ✓ only when the next one begins or the answer is complete; one cut short by an
+error, Ctrl-C or anything else gets a red ✗ and says so in its line.
 """
 
 from __future__ import annotations
@@ -16,20 +22,43 @@ import re
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
+from datetime import timedelta
+from math import ceil
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.live import Live
 from rich.markdown import Markdown
-from rich.progress import BarColumn, Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.text import Text
 
 if TYPE_CHECKING:  # the engine imports torch: seconds that --help and usage errors should not pay
-    from engine.events import Event, Stats
+    from engine.events import ContextEncoded, Event, Loaded, Started, Stats
     from engine.events import Progress as ProgressEvent
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _REFRESH_S = 0.07  # markdown re-render at most ~15 times a second: each render reparses the answer
+STARTING, LOADING, ENCODING, ANSWERING = "Starting ranks", "Loading weights", "Encoding context", "Answering"
+_ENGINE_STAGES = (STARTING, LOADING, ENCODING, ANSWERING)  # in the order a run goes through them
+
+
+class _Status(SpinnerColumn):
+    """A spinner while a stage runs, a green ✓ once it is done, a red ✗ when it was cut short."""
+
+    def __init__(self) -> None:
+        super().__init__(finished_text="[green]✓[/]")
+
+    def render(self, task) -> Any:
+        return Text("✗", style="red") if task.fields.get("failed") else super().render(task)
 
 
 class _Bar(BarColumn):
@@ -37,6 +66,21 @@ class _Bar(BarColumn):
 
     def render(self, task) -> Any:
         return super().render(task) if task.fields.get("bar") else Text("")
+
+
+class _TimeLeft(ProgressColumn):
+    """Phase 1's time left, counting down to the end the measured time per block predicts (the
+    ``ends_at`` field, set once a block has finished). Not rich's TimeRemainingColumn: its rate
+    needs two updates within a 30 s window, so it says nothing after the first block of a long
+    encoding and forgets its first minutes later on."""
+
+    def render(self, task) -> Text:
+        ends_at = task.fields.get("ends_at")
+        if ends_at is None or task.finished or task.fields.get("failed"):
+            return Text("")
+        left = ends_at - task.get_time()
+        text = f"~{timedelta(seconds=ceil(left))} left" if left > 0 else "finishing"
+        return Text(text, style="progress.remaining")
 
 
 class Renderer:
@@ -50,7 +94,9 @@ class Renderer:
         json_output: bool = False,
         out: TextIO | None = None,
         err: TextIO | None = None,
+        clock: Callable[[], float] | None = None,
     ):
+        """``clock``: the progress display's time source (monotonic seconds; tests pass their own)."""
         self.out: TextIO = out or sys.stdout
         self.err_stream: TextIO = err or sys.stderr
         self.out_tty = _isatty(self.out)
@@ -60,19 +106,24 @@ class Renderer:
         self.progress: Progress | None = None
         if self.err_tty and not quiet:
             self.progress = Progress(
-                SpinnerColumn(finished_text="[green]✓[/]"),
+                _Status(),
                 TextColumn("{task.description}"),
                 _Bar(bar_width=30),
                 TextColumn("{task.fields[count]}"),
                 TimeElapsedColumn(),
+                _TimeLeft(),
                 console=self.err,
+                get_time=clock,
                 redirect_stdout=False,  # stdout is the answer's alone, never drawn into the display
             )
             self.progress.start()
         self._task: TaskID | None = None
         self._stage = ""
-        self._phase1: dict[int, tuple[int, int]] = {}
+        self.world_size = 1
         self.total_blocks: int | None = None
+        self._ranks_up: set[int] = set()
+        self._loaded_at: dict[int, float] = {}  # rank: when its weights were in (its phase 1 began)
+        self._blocks: dict[int, tuple[int, int, float]] = {}  # rank: (blocks done, its blocks, when)
         self.answer = ""
         self._live: Live | None = None
         self._last_refresh = 0.0
@@ -81,12 +132,20 @@ class Renderer:
 
     # --- stages on stderr ---------------------------------------------------------------------
     def stage(self, description: str, total: int | None = None) -> None:
-        """Finish the current stage and start the next (no-op without a progress display)."""
+        """Finish the current stage (✓: the next one starts only once it is done) and start the next
+        (bookkeeping only without a progress display)."""
         self._stage = description
         if self.progress is None:
             return
         self._finish_stage()
         self._task = self.progress.add_task(description, total=total, count="", bar=total is not None)
+
+    def start_ranks(self, world_size: int) -> None:
+        """The engine job is launched: torchrun's ranks take seconds to start, then each loads the
+        weights; in this process (one rank) loading begins at once."""
+        self.world_size = world_size
+        self.stage(STARTING if world_size > 1 else LOADING)
+        self._count(STARTING, f"0/{world_size} ranks")
 
     def update_stage(self, description: str | None = None, done: int | None = None, total: int | None = None):
         if self.progress is None or self._task is None:
@@ -103,17 +162,54 @@ class Renderer:
         self.progress.update(self._task, **kwargs)
 
     def _finish_stage(self) -> None:
+        """The running stage is done: its ✓ (a stage with no total counts as one unit of work)."""
         if self.progress is not None and self._task is not None:
             task = self.progress.tasks[self._task]
             total = task.total if task.total is not None else 1
-            self.progress.update(self._task, total=total, completed=total)
+            self.progress.update(self._task, total=total, completed=total, ends_at=None)
             self._task = None
 
+    def fail_stage(self, reason: str) -> bool:
+        """Mark the running stage cut short (a red ✗, ``reason`` such as ``failed`` or ``interrupted``
+        in its line, its clock stopped) and take the display down. False when no stage line shows it
+        (no display, or no stage running): the caller then says it in a note."""
+        if self.progress is None or self._task is None:
+            return False
+        self._mark_failed(reason)
+        self.stop_progress()
+        return True
+
+    def _mark_failed(self, reason: str) -> None:
+        assert self.progress is not None and self._task is not None
+        task = self.progress.tasks[self._task]
+        self.progress.update(self._task, description=f"{task.description} · {reason}", failed=True)
+        self.progress.stop_task(self._task)
+        self._task = None
+
     def stop_progress(self) -> None:
+        """Take the display down. A stage still running did not finish (the run ended some other
+        way: SIGTERM, a closed pipe): it is marked ``stopped``, never given a ✓."""
         if self.progress is not None:
-            self._finish_stage()
+            if self._task is not None:
+                self._mark_failed("stopped")
             self.progress.stop()
             self.progress = None
+
+    def _enter(self, name: str, total: int | None = None) -> bool:
+        """Start engine stage ``name`` when the run reaches it; an event of a slower rank arriving
+        once a later stage has begun changes nothing. True when the stage started."""
+        if self._stage in _ENGINE_STAGES and _ENGINE_STAGES.index(self._stage) >= _ENGINE_STAGES.index(name):
+            return False
+        self.stage(name, total)
+        return True
+
+    def _count(self, stage: str, text: str) -> None:
+        """Set the count column of ``stage`` if it is the one running."""
+        if self.progress is not None and self._task is not None and self._stage == stage:
+            self.progress.update(self._task, count=text)
+
+    def _now(self) -> float:
+        return self.progress.get_time() if self.progress is not None else 0.0
 
     # --- notes -------------------------------------------------------------------------------
     def note(self, message: str, *, style: str | None = None) -> None:
@@ -125,7 +221,9 @@ class Renderer:
         self.note(f"warning: {message}", style="yellow")
 
     def error(self, message: str) -> None:
-        """The one ``Error:`` line of a failed run; shown even with ``--quiet``."""
+        """The one ``Error:`` line of a failed run, shown even with ``--quiet``; the stage that was
+        running is marked failed."""
+        self.fail_stage("failed")
         self.stop_progress()
         self.err.print(f"Error: {message}", style="bold red", markup=False)
 
@@ -154,35 +252,79 @@ class Renderer:
         """Show one engine event (matched by ``kind``, so this module needs no engine import)."""
         if event.kind == "token":
             self._token(event.text)
+        elif event.kind == "started":
+            self._rank_started(event)
+        elif event.kind == "loaded":
+            self._rank_loaded(event)
         elif event.kind == "progress":
-            self._progress(event)
+            self._encoding_progress(event)
         elif event.kind == "context_encoded":
-            self.update_stage(done=event.blocks, total=event.blocks)
+            self._encoded(event)
         elif event.kind == "query_started":
-            self._start_answer()
+            self._gen_started = time.perf_counter()
+            self._enter(ANSWERING)
+        elif event.kind == "stats":
+            self._finish_stage()  # the answer is complete
 
-    def _progress(self, event: ProgressEvent) -> None:
-        if event.stage == "load":
-            if self._stage in ("Encoding context", "Generating"):
-                return  # a slower rank finished loading after a faster one started phase 1
-            if self._stage != "Loading model":
-                self.stage("Loading model")
-            if event.total > 1:
-                self.update_stage(done=event.done, total=event.total)
-            return
-        if event.stage == "phase1":
-            self._phase1[event.rank] = (event.done, event.total)
-        if self._stage != "Encoding context":
-            self.stage("Encoding context")
-        done = sum(d for d, _ in self._phase1.values())
-        total = self.total_blocks or sum(t for _, t in self._phase1.values()) or None
-        self.update_stage(done=done, total=total)
+    def _rank_started(self, event: Started) -> None:
+        self.world_size = event.world_size
+        self._ranks_up.add(event.rank)
+        if self.world_size > 1:
+            self._enter(STARTING)
+            self._count(STARTING, f"{len(self._ranks_up)}/{self.world_size} ranks")
+        if len(self._ranks_up) >= self.world_size and self._enter(LOADING):  # all up: they join and load
+            self._count(LOADING, f"0/{self.world_size} ranks" if self.world_size > 1 else "")
 
-    def _start_answer(self) -> None:
-        self._gen_started = time.perf_counter()
-        if self.json_output or not self.out_tty:
-            self.stage("Generating")
+    def _rank_loaded(self, event: Loaded) -> None:
+        self._loaded_at[event.rank] = self._now()
+        self._enter(LOADING)
+        if self.world_size > 1:
+            self._count(LOADING, f"{len(self._loaded_at)}/{self.world_size} ranks")
+        if len(self._loaded_at) >= self.world_size:  # every rank has its weights: phase 1 runs on all
+            self._encoding_progress()
+
+    def _encoding_progress(self, event: ProgressEvent | None = None) -> None:
+        """A rank finished its anchor or a block. The stage switches once no rank is still loading
+        (a fast rank starts phase 1 while a slow one loads; its blocks are counted meanwhile)."""
+        if event is not None and event.stage == "phase1":
+            self._blocks[event.rank] = (event.done, event.total, self._now())
+        if 0 < len(self._loaded_at) < self.world_size:
             return
+        self._enter(ENCODING, self.total_blocks)
+        done = sum(d for d, _, _ in self._blocks.values())
+        self._show_blocks(done, self.total_blocks or sum(t for _, t, _ in self._blocks.values()) or None)
+
+    def _encoded(self, event: ContextEncoded) -> None:
+        self._enter(ENCODING, event.blocks)
+        self._show_blocks(event.blocks, event.blocks)
+
+    def _show_blocks(self, done: int, total: int | None) -> None:
+        """Blocks encoded over every rank, and when phase 1 will end at the pace each rank has shown."""
+        if self.progress is None or self._task is None or self._stage != ENCODING:
+            return
+        count = f"{done:,}/{total:,} blocks" if total else f"{done:,} blocks"
+        ends_at = self._phase1_end() if total and 0 < done < total else None
+        self.progress.update(
+            self._task, completed=done, total=total, bar=total is not None, count=count, ends_at=ends_at
+        )
+
+    def _phase1_end(self) -> float | None:
+        """When the last rank should finish: each rank's blocks left at its own time per block so far,
+        timed from its ``Loaded`` (or from this stage's start)."""
+        assert self.progress is not None and self._task is not None
+        began = self.progress.tasks[self._task].start_time or 0.0
+        ends = [
+            at + (total - done) * (at - self._loaded_at.get(rank, began)) / done
+            for rank, (done, total, at) in self._blocks.items()
+            if done
+        ]
+        return max(ends, default=None)
+
+    def _start_live(self) -> None:
+        """The answer's first token, with stdout a terminal: the stage display makes way, since both
+        streams are most likely one terminal (two live displays would overwrite each other)."""
+        self._count(ANSWERING, "first token")
+        self._finish_stage()
         self.stop_progress()
         self._live = Live(
             Markdown(""),
@@ -197,10 +339,12 @@ class Renderer:
     def _token(self, text: str) -> None:
         self._generated += 1
         self.answer += text
-        if self.progress is not None and self._task is not None:
+        if not self.json_output and self.out_tty and self._live is None:
+            self._start_live()
+        elif self.progress is not None and self._task is not None:
             elapsed = max(time.perf_counter() - self._gen_started, 1e-9)
             rate = self._generated / elapsed
-            self.update_stage(f"Generating · {_plural(self._generated, 'token')} · {rate:.1f} tok/s")
+            self.update_stage(f"{ANSWERING} · {_plural(self._generated, 'token')} · {rate:.1f} tok/s")
         if self.json_output or not text:
             return
         if self._live is not None:
@@ -215,13 +359,15 @@ class Renderer:
     # --- the end -----------------------------------------------------------------------------
     def finish_answer(self, stats: Stats | None) -> None:
         """Close the answer (final render, trailing newline) and, on a terminal, one stats line."""
+        self._finish_stage()
         self.close()
         if stats is not None and self.err_tty and not self.quiet:
             self.err.print(_stats_line(stats), style="dim", markup=False)
 
     def close(self) -> None:
-        """Leave the terminal tidy: final markdown render, newline after a plain answer, progress gone.
-        Safe to call more than once and after a failure (the partial answer stays, printed once)."""
+        """Leave the terminal tidy: final markdown render, newline after a plain answer, progress gone
+        (a stage still running is marked stopped). Safe to call more than once and after a failure
+        (the partial answer stays, printed once)."""
         if self._live is not None:
             self._live.update(Markdown(self.answer), refresh=True)
             self._live.stop()
@@ -233,6 +379,7 @@ class Renderer:
         self.stop_progress()
 
     def print_json(self, data: dict[str, Any]) -> None:
+        self._finish_stage()  # the result is here: the stage that made it is done
         self.close()
         text = json.dumps(data, ensure_ascii=False, indent=2 if self.out_tty else None)
         # A file name's undecodable bytes (lone surrogates) as \u escapes: the output stays UTF-8.
@@ -241,13 +388,15 @@ class Renderer:
         self.out.flush()
 
     def print_text(self, text: str) -> None:
+        self._finish_stage()
         self.close()
         self.out.write(text)
         self.out.flush()
 
 
 def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str, Any]:
-    """The ``--json`` object: exactly the keys issue 3's contract names (scripts rely on them)."""
+    """The ``--json`` object: the keys issue 3's contract names (scripts rely on them), and
+    ``stopped``, why the answer ended (issue 20)."""
     return {
         "answer": stats.answer,
         "model": model,
@@ -258,6 +407,7 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
         "context_tokens": stats.context_tokens,
         "query_tokens": stats.query_tokens,
         "generated_tokens": stats.generated_tokens,
+        "stopped": stats.stop_reason,  # eos, stop (a stop string), max_tokens or repetition
         "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "timings": {

@@ -106,7 +106,7 @@ def star_plan(
         attention=Attention(attention),
         block_size=block,
         anchor_size=anchor,
-        generation=GenerationSettings(max_tokens=max_tokens),
+        generation=GenerationSettings.plain(max_tokens=max_tokens),
         options=EngineOptions(share_anchor=share),
     )
     return make_run_plan(settings, context_tokens, query_tokens, world)
@@ -116,7 +116,7 @@ def settings_of(mode: str = "star", steps: int = 16, **kwargs):
     """``RunSettings`` for a test: an attention mode, an answer length, block/anchor sizes."""
     from engine.settings import GenerationSettings, RunSettings
 
-    return RunSettings(attention=mode, generation=GenerationSettings(max_tokens=steps), **kwargs)
+    return RunSettings(attention=mode, generation=GenerationSettings.plain(max_tokens=steps), **kwargs)
 
 
 @contextlib.contextmanager

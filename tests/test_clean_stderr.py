@@ -27,7 +27,7 @@ COMMANDS = {
     "ask --json": (["ask", "-", QUESTION, "--json"], NOTE),
     "ask --dry-run": (["ask", str(SAMPLES / "report.pdf"), QUESTION, "--dry-run"], None),
     "ask --dry-run --json": (["ask", "-", QUESTION, "--dry-run", "--json"], NOTE),
-    "ask on 2 ranks": (["ask", "-", QUESTION, "--nproc", "2", "--block-size", "32"], NOTE),
+    "ask on 2 ranks": (["ask", "-", QUESTION, "--nproc", "2", "--block-size", "128"], NOTE * 4),
     "ask, global attention": (["ask", "-", QUESTION, "--attention", "global"], NOTE),
 }
 

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from engine.errors import ModelLoadError
-from engine.events import ContextEncoded, Failure, Progress, QueryStarted, Stats, Token
+from engine.events import ContextEncoded, Failure, Loaded, Progress, QueryStarted, Started, Stats, Token
 from starcli import launch, prompt
 from starcli.cli import app
 from tests.pdf_factory import make_pdf
@@ -73,7 +73,8 @@ def scripted(*events, error: BaseException | None = None):
 
 
 ANSWER = (
-    Progress(stage="load", done=1, total=1),
+    Started(rank=0, pid=1, world_size=1),
+    Loaded(rank=0, seconds=0.1),
     Progress(stage="phase1", done=1, total=1),
     ContextEncoded(context_tokens=10, blocks=1, blocks_per_rank=[1], seconds=0.1),
     QueryStarted(query=0, query_tokens=5),
@@ -140,6 +141,54 @@ def test_no_source_on_a_terminal_prints_usage_and_never_waits(command):
     assert time.monotonic() - started < 30
 
 
+def test_help_shows_metavars_and_the_settings_file():
+    for command in ("ask", "summarize"):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0
+        assert "<bool>" not in result.stdout and "<str>" not in result.stdout and "<list" not in result.stdout
+        assert "--block-size" in result.stdout and "TOKENS" in result.stdout
+        assert "config.toml" in result.stdout and "STARCLI_" in result.stdout
+
+
+def test_a_usage_error_is_one_error_line_without_a_box():
+    result = invoke("ask", "--block-size", "1", "x.txt", "q?")
+    assert result.exit_code == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "--block-size" in errors[0] and "128" in errors[0]
+    assert "╭" not in result.stderr and "Usage:" in result.stderr
+
+
+def test_a_forgotten_question_is_named(doc):
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "starcli", "ask", str(doc)],
+            stdin=secondary,
+            capture_output=True,
+            timeout=60,
+            cwd=REPO,
+        )
+    finally:
+        os.close(primary)
+        os.close(secondary)
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert b"Error: missing QUESTION" in proc.stderr and str(doc).encode() in proc.stderr
+
+
+@pytest.mark.parametrize("args", [["ask", "no/such/file.txt", "q?"], ["ask", "x.txt", "q?", "--nproc", "0"]])
+def test_usage_errors_are_answered_without_loading_torch(args):
+    script = (
+        "import sys\n"
+        "from starcli.cli import app\n"
+        "try:\n"
+        f"    app({args!r})\n"
+        "except SystemExit as exit:\n"
+        "    print(exit.code, 'torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [
@@ -147,7 +196,7 @@ def test_no_source_on_a_terminal_prints_usage_and_never_waits(command):
         (["--attention", "sparse"], "sparse"),
         (["--device", "tpu"], "tpu"),
         (["--temperature", "-1"], "--temperature"),
-        (["--block-size", "64", "--anchor-size", "128", "--dry-run"], "anchor size 128"),
+        (["--block-size", "128", "--anchor-size", "256", "--dry-run"], "anchor size 256"),
         (["--attention", "global", "--nproc", "2", "--dry-run"], "runs on one rank"),
     ],
 )
@@ -219,8 +268,8 @@ def test_input_beyond_the_window_stops_before_the_model_loads(fake_engine, monke
 # --- runtime failures: exit 1, one line, traceback only with -v -----------------------------
 def test_bad_anchor_stops_before_the_model_loads(fake_engine, monkeypatch, doc):
     monkeypatch.setattr(launch, "run_request", forbid)
-    result = invoke("ask", str(doc), "q?", "--block-size", "4", "--anchor-size", "8")
-    assert result.exit_code == 2 and "anchor size 8" in result.stderr
+    result = invoke("ask", str(doc), "q?", "--block-size", "128", "--anchor-size", "256")
+    assert result.exit_code == 2 and "anchor size 256" in result.stderr
 
 
 def test_model_load_failure(fake_engine, monkeypatch, doc):
@@ -234,7 +283,7 @@ def test_model_load_failure(fake_engine, monkeypatch, doc):
 
 
 def test_rank_death(monkeypatch, fake_engine, doc):
-    run = scripted(*ANSWER[:2], error=launch.LaunchError("rank 1 died during phase 1 (killed by signal 9)"))
+    run = scripted(*ANSWER[:3], error=launch.LaunchError("rank 1 died during phase 1 (killed by signal 9)"))
     monkeypatch.setattr(launch, "run_request", run)
     result = invoke("ask", str(doc), "q?", "--nproc", "2")
     assert result.exit_code == 1
@@ -267,7 +316,7 @@ def test_out_of_memory_names_the_ways_out(monkeypatch, fake_engine, doc):
 
 
 def test_ctrl_c_keeps_the_partial_answer_once(monkeypatch, fake_engine, doc):
-    monkeypatch.setattr(launch, "run_request", scripted(*ANSWER[:5], error=KeyboardInterrupt()))
+    monkeypatch.setattr(launch, "run_request", scripted(*ANSWER[:6], error=KeyboardInterrupt()))
     result = invoke("ask", str(doc), "q?")
     assert result.exit_code == 130
     assert result.stdout == "Forty\n"

@@ -84,6 +84,7 @@ def test_ask_pdf_json_holds_the_fact_and_the_contract_keys():
         "context_tokens": int,
         "query_tokens": int,
         "generated_tokens": int,
+        "stopped": str,
         "sources": list,
         "skipped": list,
         "timings": dict,

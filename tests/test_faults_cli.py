@@ -42,7 +42,7 @@ def journal(tmp_path) -> Path:
 
 
 def start(tmp_path, journal, *flags: str, nproc: int = 2, question: str = RAMBLE, **kw) -> CliJob:
-    args = ["ask", str(journal), question, "--nproc", str(nproc), "--block-size", "64", *flags]
+    args = ["ask", str(journal), question, "--nproc", str(nproc), "--block-size", "128", *flags]
     return CliJob(tmp_path / "jobtmp", *args, **kw)
 
 
@@ -170,7 +170,7 @@ def test_ctrl_c_in_decode_on_two_ranks_keeps_the_partial_answer_once(tmp_path, j
     assert_clean(job)
 
 
-@pytest.mark.parametrize("phase", ["Loading model", "Encoding context", "decode"])
+@pytest.mark.parametrize("phase", ["Loading weights", "Encoding context", "decode"])
 def test_ctrl_c_on_one_rank_in_process(tmp_path, journal, phase):
     """One rank runs inside the CLI; its progress display on a terminal says where it is."""
     job = start(tmp_path, journal, "--max-tokens", "64", nproc=1, tty_stderr=True)
@@ -238,7 +238,7 @@ def test_two_runs_at_once_share_nothing(tmp_path, journal):
         "STARCLI_CACHE": str(cache),
         "STARCLI_TEST_NETWORK_LOG": str(network_log),
     }
-    args = ["ask", "journal.txt", "Who kept the light?", "--nproc", "2", "--block-size", "64"]
+    args = ["ask", "journal.txt", "Who kept the light?", "--nproc", "2", "--block-size", "128"]
     jobs = [CliJob(tmp_path / "jobtmp", *args, "--max-tokens", "4", cwd=cwd, **env) for _ in range(2)]
     codes = [job.finish(timeout=300) for job in jobs]
     assert codes == [0, 0], [job.stderr.decode() for job in jobs]

@@ -69,7 +69,7 @@ def test_the_cpu_allocator_failure_is_recognised():
 @pytest.mark.parametrize("how", [impossible_allocation, cuda_out_of_memory], ids=["cpu", "cuda"])
 def test_one_rank_in_process(default_model, fail_in_phase_1, how):
     fail_in_phase_1(how)
-    args = ["ask", "-", "What is the ferry named?", "--block-size", "32", "--max-tokens", "4"]
+    args = ["ask", "-", "What is the ferry named?", "--block-size", "128", "--max-tokens", "4"]
     result = CliRunner().invoke(app, args, input=NOTE)
     assert result.exit_code == 1
     assert result.stderr == f"Error: {OUT_OF_MEMORY_HINT}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import re
 
-from engine.events import ContextEncoded, Progress, QueryStarted, Stats, Token
+from engine.events import ContextEncoded, Loaded, Progress, QueryStarted, Started, Stats, Token
 from starcli.documents import Document, Ingested, SkipKind, Skipped
 from starcli.render import Renderer, answer_json, format_plan
 
@@ -41,10 +41,16 @@ def _stats(answer: str = "Paris.") -> Stats:
 
 
 def _events(answer_parts: list[str]):
-    yield Progress(stage="load", done=1, total=1)
+    """Two ranks' stream, as the launcher passes it on."""
+    for rank in (0, 1):
+        yield Started(rank=rank, pid=100 + rank, world_size=2)
+    for rank in (0, 1):
+        yield Loaded(rank=rank, seconds=0.5)
     yield Progress(stage="anchor", done=1, total=1, rank=1)
     for done in (1, 2, 3):
         yield Progress(stage="phase1", done=done, total=3, rank=0)
+    for done in (1, 2):
+        yield Progress(stage="phase1", done=done, total=2, rank=1)
     yield ContextEncoded(context_tokens=300, blocks=5, blocks_per_rank=[3, 2], seconds=0.25)
     yield QueryStarted(query=0, query_tokens=12)
     for part in answer_parts:
@@ -149,6 +155,7 @@ def test_answer_json_has_exactly_the_contract_keys():
         "context_tokens",
         "query_tokens",
         "generated_tokens",
+        "stopped",
         "sources",
         "skipped",
         "timings",
