@@ -129,8 +129,9 @@ class Engine:
         capture_s, fallback = 0.0, "no graph in this mode"
         with torch.inference_mode():
             cache = mode.start_query(runner, encoded, m + generation.max_tokens)
-            position = n + m
-            logits = runner.forward(query, n, cache)
+            start = plan.context_span  # n, or after the longest [anchor, block] (local positions)
+            position = start + m
+            logits = runner.forward(query, start, cache)
 
             def eager(token: int) -> torch.Tensor:
                 nonlocal position
@@ -175,6 +176,7 @@ class Engine:
                 decode_s=result.decode_s,
                 decode_tokens_per_s=rate,
                 blocks_per_rank=plan.blocks_per_rank(),
+                positions=str(plan.positions),
                 graph_capture_s=capture_s,
                 graph_fallback=fallback,
             )

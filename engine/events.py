@@ -99,6 +99,7 @@ class Stats(Event):
     decode_s: float
     decode_tokens_per_s: float
     blocks_per_rank: list[int] = field(default_factory=list)
+    positions: str = "global"  # the positions the context was encoded at (RunPlan.positions)
     graph_capture_s: float = 0.0  # part of decode_s spent capturing the CUDA graph (once per query)
     graph_fallback: str | None = None  # why decoding ran without a CUDA graph (None: it had one)
 

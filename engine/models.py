@@ -144,6 +144,22 @@ def _no_progress_bar(module) -> Iterator[None]:
         module.tqdm = original
 
 
+def is_default(name: str | None) -> bool:
+    return name is None or name in _DEFAULT_ALIASES
+
+
+def default_model_config():
+    """The default model's config without converting it: the conversion's when there is one,
+    else read from the GGUF file's metadata (seconds, where converting takes half a minute)."""
+    from transformers import AutoConfig
+
+    gguf_path = default_gguf_path()
+    target = converted_dir(source_identity(gguf_path))
+    if _is_conversion_of(target, source_identity(gguf_path)):
+        return AutoConfig.from_pretrained(target, local_files_only=True)
+    return AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+
+
 def resolve_model_path(name: str | None) -> str:
     """The directory or hub id that ``from_pretrained`` should read for ``name``."""
     if name is None or name in _DEFAULT_ALIASES:

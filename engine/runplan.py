@@ -17,6 +17,7 @@ from engine.plan import BlockPlan, CostModel, ZigzagLayout, default_block_size, 
 from engine.settings import (
     DEFAULT_MAX_TOKENS,
     MIN_ANSWER_TOKENS,
+    MIN_LOCAL_BLOCK,
     Attention,
     EngineOptions,
     GenerationSettings,
@@ -56,6 +57,18 @@ class RunPlan:
 
     def blocks_per_rank(self) -> list[int]:
         return self.layout.blocks_per_rank()
+
+    def block_position(self, index: int) -> int:
+        """The position of block ``index``'s first token: its index in the context (global), or
+        right after the anchor for every block but the first (local)."""
+        start = self.layout.blocks[index][0]
+        return self.layout.anchor if self.positions == Positions.LOCAL and index > 0 else start
+
+    @property
+    def context_span(self) -> int:
+        """Positions the context occupies: every token's own (global), or the longest
+        ``[anchor, block]`` (local). The query starts here; the window must hold it and the answer."""
+        return context_span(self.positions, self.layout)
 
     @property
     def max_tokens(self) -> int:
@@ -100,7 +113,7 @@ def make_run_plan(
     for the rank assignment (``CostModel.for_config``); without it every token costs the same."""
     settings.generation.validate()
     settings.options.validate()
-    attention, positions = _choice(Attention, settings.attention), _choice(Positions, settings.positions)
+    attention = _choice(Attention, settings.attention)
     if context_tokens < 1:
         raise EmptyInputError("the context is empty: give it at least one token of text")
     if query_tokens < 1:
@@ -115,10 +128,16 @@ def make_run_plan(
     if dtype not in DTYPES:
         raise BadSettingError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     generation = settings.generation
+    positions = _positions(settings, attention, context_tokens, query_tokens, window)
+    layout = _layout(settings, attention, positions, context_tokens, query_tokens, world_size, window, cost)
     max_tokens = fit_max_tokens(
-        context_tokens, query_tokens, generation.max_tokens, window, generation.default_max_tokens
+        context_span(positions, layout),
+        query_tokens,
+        generation.max_tokens,
+        window,
+        generation.default_max_tokens,
+        context_tokens=context_tokens,
     )
-    layout = _layout(settings, attention, context_tokens, world_size, cost)
     anchor = layout.anchor_size if attention == Attention.STAR else 0
     return RunPlan(
         attention=attention,
@@ -148,8 +167,33 @@ def _choice(kind, value):
         ) from None
 
 
+def _positions(settings: RunSettings, attention: Attention, n: int, m: int, window: int | None) -> Positions:
+    """The positions asked for, or (``None``) global where the input and the shortest useful
+    answer fit the window, else local; local needs star attention."""
+    if settings.positions is not None:
+        positions = _choice(Positions, settings.positions)
+    else:
+        chosen = settings.generation.max_tokens
+        answer = MIN_ANSWER_TOKENS if chosen is None else chosen
+        fits = window is None or n + m + answer <= window
+        positions = Positions.GLOBAL if fits or attention != Attention.STAR else Positions.LOCAL
+    if positions == Positions.LOCAL and attention != Attention.STAR:
+        raise BadSettingError(
+            f"local positions need star attention (blocks behind an anchor), not {attention}; "
+            "use --attention star or --positions global"
+        )
+    return positions
+
+
 def _layout(
-    settings: RunSettings, attention: Attention, n: int, world: int, cost: CostModel | None
+    settings: RunSettings,
+    attention: Attention,
+    positions: Positions,
+    n: int,
+    m: int,
+    world: int,
+    window: int | None,
+    cost: CostModel | None,
 ) -> BlockPlan:
     if attention == Attention.GLOBAL:
         return BlockPlan(n, n, 0, ((0, n),), ((0,),))
@@ -157,9 +201,42 @@ def _layout(
         if n < 2 * world:
             raise BadSettingError(f"ring mode needs at least {2 * world} context tokens (got {n})")
         return ZigzagLayout.build(n, world).as_plan()
-    block_size = default_block_size(n, world) if settings.block_size is None else settings.block_size
+    block_size, anchor_size = settings.block_size, settings.anchor_size
+    if block_size is None:
+        block_size = default_block_size(n, world)
+        if positions == Positions.LOCAL and window is not None:
+            block_size = min(block_size, local_block_size(settings, m, window))
     share = settings.options.share_anchor and world > 1
-    return plan_blocks(n, block_size, settings.anchor_size, world, cost, share_anchor=share)
+    return plan_blocks(n, block_size, anchor_size, world, cost, share_anchor=share)
+
+
+def local_block_size(settings: RunSettings, query_tokens: int, window: int) -> int:
+    """The largest block whose ``[anchor, block]``, the query and the answer fit the window (the
+    anchor as long as the block unless set): local positions never leave the trained range."""
+    generation = settings.generation
+    answer = generation.max_tokens if generation.max_tokens is not None else generation.default_max_tokens
+    room = window - query_tokens - answer
+    anchor = settings.anchor_size
+    size = room // 2 if anchor is None else room - anchor
+    smallest = max(1, min(MIN_LOCAL_BLOCK, window // 8))
+    if size < smallest:
+        needed = query_tokens + answer + (anchor if anchor is not None else smallest) + smallest
+        error = ContextTooLongError(needed, window, 0, query_tokens, answer)
+        error.args = (
+            f"the question ({query_tokens:,} tokens) and the answer ({answer:,}) leave no room in "
+            f"the model's window of {window:,} for blocks of at least {smallest:,} tokens behind "
+            "their anchor; shorten the question, lower --max-tokens or --anchor-size",
+        )
+        raise error
+    return size
+
+
+def context_span(positions: Positions, layout: BlockPlan) -> int:
+    """Positions the context occupies under ``positions`` (``RunPlan.context_span``)."""
+    if positions != Positions.LOCAL or len(layout.blocks) == 1:
+        return layout.context_tokens
+    first = layout.blocks[0][1] - layout.blocks[0][0]
+    return max(first, layout.anchor + max(stop - start for start, stop in layout.blocks[1:]))
 
 
 def fit_max_tokens(
@@ -168,8 +245,12 @@ def fit_max_tokens(
     max_tokens: int | None,
     window: int | None,
     default: int = DEFAULT_MAX_TOKENS,
+    *,
+    context_tokens: int | None = None,
 ) -> int:
-    """The answer's token limit. ``None`` (not chosen) is ``default`` lowered to the
+    """The answer's token limit, given the positions the context occupies (``context``: its
+    tokens, or under local positions its longest ``[anchor, block]``, with ``context_tokens`` its
+    real length for the message). ``None`` (not chosen) is ``default`` lowered to the
     room the window leaves; a chosen limit is honoured or refused. The input is never truncated:
     if it does not fit, the error names both numbers and the ways out."""
     chosen = max_tokens is not None
@@ -183,6 +264,13 @@ def fit_max_tokens(
     if not chosen and room >= MIN_ANSWER_TOKENS:
         return room
     error = ContextTooLongError(used + limit, window, context, query, limit)
+    if context_tokens is not None and context_tokens != context:  # local positions: the blocks are
+        error.args = (  # what does not fit, not the document
+            f"a block with its anchor ({context:,} positions), the question ({query:,}) and the "
+            f"answer ({limit:,}) need {used + limit:,} positions, beyond the model's window of "
+            f"{window:,}; use a smaller --block-size or --anchor-size, or a lower --max-tokens",
+        )
+        raise error
     if room < MIN_ANSWER_TOKENS and not chosen:  # the input itself is the problem: no --max-tokens advice
         error.args = (
             f"the input is {used:,} tokens (documents {context:,} + question {query:,}), beyond the "
@@ -204,4 +292,4 @@ def check_plan(plan: RunPlan, context_tokens: int, query_tokens: int, world_size
         raise BadSettingError(
             f"the run plan was made for queries of up to {plan.query_tokens} tokens, not {query_tokens}"
         )
-    fit_max_tokens(context_tokens, query_tokens, plan.max_tokens, window)  # raises if it does not fit
+    fit_max_tokens(plan.context_span, query_tokens, plan.max_tokens, window)  # raises if it does not fit

@@ -24,9 +24,14 @@ class Attention(StrEnum):
 
 
 class Positions(StrEnum):
-    """Which position each context token gets."""
+    """Which position each context token gets (``RunSettings.positions=None``: ``make_run_plan``
+    picks ``global`` when the input fits the model's window, else ``local``)."""
 
     GLOBAL = "global"  # the token's index in the context (the paper; must fit the model's window)
+    # Window-local (parallel context windows, APE): the anchor at 0..a-1, every later block at
+    # a..a+b-1, the query right after the longest [anchor, block]; star attention only. Phase 1
+    # never leaves the trained range, phase 2 attends to every block: inputs beyond the window.
+    LOCAL = "local"
 
 
 class Kernels(StrEnum):
@@ -43,6 +48,7 @@ DEFAULT_MAX_TOKENS = 512  # lowered to the room left in the window when the user
 DEFAULT_REPETITION_PENALTY = 1.1
 REPETITION_WINDOW = 64
 MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
+MIN_LOCAL_BLOCK = 256  # local positions: below this, the window is too small for blocks at all
 MIN_BLOCK_SIZE = 128  # the CLI's floor: a block is a forward pass, so tiny blocks only cost time
 DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0  # long phase-1 blocks on slow CPUs must fit inside
 
@@ -124,7 +130,7 @@ class RunSettings:
     """What the caller asked for; ``None`` means "decide from the input" (``make_run_plan``)."""
 
     attention: Attention = Attention.STAR
-    positions: Positions = Positions.GLOBAL
+    positions: Positions | None = None  # None: global if the input fits the window, else local
     block_size: int | None = None  # None: engine.plan.default_block_size
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
@@ -137,7 +143,7 @@ class RunSettings:
     def from_dict(cls, data: dict[str, Any]) -> RunSettings:
         return cls(
             attention=Attention(data.get("attention", Attention.STAR)),
-            positions=Positions(data.get("positions", Positions.GLOBAL)),
+            positions=Positions(data["positions"]) if data.get("positions") else None,
             block_size=data.get("block_size"),
             anchor_size=data.get("anchor_size"),
             generation=GenerationSettings.from_dict(data.get("generation", {})),

@@ -19,7 +19,7 @@ import typer
 
 from engine.errors import StarcliError, is_out_of_memory
 from engine.paths import cache_dir, keep_compiler_caches_in
-from engine.settings import Attention
+from engine.settings import Attention, Positions
 from starcli import __version__, helpformat
 from starcli import config as opt
 from starcli.config import OPTION_NAMES, Settings, read_config, resolve
@@ -81,6 +81,7 @@ def ask(
     question: Annotated[str, typer.Argument(metavar="QUESTION", help="What to ask about the sources.")] = ...,
     model: opt.Model = None,
     attention: opt.Attention = None,
+    positions: opt.PositionsOption = None,
     block_size: opt.BlockSize = None,
     anchor_size: opt.AnchorSize = None,
     nproc: opt.Nproc = None,
@@ -121,6 +122,7 @@ def summarize(
     ] = None,
     model: opt.Model = None,
     attention: opt.Attention = None,
+    positions: opt.PositionsOption = None,
     block_size: opt.BlockSize = None,
     anchor_size: opt.AnchorSize = None,
     nproc: opt.Nproc = None,
@@ -227,7 +229,8 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
     if options["dry_run"]:
         from starcli.prompt import estimate_plan
 
-        plan = estimate_plan(settings, nproc, device, ingested, documents_text, question)
+        command = options["command"]
+        plan = estimate_plan(settings, nproc, device, ingested, documents_text, question, command)
         renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
         return EXIT_OK
     stats = _generate(renderer, settings, nproc, device, documents_text, question, options)
@@ -268,6 +271,11 @@ def _generate(
     plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
     if settings.max_tokens is None and plan.max_tokens < run_settings.generation.default_max_tokens:
         renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
+    if plan.positions == Positions.LOCAL and window and n + m > window and renderer.err_tty:
+        renderer.note(
+            f"the input is {n + m:,} tokens, {(n + m) / window:.1f}× the model's {window:,}-token "
+            "window: blocks keep window-local positions"
+        )
     request = Request(prompt.context_ids, [prompt.query_ids], run_settings, plan)
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
     renderer.start_ranks(plan.world_size)

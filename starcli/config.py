@@ -28,6 +28,7 @@ from engine.settings import (
     EngineOptions,
     GenerationSettings,
     Kernels,
+    Positions,
     RunSettings,
 )
 from engine.settings import (
@@ -36,6 +37,7 @@ from engine.settings import (
 
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
+POSITION_MODES: tuple[str, ...] = ("auto", *(p.value for p in Positions))
 _ENGINE_DEFAULTS = EngineOptions()
 # The answer's default length per command (an explicit --max-tokens is honoured or refused; a
 # default is lowered to the room the model's window leaves): a question wants a short answer, and
@@ -53,6 +55,7 @@ class Settings:
 
     model: str | None = None  # None: the bundled default model
     attention: str = AttentionMode.STAR.value
+    positions: str = "auto"  # auto: global where the input fits the model's window, else local
     block_size: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
@@ -86,6 +89,7 @@ class Settings:
         )
         return RunSettings(
             attention=AttentionMode(self.attention),
+            positions=None if self.positions == "auto" else Positions(self.positions),
             block_size=self.block_size,
             anchor_size=self.anchor_size,
             generation=generation,
@@ -121,7 +125,12 @@ _MINIMUM = {
     "no_repeat_ngram": 0,
 }
 _POSITIVE = {"timeout"}
-_CHOICES = {"attention": ATTENTION_MODES, "device": DEVICES, "kernels": tuple(k.value for k in Kernels)}
+_CHOICES = {
+    "attention": ATTENTION_MODES,
+    "positions": POSITION_MODES,
+    "device": DEVICES,
+    "kernels": tuple(k.value for k in Kernels),
+}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -251,6 +260,17 @@ Attention = Annotated[
         envvar=ENV_VARS["attention"],
         metavar="[" + "|".join(ATTENTION_MODES) + "]",
         callback=_one_of(ATTENTION_MODES),
+    ),
+]
+PositionsOption = Annotated[
+    str | None,
+    _setting(
+        "global: each context token at its own index (the paper; must fit the model's window); "
+        "local: every block at the positions just after its anchor, so inputs far beyond the window "
+        "fit (star only); auto: global where the input fits, else local (default: auto).",
+        envvar=ENV_VARS["positions"],
+        metavar="[" + "|".join(POSITION_MODES) + "]",
+        callback=_one_of(POSITION_MODES),
     ),
 ]
 BlockSize = Annotated[

@@ -87,29 +87,34 @@ def valid_unicode(text: str) -> str:
     return _SURROGATE.sub("\ufffd", text)
 
 
-def model_config(model: str | None):
+def model_config(model: str | None, convert: bool = True):
     """The model's config, read without weights; ``None`` when it is not available locally (the
-    engine still checks the window once the weights load)."""
-    from engine.models import resolve_model_path
+    engine still checks the window once the weights load). ``convert=False`` (``--dry-run``,
+    which loads no model) reads the default model's config without converting it."""
+    from engine.models import default_model_config, is_default, resolve_model_path
 
     try:
         from transformers import AutoConfig
 
+        if is_default(model) and not convert:
+            return default_model_config()
         return AutoConfig.from_pretrained(resolve_model_path(model), local_files_only=True)
     except Exception:  # noqa: BLE001 - any failure only means "check later, in the engine"
         return None
 
 
-def model_facts(model: str | None) -> tuple[int | None, CostModel | None]:
+def model_facts(model: str | None, convert: bool = True) -> tuple[int | None, CostModel | None]:
     """What the run plan needs from the model before its weights load: its window, and the cost
     of its blocks for balancing ranks (both ``None`` when the config is not available locally)."""
-    config = model_config(model)
+    config = model_config(model, convert)
     if config is None:
         return None, None
     return getattr(config, "max_position_embeddings", None), CostModel.for_config(config)
 
 
-def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: str, question: str) -> dict:
+def estimate_plan(
+    settings, nproc: int, device: str, ingested, documents_text: str, question: str, command: str = "ask"
+) -> dict:
     """What ``--dry-run`` shows: sources, skips, token estimates and the run plan.
 
     Counts come from the fast tiktoken estimate (``starcli.ingest.estimate_tokens``) since the
@@ -123,7 +128,8 @@ def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: s
 
     context_tokens = max(estimate_tokens(documents_text), 1)
     query_tokens = max(estimate_tokens(question), 1)
-    plan = make_run_plan(settings.run_settings(), context_tokens, query_tokens, nproc, device)
+    window, _ = model_facts(settings.model, convert=False)
+    plan = make_run_plan(settings.run_settings(command), context_tokens, query_tokens, nproc, device, window)
     return {
         "dry_run": True,
         "model": settings.model or DEFAULT_MODEL,
@@ -132,6 +138,8 @@ def estimate_plan(settings, nproc: int, device: str, ingested, documents_text: s
         "world_size": nproc,
         "block_size": plan.block_size,
         "anchor_size": plan.anchor_size,
+        "positions": str(plan.positions),
+        "window": window,
         "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "context_tokens": context_tokens,

@@ -401,6 +401,7 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
         "answer": stats.answer,
         "model": model,
         "attention": stats.mode,
+        "positions": stats.positions,  # global, or local beyond the model's window (issue 13)
         "block_size": stats.block_size,
         "anchor_size": stats.anchor_size,
         "world_size": stats.world_size,
@@ -434,8 +435,8 @@ def format_plan(plan: dict[str, Any]) -> str:
     else:
         per_rank = ", ".join(str(b) for b in plan["blocks_per_rank"])
         lines.append(
-            f"Attention: star, block {plan['block_size']:,}, anchor {plan['anchor_size']:,}; "
-            f"model {plan['model']} on {plan['device']}"
+            f"Attention: star, block {plan['block_size']:,}, anchor {plan['anchor_size']:,}, "
+            f"{plan['positions']} positions; model {plan['model']} on {plan['device']}"
         )
         ranks = _plural(plan["world_size"], "rank")
         lines.append(f"Blocks: {plan['blocks']:,} over {ranks} (blocks per rank: {per_rank})")

@@ -45,6 +45,19 @@ class IdTokenizer:
         return "".join(f" {i}" for i in ids)
 
 
+def save_byte_tokenizer(path) -> None:
+    """A real byte-level BPE tokenizer (gpt2-style, no merges), built offline and saved to ``path``
+    beside a tiny model, so that a saved tiny model loads like any model directory."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {ch: i for i, ch in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    PreTrainedTokenizerFast(tokenizer_object=core).save_pretrained(path)
+
+
 @torch.no_grad()
 def dense_greedy(model, ids: list[int], steps: int) -> list[int]:
     """The dense model's greedy continuation, recomputing the full sequence every step."""
@@ -56,9 +69,13 @@ def dense_greedy(model, ids: list[int], steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def reference_context_cache(model, ctx: list[int], block: int, anchor: int) -> DynamicCache:
+def reference_context_cache(
+    model, ctx: list[int], block: int, anchor: int, local: bool = False
+) -> DynamicCache:
     """The paper's phase 1 done naively with the dense model: block 0 causally; every other
-    block as the sequence [anchor, block] (anchor recomputed per block) keeping the block's KV."""
+    block as the sequence [anchor, block] (anchor recomputed per block) keeping the block's KV.
+    ``local``: that sequence at positions 0.. (window-local positions, issue 13), not the
+    block's own indices."""
     model.set_attn_implementation("sdpa")
     keys = [[] for _ in range(model.config.num_hidden_layers)]
     values = [[] for _ in range(model.config.num_hidden_layers)]
@@ -66,7 +83,7 @@ def reference_context_cache(model, ctx: list[int], block: int, anchor: int) -> D
         stop = min(start + block, len(ctx))
         a = min(anchor, block, len(ctx)) if start > 0 else 0
         ids = ctx[:a] + ctx[start:stop]
-        pos = list(range(a)) + list(range(start, stop))
+        pos = list(range(a + stop - start)) if local else list(range(a)) + list(range(start, stop))
         cache = DynamicCache(config=model.config)
         call_model(model, torch.tensor([ids]), torch.tensor([pos]), cache, logits_to_keep=0)
         for i, layer in enumerate(cache.layers):
@@ -76,6 +93,19 @@ def reference_context_cache(model, ctx: list[int], block: int, anchor: int) -> D
     for i in range(model.config.num_hidden_layers):
         full.update(torch.cat(keys[i], dim=2), torch.cat(values[i], dim=2), i)
     return full
+
+
+@torch.no_grad()
+def reference_greedy(model, cache: DynamicCache, position: int, query: list[int], steps: int) -> list[int]:
+    """Greedy tokens of the query over a reference context cache, its first token at ``position``."""
+    tokens = []
+    logits = reference_query_logits(model, cache, position, query)[-1]
+    position += len(query)
+    for _ in range(steps):
+        tokens.append(int(logits.argmax()))
+        logits = reference_query_logits(model, cache, position, tokens[-1:])[-1]
+        position += 1
+    return tokens
 
 
 @torch.no_grad()

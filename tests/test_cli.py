@@ -92,7 +92,7 @@ def forbid(*_args, **_kwargs):
 def fake_engine(monkeypatch):
     """Word tokenizer, no window lookup, and a run_request answering 'Forty-two.'."""
     monkeypatch.setattr(launch, "load_tokenizer", lambda model: WordTokenizer())
-    monkeypatch.setattr(prompt, "model_facts", lambda model: (8192, None))
+    monkeypatch.setattr(prompt, "model_facts", lambda model, convert=True: (8192, None))
     run = scripted(*ANSWER)
     monkeypatch.setattr(launch, "run_request", run)
     return run
@@ -185,7 +185,9 @@ def test_usage_errors_are_answered_without_loading_torch(args):
         "except SystemExit as exit:\n"
         "    print(exit.code, 'torch' in sys.modules)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60
+    )
     assert proc.stdout.split() == ["2", "False"], proc.stderr
 
 
@@ -254,11 +256,25 @@ def test_unreadable_pdf(fake_engine, tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("Error: ")
 
 
-def test_input_beyond_the_window_stops_before_the_model_loads(fake_engine, monkeypatch, tmp_path):
+def test_input_beyond_the_window_gets_local_positions(fake_engine, tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text("word " * 9000)
+    result = invoke("ask", str(path), "q?", "--json")
+    assert result.exit_code == 0
+    ((request, _),) = fake_engine.calls
+    plan = request.plan
+    assert plan.positions == "local" and plan.blocks > 2
+    assert plan.context_span + plan.query_tokens + plan.max_tokens <= 8192
+    assert plan.max_tokens == 256  # the ask default, not cut by the window
+
+
+def test_input_beyond_the_window_with_global_positions_stops_before_the_model_loads(
+    fake_engine, monkeypatch, tmp_path
+):
     monkeypatch.setattr(launch, "run_request", forbid)
     path = tmp_path / "long.txt"
     path.write_text("word " * 9000)
-    result = invoke("ask", str(path), "q?")
+    result = invoke("ask", str(path), "q?", "--positions", "global")
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("Error: the input is 9,0") and "window of 8,192" in line

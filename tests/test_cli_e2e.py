@@ -85,6 +85,7 @@ def test_ask_pdf_json_holds_the_fact_and_the_contract_keys():
         "query_tokens": int,
         "generated_tokens": int,
         "stopped": str,
+        "positions": str,
         "sources": list,
         "skipped": list,
         "timings": dict,

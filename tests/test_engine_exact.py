@@ -179,7 +179,7 @@ def test_several_queries_reuse_one_encoding(tiny_llama):
         (dict(context=[1, 2], queries=[[1]], block_size=4, anchor_size=8), BadSettingError, "anchor size 8"),
         (dict(context=[1, 2], queries=[[1]], mode="ring-of-fire"), BadSettingError, "unknown attention mode"),
         (
-            dict(context=[1] * 1000, queries=[[1] * 20], steps=30),
+            dict(context=[1] * 1000, queries=[[1] * 20], steps=30, mode="global"),  # star: local positions
             ContextTooLongError,
             r"context \(1000\) \+ query \(20\) \+ max tokens \(30\) = 1050 .* limit of 1024",
         ),

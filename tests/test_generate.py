@@ -14,6 +14,7 @@ from engine.comm import Comm
 from engine.errors import BadSettingError
 from engine.generate import LOOP_TOKENS, Sampler, decode_loop, repeating_tail
 from engine.settings import GenerationSettings
+from tests.helpers import save_byte_tokenizer
 
 VOCAB = 64
 
@@ -87,16 +88,8 @@ def test_bad_generation_settings_are_refused(bad):
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     """A real byte-level tokenizer built offline (gpt2-style BPE over bytes)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
-    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
     path = tmp_path_factory.mktemp("tok")
-    PreTrainedTokenizerFast(tokenizer_object=core).save_pretrained(path)
+    save_byte_tokenizer(path)
     return AutoTokenizer.from_pretrained(path)
 
 

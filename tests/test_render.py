@@ -156,6 +156,7 @@ def test_answer_json_has_exactly_the_contract_keys():
         "query_tokens",
         "generated_tokens",
         "stopped",
+        "positions",
         "sources",
         "skipped",
         "timings",
@@ -179,6 +180,7 @@ def test_format_plan_lists_everything():
         "world_size": 2,
         "block_size": 64,
         "anchor_size": 64,
+        "positions": "local",
         "sources": [{"path": "x.py", "tokens": 300}],
         "skipped": [{"path": "a.bin", "reason": "binary file"}],
         "context_tokens": 310,
@@ -187,5 +189,13 @@ def test_format_plan_lists_everything():
         "blocks_per_rank": [3, 2],
     }
     text = format_plan(plan)
-    for fragment in ("300  x.py", "a.bin: binary file", "~310 tokens", "5 over 2 ranks", "3, 2", "no model"):
+    for fragment in (
+        "300  x.py",
+        "a.bin: binary file",
+        "~310 tokens",
+        "5 over 2 ranks",
+        "3, 2",
+        "local positions",
+        "no model",
+    ):
         assert fragment in text

@@ -36,7 +36,7 @@ def encode_context(
         b_start, b_stop = layout.blocks[i]
         cache.start_block(b_start - start)
         cache.anchor_send = share if i == 0 else None  # rank 0 sends the anchor during block 0
-        runner.forward(context[b_start:b_stop], b_start, cache)
+        runner.forward(context[b_start:b_stop], plan.block_position(i), cache)
         cache.anchor_send = None
         if i == 0 and layout.rank_needs_anchor(rank):
             cache.use_anchor_from_context(layout.anchor)
