@@ -34,11 +34,14 @@ class BadSettingError(EngineError):
 class ContextTooLongError(EngineError):
     """Context + query + max tokens exceed the model's position limit."""
 
-    def __init__(self, needed: int, limit: int, context: int, query: int, max_tokens: int):
+    def __init__(
+        self, needed: int, limit: int, context: int, query: int, max_tokens: int, message: str | None = None
+    ):
         self.needed, self.limit = needed, limit
         self.context_tokens, self.query_tokens, self.max_tokens = context, query, max_tokens
         super().__init__(
-            f"context ({context}) + query ({query}) + max tokens ({max_tokens}) = {needed} tokens, "
+            message
+            or f"context ({context}) + query ({query}) + max tokens ({max_tokens}) = {needed} tokens, "
             f"beyond the model's limit of {limit} positions; shorten the input (filters, fewer "
             f"sources), lower --max-tokens, or use a model with a longer context"
         )

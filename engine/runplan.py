@@ -16,6 +16,7 @@ from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
 from engine.plan import BlockPlan, CostModel, ZigzagLayout, default_block_size, plan_blocks
 from engine.settings import (
     DEFAULT_MAX_TOKENS,
+    MAX_AUTO_LOCAL_MULTIPLE,
     MIN_ANSWER_TOKENS,
     MIN_LOCAL_BLOCK,
     Attention,
@@ -177,12 +178,25 @@ def _positions(settings: RunSettings, attention: Attention, n: int, m: int, wind
         answer = MIN_ANSWER_TOKENS if chosen is None else chosen
         fits = window is None or n + m + answer <= window
         positions = Positions.GLOBAL if fits or attention != Attention.STAR else Positions.LOCAL
+        if positions == Positions.LOCAL and n + m > MAX_AUTO_LOCAL_MULTIPLE * window:
+            raise ContextTooLongError(
+                n + m + answer, window, n, m, answer, message=_beyond_local(n + m, window)
+            )
     if positions == Positions.LOCAL and attention != Attention.STAR:
         raise BadSettingError(
             f"local positions need star attention (blocks behind an anchor), not {attention}; "
             "use --attention star or --positions global"
         )
     return positions
+
+
+def _beyond_local(tokens: int, window: int) -> str:
+    return (
+        f"the input is {tokens:,} tokens, {tokens / window:.1f}x the model's window of {window:,}; "
+        f"past {MAX_AUTO_LOCAL_MULTIPLE:g}x its answers are no longer reliable (docs/long-inputs.md): "
+        "narrow the input (--include/--exclude, fewer sources), use a model with a longer "
+        "context (--model), or force --positions local"
+    )
 
 
 def _layout(
@@ -221,13 +235,16 @@ def local_block_size(settings: RunSettings, query_tokens: int, window: int) -> i
     smallest = max(1, min(MIN_LOCAL_BLOCK, window // 8))
     if size < smallest:
         needed = query_tokens + answer + (anchor if anchor is not None else smallest) + smallest
-        error = ContextTooLongError(needed, window, 0, query_tokens, answer)
-        error.args = (
-            f"the question ({query_tokens:,} tokens) and the answer ({answer:,}) leave no room in "
-            f"the model's window of {window:,} for blocks of at least {smallest:,} tokens behind "
-            "their anchor; shorten the question, lower --max-tokens or --anchor-size",
+        raise ContextTooLongError(
+            needed,
+            window,
+            0,
+            query_tokens,
+            answer,
+            message=f"the question ({query_tokens:,} tokens) and the answer ({answer:,}) leave no "
+            f"room in the model's window of {window:,} for blocks of at least {smallest:,} tokens "
+            "behind their anchor; shorten the question, lower --max-tokens or --anchor-size",
         )
-        raise error
     return size
 
 
@@ -263,21 +280,20 @@ def fit_max_tokens(
         return limit
     if not chosen and room >= MIN_ANSWER_TOKENS:
         return room
-    error = ContextTooLongError(used + limit, window, context, query, limit)
+    message = None
     if context_tokens is not None and context_tokens != context:  # local positions: the blocks are
-        error.args = (  # what does not fit, not the document
+        message = (  # what does not fit, not the document
             f"a block with its anchor ({context:,} positions), the question ({query:,}) and the "
             f"answer ({limit:,}) need {used + limit:,} positions, beyond the model's window of "
-            f"{window:,}; use a smaller --block-size or --anchor-size, or a lower --max-tokens",
+            f"{window:,}; use a smaller --block-size or --anchor-size, or a lower --max-tokens"
         )
-        raise error
-    if room < MIN_ANSWER_TOKENS and not chosen:  # the input itself is the problem: no --max-tokens advice
-        error.args = (
+    elif room < MIN_ANSWER_TOKENS and not chosen:  # the input itself is the problem: no --max-tokens advice
+        message = (
             f"the input is {used:,} tokens (documents {context:,} + question {query:,}), beyond the "
             f"model's window of {window:,} tokens; shorten it (--include/--exclude, fewer sources) "
-            f"or use a model with a longer context (--model)",
+            f"or use a model with a longer context (--model)"
         )
-    raise error
+    raise ContextTooLongError(used + limit, window, context, query, limit, message=message)
 
 
 def check_plan(plan: RunPlan, context_tokens: int, query_tokens: int, world_size: int, window: int | None):

@@ -274,7 +274,8 @@ def _generate(
     if plan.positions == Positions.LOCAL and window and n + m > window and renderer.err_tty:
         renderer.note(
             f"the input is {n + m:,} tokens, {(n + m) / window:.1f}× the model's {window:,}-token "
-            "window: blocks keep window-local positions"
+            "window: blocks keep window-local positions (answers are less reliable beyond the "
+            "window: docs/long-inputs.md)"
         )
     request = Request(prompt.context_ids, [prompt.query_ids], run_settings, plan)
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks

@@ -266,8 +266,9 @@ PositionsOption = Annotated[
     str | None,
     _setting(
         "global: each context token at its own index (the paper; must fit the model's window); "
-        "local: every block at the positions just after its anchor, so inputs far beyond the window "
-        "fit (star only); auto: global where the input fits, else local (default: auto).",
+        "local: every block at the positions just after its anchor, so inputs beyond the window "
+        "fit (star only; accuracy falls with length); auto: global where the input fits, local "
+        "up to 2x the window, else an error (default: auto).",
         envvar=ENV_VARS["positions"],
         metavar="[" + "|".join(POSITION_MODES) + "]",
         callback=_one_of(POSITION_MODES),

@@ -268,6 +268,17 @@ def test_input_beyond_the_window_gets_local_positions(fake_engine, tmp_path):
     assert plan.max_tokens == 256  # the ask default, not cut by the window
 
 
+def test_input_past_twice_the_window_is_refused_unless_local_is_asked_for(fake_engine, monkeypatch, tmp_path):
+    path = tmp_path / "long.txt"
+    path.write_text("word " * 20_000)
+    monkeypatch.setattr(launch, "run_request", forbid)
+    result = invoke("ask", str(path), "q?")
+    assert result.exit_code == 2
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("Error: the input is 20,0") and "2.4x the model's window of 8,192" in line
+    assert "--positions local" in line and "--include/--exclude" in line
+
+
 def test_input_beyond_the_window_with_global_positions_stops_before_the_model_loads(
     fake_engine, monkeypatch, tmp_path
 ):

@@ -40,7 +40,7 @@ def test_an_input_that_fits_keeps_global_positions():
 
 
 def test_an_input_beyond_the_window_gets_local_positions_and_blocks_that_fit():
-    plan = make_run_plan(settings(), 1000, 10, 1, window=WINDOW)
+    plan = make_run_plan(settings(), 240, 10, 1, window=WINDOW)
     assert plan.positions == Positions.LOCAL
     assert plan.blocks > 1
     span = plan.layout.anchor + plan.block_size
@@ -49,11 +49,19 @@ def test_an_input_beyond_the_window_gets_local_positions_and_blocks_that_fit():
     assert all(plan.block_position(i) == plan.layout.anchor for i in range(1, plan.blocks))
 
 
+def test_past_twice_the_window_local_positions_must_be_asked_for():
+    with pytest.raises(ContextTooLongError, match=r"2\.4x the model.s window of 128.*--positions local"):
+        make_run_plan(settings(), 300, 10, 1, window=WINDOW)
+    plan = make_run_plan(settings(positions=Positions.LOCAL), 1000, 10, 1, window=WINDOW)
+    assert plan.positions == Positions.LOCAL and plan.context_span + 10 + STEPS <= WINDOW
+
+
 def test_local_positions_honour_a_chosen_block_and_anchor():
-    plan = make_run_plan(settings(block_size=64, anchor_size=32), 1000, 10, 2, window=WINDOW)
+    local = Positions.LOCAL
+    plan = make_run_plan(settings(block_size=64, anchor_size=32, positions=local), 1000, 10, 2, window=WINDOW)
     assert (plan.block_size, plan.anchor_size, plan.context_span) == (64, 32, 96)
     with pytest.raises(ContextTooLongError, match="smaller --block-size"):
-        make_run_plan(settings(block_size=100), 1000, 10, 1, window=WINDOW)
+        make_run_plan(settings(block_size=100, positions=local), 1000, 10, 1, window=WINDOW)
 
 
 def test_dense_attention_beyond_the_window_is_still_refused():
@@ -87,7 +95,7 @@ def test_local_star_equals_the_dense_models_per_block_reference(short_window_lla
     span = anchor + block if anchor else block
     expected = reference_greedy(model, cache, span, QUERY, STEPS)
     engine = Engine(model, IdTokenizer())
-    run = settings(block_size=block, anchor_size=anchor)
+    run = settings(block_size=block, anchor_size=anchor, positions=Positions.LOCAL)  # 2.3x: asked for
     events = list(engine.run(Request(CTX, [QUERY], run)))
     stats = next(e for e in events if isinstance(e, Stats))
     tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
@@ -108,7 +116,8 @@ def saved_model(short_window_llama, tmp_path_factory):
 def test_local_positions_over_ranks_give_the_reference_tokens(short_window_llama, saved_model, world):
     cache = reference_context_cache(short_window_llama, CTX, 40, 40, local=True)
     expected = reference_greedy(short_window_llama, cache, 80, QUERY, STEPS)
-    plan = make_run_plan(settings(block_size=40, anchor_size=40), len(CTX), len(QUERY), world, window=WINDOW)
+    local = settings(block_size=40, anchor_size=40, positions=Positions.LOCAL)
+    plan = make_run_plan(local, len(CTX), len(QUERY), world, window=WINDOW)
     assert plan.positions == Positions.LOCAL and min(plan.blocks_per_rank()) > 0
     events = list(run_request(Request(CTX, [QUERY], plan=plan), model=saved_model))
     stats = next(e for e in events if isinstance(e, Stats))

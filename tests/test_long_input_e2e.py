@@ -1,0 +1,45 @@
+"""A document beyond the default model's window, end to end (issue 13): about 1.9× its 8,192
+tokens, read through the CLI with no flag; local positions are chosen on their own and the fact
+90% of the way in is found. The log comes from samples/make_logbook.py (the 150K-token
+samples/logbook.txt, cut to its first 180 days)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from starcli.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("isolated")]
+
+SAMPLES = Path(__file__).resolve().parents[1] / "samples"
+
+
+@pytest.fixture(scope="module")
+def logbook(tmp_path_factory) -> Path:
+    sys.path.insert(0, str(SAMPLES))
+    try:
+        from make_logbook import FACTS, logbook
+    finally:
+        sys.path.remove(str(SAMPLES))
+    path = tmp_path_factory.mktemp("logbook") / "logbook-180-days.txt"
+    path.write_text(logbook(180))
+    assert FACTS[-1][3] in path.read_text()
+    return path
+
+
+def test_a_document_twice_the_window_is_answered_with_local_positions(default_model, logbook):
+    result = CliRunner().invoke(
+        app,
+        ["ask", str(logbook), "What is the serial number of the new lens?", "--json", "--max-tokens", "24"],
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["positions"] == "local"
+    assert 8_192 < data["context_tokens"] < 2 * 8_192
+    assert data["block_size"] + data["anchor_size"] + data["query_tokens"] + 24 <= 8_192
+    assert "36117" in data["answer"]
