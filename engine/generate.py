@@ -16,18 +16,38 @@ from engine.comm import Comm
 from engine.events import Token
 from engine.settings import REPETITION_WINDOW, GenerationSettings
 
-# A loop: the answer's last tokens repeat with some period p at least LOOP_COPIES times and over
-# at least LOOP_TOKENS tokens (so a run of one token must be 32 long, a sentence must come thrice).
+# A loop, either of two kinds (docs/quality.md saw both on real documents):
+# - exact: the answer's last tokens repeat with some period p at least LOOP_COPIES times and over
+#   at least LOOP_TOKENS tokens (a run of one token must be 32 long, a sentence must come thrice);
+# - a template: a sentence repeated with one word changed each time ("The function X is not
+#   supported. The function Y is not ...") is never periodic, but some RUN_TOKENS-token run in it
+#   comes back; the RUN_COPIES-th time within the answer's last RUN_WINDOW tokens is a loop.
 LOOP_COPIES = 3
 LOOP_TOKENS = 32
 LOOP_LONGEST_PERIOD = 256
+RUN_TOKENS = 8
+RUN_COPIES = 3
+RUN_WINDOW = 256
 
 
 def repeating_tail(ids: list[int]) -> int | None:
     """The period of the loop ``ids`` ends in, or None: the smallest ``p`` such that the last
-    ``max(LOOP_COPIES * p, LOOP_TOKENS)`` tokens repeat with period ``p``. Cheap enough to run
-    after every token: only periods whose last token matches are compared."""
+    ``max(LOOP_COPIES * p, LOOP_TOKENS)`` tokens repeat with period ``p``, else the distance
+    back to the earliest of ``RUN_COPIES`` copies of the last ``RUN_TOKENS`` tokens within the
+    last ``RUN_WINDOW``. Cheap enough to run after every token: only candidates whose last token
+    matches are compared."""
     n = len(ids)
+    if n < RUN_TOKENS * RUN_COPIES:
+        return None
+    run = ids[-RUN_TOKENS:]
+    copies, below = 1, n - RUN_TOKENS  # copies found so far, and where the latest one starts
+    for start in range(n - 2 * RUN_TOKENS, max(n - RUN_WINDOW, 0) - 1, -1):
+        if start + RUN_TOKENS > below:  # copies must not overlap: "a a a a" is not 3 runs of "a a"
+            continue
+        if ids[start + RUN_TOKENS - 1] == run[-1] and ids[start : start + RUN_TOKENS] == run:
+            copies, below = copies + 1, start
+            if copies >= RUN_COPIES:
+                return n - RUN_TOKENS - start
     if n < LOOP_TOKENS:
         return None
     last = ids[-1]

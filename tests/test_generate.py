@@ -12,7 +12,7 @@ from transformers import AutoTokenizer
 
 from engine.comm import Comm
 from engine.errors import BadSettingError
-from engine.generate import LOOP_TOKENS, Sampler, decode_loop, repeating_tail
+from engine.generate import LOOP_TOKENS, RUN_COPIES, RUN_TOKENS, Sampler, decode_loop, repeating_tail
 from engine.settings import GenerationSettings
 from tests.helpers import save_byte_tokenizer
 
@@ -20,14 +20,23 @@ VOCAB = 64
 
 
 def test_a_run_of_one_token_is_a_loop_only_once_it_is_long():
-    assert repeating_tail([5] * (LOOP_TOKENS - 1)) is None
-    assert repeating_tail([1, 2, 3] + [5] * LOOP_TOKENS) == 1
+    assert repeating_tail([5] * (RUN_TOKENS * RUN_COPIES - 1)) is None
+    assert repeating_tail([1, 2, 3] + [5] * RUN_TOKENS * RUN_COPIES) is not None
+
+
+def test_a_sentence_repeated_with_one_word_changed_is_a_loop():
+    """docs/quality.md's template loop: never periodic, yet its 8-token runs come back."""
+    sentence = [40, 41, 42, 43, 44, 45, 46, 47, 48, 49]  # "is not supported. The function asn1_"
+    names = [[100 + i, 200 + i] for i in range(10)]
+    answer = [1, 2] + [t for name in names for t in name + sentence]
+    assert repeating_tail(answer[: 2 + 2 * 12]) is None  # the sentence said twice: fine
+    assert repeating_tail(answer[: 2 + 3 * 12]) is not None  # the third time: a loop
 
 
 def test_a_repeated_sentence_is_a_loop_at_its_third_copy():
     sentence = list(range(10, 30))  # 20 tokens
-    assert repeating_tail([1, 2] + sentence * 2) is None
-    assert repeating_tail([1, 2] + sentence * 3) == 20
+    assert repeating_tail([1, 2] + sentence * 2 + sentence[: RUN_TOKENS - 1]) is None
+    assert repeating_tail([1, 2] + sentence * 2 + sentence[:RUN_TOKENS]) == 40  # back to copy 1
     assert repeating_tail([1, 2] + sentence * 3 + [99]) is None  # it broke out of the loop
 
 
@@ -125,7 +134,7 @@ def test_a_looping_answer_stops_with_reason_repetition(tokenizer):
     ids = tokenizer.encode('Use it like this: """', add_special_tokens=False)
     text, reason, tokens = _run(ids, tokenizer, max_tokens=500)
     assert reason == "repetition"
-    assert tokens < len(ids) + LOOP_TOKENS + 1  # stopped as soon as the run was long enough
+    assert tokens <= len(ids) + LOOP_TOKENS  # stopped as soon as the run was long enough
     assert text.startswith("Use it like this:")
 
 
