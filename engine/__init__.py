@@ -30,6 +30,8 @@ _WHERE = {
     "ModelLoadError": "engine.errors",
     "RankError": "engine.errors",
     "OutOfMemoryError": "engine.errors",
+    "UnsupportedModelError": "engine.errors",
+    "check_model_supported": "engine.support",
     "Event": "engine.events",
     "ContextEncoded": "engine.events",
     "Failure": "engine.events",

@@ -25,6 +25,7 @@ from engine.plan import CostModel
 from engine.runner import EncodedContext, ModelRunner
 from engine.runplan import RunPlan, check_plan, make_run_plan
 from engine.settings import GenerationSettings, RunSettings
+from engine.support import check_model_supported
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Engine:
     """Star Attention (and the dense and ring baselines) over a transformers causal LM."""
 
     def __init__(self, model, tokenizer, comm: Comm | None = None, load_s: float = 0.0):
+        check_model_supported(model.config)  # the CLI asks before loading; API callers here
         attention.register()
         self.model = model
         self.tokenizer = tokenizer

@@ -7,6 +7,8 @@ updates the ``StarCache`` and calls this function; what it computes depends on t
 - ``block``: a context block attends fully to the anchor and causally to itself;
 - ``query``: query/generated tokens attend to this rank's context with *no* mask, the host also
   causally to the tail, and the ranks' partials are merged by a distributed softmax.
+
+Layers with a sliding window, soft-capping or sinks go to ``engine.variant_attention`` instead.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from __future__ import annotations
 import torch
 from transformers import AttentionInterface
 
+from engine import variant_attention as variants
 from engine.cache import StarCache
+from engine.modelcall import current_attention_kwargs
 from engine.ring_attention import ring_attention
+from engine.variant_attention import Variant, variant_of
 from kernels import (
     attention_with_lse,
     block_attention,
@@ -38,9 +43,16 @@ def star_attention_forward(
     star_cache: StarCache | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
+    if star_cache is None:  # a model whose layers drop the attention kwargs (StableLM)
+        star_cache = current_attention_kwargs().get("star_cache")
     if star_cache is None:
         raise RuntimeError("star attention needs the engine's StarCache (pass star_cache=...)")
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    variant = variant_of(module, kwargs)
+    if not variant.plain:
+        star_cache.eager_only = True
+        out = _variant_attention(variant, star_cache, module.layer_idx, query, key, value, scale)
+        return out.transpose(1, 2).contiguous(), None
     if star_cache.phase == "anchor":
         out, _ = attention_with_lse(query, key, value, scale, causal=True)
     elif star_cache.phase == "block":
@@ -53,7 +65,24 @@ def star_attention_forward(
     return out.transpose(1, 2).contiguous(), None
 
 
+def _variant_attention(variant: Variant, cache: StarCache, layer_idx: int, query, key, value, scale):
+    """``engine.variant_attention`` for the phase the cache is in."""
+    if cache.phase == "anchor":
+        return variants.anchor_attention(variant, query, key, value, scale)
+    if cache.phase == "block":
+        anchor_k, anchor_v = cache.anchor_kv(layer_idx)
+        return variants.block_attention(variant, query, key, value, anchor_k, anchor_v, scale)
+    if cache.phase == "ring":
+        return ring_attention(query, key, value, scale, cache.comm, cache.ring_layout, variant)
+    return variants.query_attention(variant, cache, layer_idx, query, key, value, scale)
+
+
 def _query_attention(cache: StarCache, layer_idx: int, query, key, value, scale) -> torch.Tensor:
+    if query.shape[2] == 1 and cache.graph_slot is None:
+        joined = cache.joined_kv(layer_idx, key.shape[2])
+        if joined is not None:  # an eager decode step on the host: context and tail in one call
+            out, lse = attention_with_lse(query, *joined, scale, causal=False)
+            return cache.comm.merge_across_ranks(out, lse)
     ctx_k, ctx_v = cache.context_kv(layer_idx)
     if cache.graph_slot is not None:  # decode step under a CUDA graph: one fused pass
         host = cache.comm.is_host

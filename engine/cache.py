@@ -91,11 +91,18 @@ class StarCache(Cache):
     to the tail on the query host only). The engine sets the phase; the model calls ``update``.
     """
 
-    def __init__(self, num_layers: int, comm: Comm, local_context: int, context_tokens: int):
+    def __init__(
+        self, num_layers: int, comm: Comm, local_context: int, context_tokens: int, tail_room: int = 0
+    ):
         super().__init__(layers=[StarLayer() for _ in range(num_layers)])
         self.comm = comm
         self.local_context = local_context  # tokens this rank holds
         self.context_tokens = context_tokens  # tokens of the whole context (all ranks)
+        # The query host keeps room for the query and answer right after its context, so that a
+        # decode step attends to both with one call (``joined_kv``): two calls and a merge per
+        # layer cost a CPU decode step ~10%, far more on a busy machine (docs/cpu-speed.md).
+        self.tail_room = tail_room if comm.is_host else 0
+        self.joined = False  # this query's tail lives in that room
         self.phase: Phase = "block"
         self.block_offset = 0
         self.context_len = 0  # filled so far, in local tokens
@@ -109,6 +116,13 @@ class StarCache(Cache):
         # Phase 1 with a shared anchor: rank 0 sends while it encodes block 0, the others receive.
         self.anchor_send: AnchorShare | None = None
         self.anchor_recv: AnchorShare | None = None
+        # Where this rank's context sits among all the context tokens, as global (start, stop)
+        # spans in the order its buffer holds them (the modes set it; sliding windows need it),
+        # and how many query/answer tokens came before the current forward pass (every rank).
+        self.context_spans: tuple[tuple[int, int], ...] = ((0, local_context),)
+        self.query_offset = 0
+        self._query_seen = 0
+        self.eager_only = False  # a layer uses an attention variant: no CUDA-graph decode step
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
@@ -136,13 +150,25 @@ class StarCache(Cache):
             layer.anchor_k = layer.anchor_v = None
 
     def start_query(self, capacity: int) -> None:
-        """Forget any earlier query's tail; room for ``capacity`` query + generated tokens."""
+        """Forget any earlier query's tail; room for ``capacity`` query + generated tokens: after the
+        context where phase 1 left enough (``tail_room``), else in buffers of their own."""
         self.phase = "query"
         self.tail_len = 0
+        self.query_offset = self._query_seen = 0
         self.tail_capacity = capacity
         self.graph_slot = self.graph_kv_len = None
+        start, stop = self.local_context, self.local_context + capacity
+        self.joined = self.context_len == start and all(
+            layer.context_k is not None and layer.context_k.shape[2] >= stop for layer in self.layers
+        )
         for layer in self.layers:
-            layer.tail_k = layer.tail_v = None
+            if self.joined:
+                layer.tail_k, layer.tail_v = (
+                    layer.context_k[:, :, start:stop],
+                    layer.context_v[:, :, start:stop],
+                )
+            else:
+                layer.tail_k = layer.tail_v = None
 
     # --- driven by the model --------------------------------------------------------------
     @torch.compiler.disable  # python-int offsets would make a compiled caller recompile per block
@@ -154,8 +180,9 @@ class StarCache(Cache):
             return key_states, value_states
         if self.phase in ("block", "ring"):  # ring mode keeps this rank's zigzag chunks the same way
             if layer.context_k is None:
-                shape = (*key_states.shape[:2], self.local_context, key_states.shape[3])
-                vshape = (*value_states.shape[:2], self.local_context, value_states.shape[3])
+                size = self.local_context + self.tail_room
+                shape = (*key_states.shape[:2], size, key_states.shape[3])
+                vshape = (*value_states.shape[:2], size, value_states.shape[3])
                 layer.context_k = key_states.new_empty(shape)
                 layer.context_v = value_states.new_empty(vshape)
                 layer.is_initialized = True
@@ -168,6 +195,9 @@ class StarCache(Cache):
                 self.context_len = max(self.context_len, end)
             return key_states, value_states
         # query phase: only the host keeps the tail; the other ranks return the new KV unchanged
+        if layer_idx == 0 and self.graph_slot is None:  # every rank counts the query tokens
+            self.query_offset = self._query_seen
+            self._query_seen += length
         if not self.comm.is_host:
             return key_states, value_states
         if self.graph_slot is not None:  # graph replay: write at a device index, return the buffer
@@ -192,6 +222,22 @@ class StarCache(Cache):
         if layer.context_k is None:
             return None, None
         return layer.context_k[:, :, : self.context_len], layer.context_v[:, :, : self.context_len]
+
+    def local_offsets(self) -> list[int]:
+        """Where each of ``context_spans`` starts in this rank's context buffer."""
+        offsets, at = [], 0
+        for start, stop in self.context_spans:
+            offsets.append(at)
+            at += stop - start
+        return offsets
+
+    def joined_kv(self, layer_idx: int, tail_tokens: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The host's context and its first ``tail_tokens`` tail tokens as one view, where the tail
+        lives right after the context (``start_query``); else None."""
+        if not self.joined:
+            return None
+        layer, stop = self.layers[layer_idx], self.local_context + tail_tokens
+        return layer.context_k[:, :, :stop], layer.context_v[:, :, :stop]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.context_tokens + self.tail_len

@@ -47,6 +47,15 @@ class ContextTooLongError(EngineError):
         )
 
 
+class UnsupportedModelError(EngineError):
+    """A model type, or a feature of its config, the engine cannot run exactly: refused by name
+    before its weights load (``engine.support.check_model_supported``), never run approximately."""
+
+    def __init__(self, model_type: str, feature: str):
+        self.model_type, self.feature = model_type, feature
+        super().__init__(f"model type {model_type!r} is not supported: {feature}")
+
+
 class ModelLoadError(StarcliError):
     """The model or tokenizer could not be loaded (a runtime failure: exit 1)."""
 
@@ -78,6 +87,7 @@ _REGISTRY: dict[str, type[StarcliError]] = {
         EmptyInputError,
         BadSettingError,
         ContextTooLongError,
+        UnsupportedModelError,
         ModelLoadError,
         RankError,
         OutOfMemoryError,

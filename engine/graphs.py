@@ -84,6 +84,8 @@ class DecodeStep:
         self.capture_s = 0.0
         usable = enabled and device.type == "cuda"
         self.fallback_reason: str | None = None if usable else "disabled"
+        if usable and cache.eager_only:  # windows, soft-capping, sinks: engine.variant_attention
+            self.fallback_reason = "attention variant (window, soft-capping or sinks) runs eagerly"
 
     def __call__(self, token: int) -> torch.Tensor:
         if self.graph is None and self.fallback_reason is None:

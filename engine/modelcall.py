@@ -11,12 +11,22 @@ rename is one edit here.
 from __future__ import annotations
 
 import inspect
+from contextvars import ContextVar
 from functools import cache
 from typing import Any
 
 import torch
 
 NEW_CACHE_NAME, OLD_CACHE_NAME = "cache", "past_key_values"
+
+# The attention kwargs of the model call in progress: some modeling code (StableLM's decoder
+# layer) does not pass its ``**kwargs`` on to the attention function, which reads them here.
+_ATTENTION_KWARGS: ContextVar[dict[str, Any] | None] = ContextVar("attention_kwargs", default=None)
+
+
+def current_attention_kwargs() -> dict[str, Any]:
+    """The extra keyword arguments of the ``call_model`` running now (empty outside one)."""
+    return _ATTENTION_KWARGS.get() or {}
 
 
 @cache
@@ -36,11 +46,15 @@ def call_model(
 ) -> Any:
     """Run ``model`` over ``input_ids`` at ``position_ids``, appending to ``kv_cache``; extra
     keyword arguments reach the attention function (the star cache, for instance)."""
-    return model(
-        input_ids=input_ids,
-        position_ids=position_ids,
-        use_cache=True,
-        logits_to_keep=logits_to_keep,
-        **{cache_keyword(type(model)): kv_cache},
-        **attention_kwargs,
-    )
+    token = _ATTENTION_KWARGS.set(attention_kwargs)
+    try:
+        return model(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=logits_to_keep,
+            **{cache_keyword(type(model)): kv_cache},
+            **attention_kwargs,
+        )
+    finally:
+        _ATTENTION_KWARGS.reset(token)

@@ -16,10 +16,12 @@ from engine.plan import ZigzagLayout
 from kernels import attention_with_lse, merge_partials
 
 
-def ring_attention(q, k, v, scale: float, comm, layout: ZigzagLayout) -> torch.Tensor:
+def ring_attention(q, k, v, scale: float, comm, layout: ZigzagLayout, variant=None) -> torch.Tensor:
     """Exact causal attention of this rank's two chunks over every rank's chunks (see module doc).
 
-    ``q`` [B, Hq, La+Lb, D], ``k``/``v`` [B, Hkv, La+Lb, D]; returns O like ``q``.
+    ``q`` [B, Hq, La+Lb, D], ``k``/``v`` [B, Hkv, La+Lb, D]; returns O like ``q``. ``variant``
+    (``engine.variant_attention.Variant``, not plain): every chunk pair at its global indices, so
+    windows and soft-capping apply as in dense attention; the sink is added once per query.
     """
     world, rank = comm.world_size, comm.rank
     mine_a, mine_b = layout.chunks(rank)
@@ -43,7 +45,14 @@ def ring_attention(q, k, v, scale: float, comm, layout: ZigzagLayout) -> torch.T
             pending = dist.batch_isend_irecv(ops)
         first = layout.length(layout.chunks(owner)[0])
         k_first, v_first = kv[0][:, :, :first], kv[1][:, :, :first]
-        if step == 0:
+        if variant is not None:
+            k_a, k_b = (layout.span(c)[0] for c in layout.chunks(owner))
+            k_rest, v_rest = kv[0][:, :, first:], kv[1][:, :, first:]
+            for parts, qx, chunk in ((parts_a, qa, mine_a), (parts_b, qb, mine_b)):
+                q_start = layout.span(chunk)[0]
+                parts.append(variant.attend(qx, k_first, v_first, scale, q_start, k_a))
+                parts.append(variant.attend(qx, k_rest, v_rest, scale, q_start, k_b))
+        elif step == 0:
             parts_a.append(attention_with_lse(qa, k_first, v_first, scale, causal=True))
             parts_b.append(attention_with_lse(qb, k_first, v_first, scale, causal=False))
             parts_b.append(
@@ -58,6 +67,9 @@ def ring_attention(q, k, v, scale: float, comm, layout: ZigzagLayout) -> torch.T
             work.wait()
         if incoming is not None:
             kv = incoming
+    if variant is not None:
+        parts_a = variant.with_sink(parts_a, qa, v.shape[-1])
+        parts_b = variant.with_sink(parts_b, qb, v.shape[-1])
     out_a, _ = merge_partials([o for o, _ in parts_a], [s for _, s in parts_a], out_dtype=q.dtype)
     out_b, _ = merge_partials([o for o, _ in parts_b], [s for _, s in parts_b], out_dtype=q.dtype)
     return torch.cat([out_a, out_b], dim=2)

@@ -59,6 +59,16 @@ class ModelRunner:
         if self.model.config._attn_implementation != name:
             self.model.set_attn_implementation(name)
 
+    def use_dense_attention(self) -> None:
+        """transformers' own sdpa, or its eager attention where the model refuses sdpa (Gemma 2
+        and gpt-oss: soft-capping and sinks are not in sdpa)."""
+        if self.model.config._attn_implementation in ("sdpa", "eager"):
+            return
+        try:
+            self.model.set_attn_implementation("sdpa")
+        except (ValueError, ImportError):
+            self.model.set_attn_implementation("eager")
+
     def synchronize(self) -> None:
         """Wait for queued GPU work, so that a timer measures the work and not its launch."""
         if self.device.type == "cuda":

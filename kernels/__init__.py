@@ -9,6 +9,7 @@ from kernels.dispatch import (
     use_reference_kernels,
 )
 from kernels.reference import attention_with_lse_math, empty_partial
+from kernels.variants import positioned_attention_with_lse, sink_partial
 
 __all__ = [
     "attention_with_lse",
@@ -18,5 +19,7 @@ __all__ = [
     "decode_attention",
     "empty_partial",
     "merge_partials",
+    "positioned_attention_with_lse",
+    "sink_partial",
     "use_reference_kernels",
 ]

@@ -12,6 +12,8 @@ ordinary causal mask.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 # Scores materialised per query chunk are capped at this many elements (~256 MB of float32).
@@ -69,14 +71,36 @@ def attention_with_lse_cpu_flash(
     scale: float,
     causal: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """torch's fused CPU flash kernel, which returns the LSE; its causal mask is top-left aligned,
-    so a causal call with ``Lq != Lk`` goes to the math version instead."""
+    """torch's fused CPU flash kernel, which returns the LSE. Its causal mask is top-left aligned,
+    so a causal call with ``1 < Lq != Lk`` goes to the math version; one query token sees every key
+    either way (the decode step), so it runs unmasked.
+
+    Grouped-query K/V go in as they are where the kernel takes them (``flash_takes_gqa``): copying
+    them to every query head cost more than the attention itself when decoding on CPU.
+    """
     lq, lk = q.shape[2], k.shape[2]
+    if causal and lq == 1:
+        causal = False
     if lk == 0 or lq == 0 or (causal and lq != lk):
         return attention_with_lse_math(q, k, v, scale, causal)
     groups = q.shape[1] // k.shape[1]
-    if groups > 1:
+    if groups > 1 and not flash_takes_gqa():
         k = k.repeat_interleave(groups, dim=1)
         v = v.repeat_interleave(groups, dim=1)
     out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, causal, scale=scale)
     return out, lse.float()
+
+
+@functools.cache
+def flash_takes_gqa() -> bool:
+    """Whether this torch's CPU flash kernel attends several query heads to one K/V head itself
+    (checked once, against the math version, on a tiny input)."""
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 3, 8, generator=g)
+    k, v = torch.randn(1, 2, 5, 8, generator=g), torch.randn(1, 2, 5, 8, generator=g)
+    try:
+        out = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, scale=0.3)[0]
+    except RuntimeError:
+        return False
+    expected, _ = attention_with_lse_math(q, k, v, 0.3)
+    return out.shape == expected.shape and bool(torch.allclose(out, expected, atol=1e-5))

@@ -34,6 +34,7 @@ from engine.settings import (
 from engine.settings import (
     Attention as AttentionMode,
 )
+from engine.support import CHECKED_MODEL_TYPES
 
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
@@ -250,7 +251,8 @@ Model = Annotated[
         metavar="NAME",
         show_default=False,
         rich_help_panel=_MODEL,
-        help="A local model directory or hub id (default: the bundled SmolLM2-135M-Instruct).",
+        help="A local model directory or hub id (default: the bundled SmolLM2-135M-Instruct). "
+        f"Model types checked exact: {', '.join(sorted(CHECKED_MODEL_TYPES))}; others are refused.",
     ),
 ]
 Attention = Annotated[

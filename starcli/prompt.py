@@ -105,10 +105,14 @@ def model_config(model: str | None, convert: bool = True):
 
 def model_facts(model: str | None, convert: bool = True) -> tuple[int | None, CostModel | None]:
     """What the run plan needs from the model before its weights load: its window, and the cost
-    of its blocks for balancing ranks (both ``None`` when the config is not available locally)."""
+    of its blocks for balancing ranks (both ``None`` when the config is not available locally).
+    A model the engine cannot run exactly is refused here, before any weights load."""
+    from engine.support import check_model_supported
+
     config = model_config(model, convert)
     if config is None:
         return None, None
+    check_model_supported(config)  # UnsupportedModelError: exit 2, naming the type and feature
     return getattr(config, "max_position_embeddings", None), CostModel.for_config(config)
 
 

@@ -58,10 +58,18 @@ def save_byte_tokenizer(path) -> None:
     PreTrainedTokenizerFast(tokenizer_object=core).save_pretrained(path)
 
 
+def use_dense_attention(model) -> None:
+    """transformers' sdpa, or its eager attention where the model refuses sdpa (Gemma 2, gpt-oss)."""
+    try:
+        model.set_attn_implementation("sdpa")
+    except ValueError:
+        model.set_attn_implementation("eager")
+
+
 @torch.no_grad()
 def dense_greedy(model, ids: list[int], steps: int) -> list[int]:
     """The dense model's greedy continuation, recomputing the full sequence every step."""
-    model.set_attn_implementation("sdpa")
+    use_dense_attention(model)
     seq = list(ids)
     for _ in range(steps):
         seq.append(int(model(torch.tensor([seq])).logits[0, -1].argmax()))
@@ -75,8 +83,10 @@ def reference_context_cache(
     """The paper's phase 1 done naively with the dense model: block 0 causally; every other
     block as the sequence [anchor, block] (anchor recomputed per block) keeping the block's KV.
     ``local``: that sequence at positions 0.. (window-local positions, issue 13), not the
-    block's own indices."""
-    model.set_attn_implementation("sdpa")
+    block's own indices. Sliding-window layers see it as the model does: transformers masks by
+    index in the sequence, so the anchor directly precedes the block (issue 12). The caches keep
+    every token (no config: no window-trimmed layers), so the block's KV can be read back."""
+    use_dense_attention(model)
     keys = [[] for _ in range(model.config.num_hidden_layers)]
     values = [[] for _ in range(model.config.num_hidden_layers)]
     for start in range(0, len(ctx), block):
@@ -84,12 +94,12 @@ def reference_context_cache(
         a = min(anchor, block, len(ctx)) if start > 0 else 0
         ids = ctx[:a] + ctx[start:stop]
         pos = list(range(a + stop - start)) if local else list(range(a)) + list(range(start, stop))
-        cache = DynamicCache(config=model.config)
+        cache = DynamicCache()
         call_model(model, torch.tensor([ids]), torch.tensor([pos]), cache, logits_to_keep=0)
         for i, layer in enumerate(cache.layers):
             keys[i].append(layer.keys[:, :, a:])
             values[i].append(layer.values[:, :, a:])
-    full = DynamicCache(config=model.config)
+    full = DynamicCache()
     for i in range(model.config.num_hidden_layers):
         full.update(torch.cat(keys[i], dim=2), torch.cat(values[i], dim=2), i)
     return full
@@ -110,8 +120,9 @@ def reference_greedy(model, cache: DynamicCache, position: int, query: list[int]
 
 @torch.no_grad()
 def reference_query_logits(model, cache: DynamicCache, n: int, query: list[int]) -> torch.Tensor:
-    """Dense attention of the query over the given context KV plus itself (causal)."""
-    model.set_attn_implementation("sdpa")
+    """Dense attention of the query over the given context KV plus itself (causal); a window
+    counts by index in the cache: the query after the whole context."""
+    use_dense_attention(model)
     pos = torch.arange(n, n + len(query)).unsqueeze(0)
     out = call_model(model, torch.tensor([query]), pos, cache, logits_to_keep=0)
     return out.logits[0]

@@ -125,13 +125,13 @@ def test_two_ranks_give_the_answer_of_one():
         "-",
         "How many passengers does the ferry carry?",
         "--block-size",
-        "32",
+        "128",
         "--max-tokens",
         "8",
         "--json",
     ]
-    one = json.loads(invoke(*args, "--nproc", "1", input=NOTE).stdout)
-    two = json.loads(invoke(*args, "--nproc", "2", input=NOTE).stdout)
+    one = json.loads(invoke(*args, "--nproc", "1", input=NOTE * 4).stdout)
+    two = json.loads(invoke(*args, "--nproc", "2", input=NOTE * 4).stdout)
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["answer"] == one["answer"] and two["context_tokens"] == one["context_tokens"]
 

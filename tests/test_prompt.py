@@ -79,3 +79,15 @@ def test_the_window_is_read_from_a_local_config(tmp_path):
     window, cost = prompt.model_facts(str(tmp_path))
     assert window == 1234 and cost is not None
     assert prompt.model_facts(str(tmp_path / "missing")) == (None, None)
+
+
+def test_an_unsupported_model_is_refused_from_its_config_before_weights_load(monkeypatch):
+    from transformers import GPT2Config
+
+    from engine.errors import UnsupportedModelError
+    from starcli import prompt
+
+    monkeypatch.setattr(prompt, "model_config", lambda model, convert=True: GPT2Config(n_layer=1))
+    with pytest.raises(UnsupportedModelError, match="gpt2"):
+        prompt.model_facts("some/gpt2")
+    assert UnsupportedModelError("gpt2", "x").exit_code == 2

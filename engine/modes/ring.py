@@ -27,8 +27,10 @@ def encode_context(
     comm = runner.comm
     layout = ZigzagLayout.from_plan(plan.layout)
     positions = layout.positions(comm.rank)
-    cache = StarCache(runner.model.config.num_hidden_layers, comm, len(positions), len(context))
+    layers, room = runner.model.config.num_hidden_layers, plan.query_tokens + plan.max_tokens
+    cache = StarCache(layers, comm, len(positions), len(context), tail_room=room)
     cache.phase, cache.block_offset, cache.ring_layout = "ring", 0, layout
+    cache.context_spans = tuple(layout.span(c) for c in layout.chunks(comm.rank))
     runner.use_attention(ATTN_NAME)
     started = time.perf_counter()
     if positions:

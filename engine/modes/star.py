@@ -25,7 +25,9 @@ def encode_context(
     rank = comm.rank
     own = layout.ranks[rank]
     start, stop = layout.rank_span(rank)
-    cache = StarCache(runner.model.config.num_hidden_layers, comm, stop - start, len(context))
+    layers, room = runner.model.config.num_hidden_layers, plan.query_tokens + plan.max_tokens
+    cache = StarCache(layers, comm, stop - start, len(context), tail_room=room)
+    cache.context_spans = ((start, stop),)
     started = time.perf_counter()
     share = _anchor_share(runner, plan, cache)
     if share is None and layout.rank_needs_anchor(rank) and own[0] != 0:
