@@ -102,8 +102,11 @@ def test_truncated_and_malformed_pdfs(tmp_path):
 def test_huge_single_line(tmp_path):
     line = ("lighthouse" * 120_000).encode()  # 1.2 MB, no newline
     (tmp_path / "one-line.txt").write_bytes(line)
+    result = dry_run(str(tmp_path / "one-line.txt"), "q?", "--positions", "local")
+    assert result.exit_code == 0  # named: read whole (local positions: no window refusal)
     result = dry_run(str(tmp_path / "one-line.txt"), "q?")
-    assert result.exit_code == 0  # named: read whole, and the window check comes later
+    assert result.exit_code == 2 and "the model's window" in result.stderr  # read whole, then planned
+    assert "1 MiB" not in result.stderr
     result = dry_run(str(tmp_path), "q?")
     assert result.exit_code == 2 and "larger than 1 MiB cap" in result.stderr  # walked: over the cap
 
