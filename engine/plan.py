@@ -18,13 +18,16 @@ ATTENTION_RATE = 0.71
 @dataclass(frozen=True)
 class CostModel:
     """Work per token in FLOPs: ``linear`` for projections/MLP, ``per_key`` for each attended key
-    (both plain FLOP counts, which the benchmark's floors use too). ``block`` weighs them into
-    matmul-equivalent FLOPs: ``pointwise`` more per token, attention divided by ``attn_rate``."""
+    of the full-attention layers (both plain FLOP counts, which the benchmark's floors use too),
+    ``windowed`` the same for sliding-window layers grouped by window: there a token attends to at
+    most ``W`` keys, so a window layer's cost stops growing with the block. ``block`` weighs them
+    into matmul-equivalent FLOPs: ``pointwise`` more per token, attention divided by ``attn_rate``."""
 
     linear: float = 1.0
     per_key: float = 0.0
     pointwise: float = 0.0
     attn_rate: float = 1.0
+    windowed: tuple[tuple[int, float], ...] = ()
 
     @classmethod
     def for_config(cls, config) -> CostModel:
@@ -36,17 +39,49 @@ class CostModel:
         inter = getattr(config, "intermediate_size", 4 * hidden)
         per_layer = 2 * hidden * head_dim * (2 * heads + 2 * kv_heads) + 2 * 3 * hidden * inter
         linear = float(per_layer * layers)
+        key_cost = float(4 * heads * head_dim)
+        windows = layer_windows(config)
+        by_window: dict[int, float] = {}
+        for window in windows:
+            if window is not None:
+                by_window[window] = by_window.get(window, 0.0) + key_cost
         return cls(
             linear=linear,
-            per_key=float(4 * heads * head_dim * layers),
+            per_key=key_cost * sum(1 for w in windows if w is None),
             pointwise=POINTWISE_FRACTION * linear,
             attn_rate=ATTENTION_RATE,
+            windowed=tuple(sorted(by_window.items())),
         )
 
     def block(self, tokens: int, anchor: int) -> float:
         """One block of ``tokens`` attending to ``anchor`` keys and causally to itself."""
         keys = tokens * anchor + tokens * (tokens + 1) / 2
-        return tokens * (self.linear + self.pointwise) + keys * self.per_key / self.attn_rate
+        attention = keys * self.per_key
+        for window, per_key in self.windowed:
+            attention += (_window_keys(anchor + tokens, window) - _window_keys(anchor, window)) * per_key
+        return tokens * (self.linear + self.pointwise) + attention / self.attn_rate
+
+
+def layer_windows(config) -> list[int | None]:
+    """Each layer's sliding window (``None``: full attention), as the model applies them: from
+    ``layer_types`` where the config has them, else one ``sliding_window`` for every layer (Mistral,
+    Mixtral, Phi-3, StarCoder2 have no layer types)."""
+    layers = config.num_hidden_layers
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types:
+        return [window if kind == "sliding_attention" and window else None for kind in layer_types[:layers]]
+    if window and getattr(config, "use_sliding_window", True) is not False:
+        return [int(window)] * layers
+    return [None] * layers
+
+
+def _window_keys(n: int, window: int) -> float:
+    """Keys the first ``n`` tokens of a sequence attend to under a causal window ``W``: token ``p``
+    sees ``min(W, p + 1)``."""
+    if n <= window:
+        return n * (n + 1) / 2
+    return window * (window + 1) / 2 + (n - window) * window
 
 
 @dataclass(frozen=True)

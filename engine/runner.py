@@ -16,6 +16,7 @@ from engine.events import ContextEncoded, Event
 from engine.modelcall import call_model
 from engine.runplan import RunPlan
 from engine.settings import EngineOptions, Kernels
+from engine.support import needs_eager_attention
 from kernels import use_reference_kernels
 
 
@@ -60,8 +61,12 @@ class ModelRunner:
             self.model.set_attn_implementation(name)
 
     def use_dense_attention(self) -> None:
-        """transformers' own sdpa, or its eager attention where the model refuses sdpa (Gemma 2
-        and gpt-oss: soft-capping and sinks are not in sdpa)."""
+        """transformers' own sdpa, or its eager attention where sdpa would drop a variant (soft-capping,
+        sinks) or the model refuses sdpa. Decided from the config, not from whether transformers
+        accepts sdpa: transformers 5.17 accepted it for Gemma 2 and silently skipped the soft-cap."""
+        if needs_eager_attention(self.model.config):
+            self.use_attention("eager")
+            return
         if self.model.config._attn_implementation in ("sdpa", "eager"):
             return
         try:

@@ -60,3 +60,14 @@ def check_model_supported(config) -> None:
         raise UnsupportedModelError(model_type, "bidirectional attention (use_bidirectional_attention)")
     if "sliding_attention" in layer_types and not getattr(config, "sliding_window", None):
         raise UnsupportedModelError(model_type, "sliding-window layers without a sliding_window size")
+
+
+# Model types whose attention has per-head sinks (a logit with no value), which sdpa lacks.
+SINK_MODEL_TYPES = frozenset({"gpt_oss"})
+
+
+def needs_eager_attention(config) -> bool:
+    """Whether transformers' dense baseline must run its eager attention: sdpa has no soft-capping
+    and no sinks, and some transformers releases let it run such a model anyway."""
+    model_type = getattr(config, "model_type", None)
+    return bool(getattr(config, "attn_logit_softcapping", None)) or model_type in SINK_MODEL_TYPES

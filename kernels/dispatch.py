@@ -32,6 +32,11 @@ def use_reference_kernels(on: bool) -> None:
     _reference_only = on
 
 
+def reference_only() -> bool:
+    """Whether ``use_reference_kernels(True)`` is in force (the variants' kernels honour it too)."""
+    return _reference_only
+
+
 def _register_cuda() -> None:
     """Register the cuDNN/flash/Triton kernels the first time a CUDA tensor arrives (importing
     Triton at import time would slow every CPU run)."""

@@ -9,15 +9,16 @@ eager attention does it. A sink (gpt-oss) is a per-head logit with no value: one
 
 Keys that no query can see are sliced away first, so a windowed decode step over a long context
 costs ``W`` keys. What is left goes to the fast kernels when it is plain (every key visible, or a
-bottom-right causal square) and soft-capping is off; otherwise to explicit float32 scores here:
-correctness first, no fused kernel on any device does the masked or soft-capped case yet.
+bottom-right causal square) and soft-capping is off; otherwise, on CUDA, to the Triton kernel in
+``kernels.triton_variants`` (positions, window and soft-cap in one flash pass), and elsewhere to
+explicit float32 scores here, the ground truth the kernel is tested against.
 """
 
 from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import attention_with_lse
+from kernels.dispatch import attention_with_lse, reference_only
 from kernels.reference import _SCORE_BUDGET, empty_partial
 
 
@@ -57,7 +58,20 @@ def positioned_attention_with_lse(
             return attention_with_lse(q, k, v, scale, causal=False)
         if k_start + lk - lq == q_start:  # keys end with the queries: bottom-right causal
             return attention_with_lse(q, k, v, scale, causal=True)
+    if q.is_cuda and not reference_only():
+        fused = _fused_cuda()
+        if fused is not None and fused.supported(q):
+            return fused.positioned_attention(q, k, v, scale, q_start, k_start, window, softcap)
     return masked_attention_with_lse_math(q, k, v, scale, q_start, k_start, window, softcap)
+
+
+def _fused_cuda():
+    """``kernels.triton_variants``, imported on the first CUDA call; ``None`` without Triton."""
+    try:
+        from kernels import triton_variants
+    except ImportError:
+        return None
+    return triton_variants
 
 
 def masked_attention_with_lse_math(

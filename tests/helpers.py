@@ -59,7 +59,13 @@ def save_byte_tokenizer(path) -> None:
 
 
 def use_dense_attention(model) -> None:
-    """transformers' sdpa, or its eager attention where the model refuses sdpa (Gemma 2, gpt-oss)."""
+    """transformers' sdpa, or its eager attention where sdpa drops a variant (soft-capping, sinks:
+    transformers 5.17 lets Gemma 2 run sdpa without its soft-cap) or the model refuses sdpa."""
+    from engine.support import needs_eager_attention
+
+    if needs_eager_attention(model.config):
+        model.set_attn_implementation("eager")
+        return
     try:
         model.set_attn_implementation("sdpa")
     except ValueError:

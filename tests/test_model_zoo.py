@@ -190,11 +190,11 @@ def saved_gpt_oss(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["star", "ring"])
-def test_windows_and_sinks_over_two_gloo_ranks_give_the_reference_tokens(saved_gpt_oss, mode):
-    """gpt-oss (sliding-window layers and sinks) over 2 ranks: star's five blocks give the dense
-    per-block reference's tokens (a window by global index in phase 2, the sink counted once);
-    ring gives transformers' eager tokens."""
+@pytest.mark.parametrize(("mode", "ranks"), [("star", 2), ("star", 3), ("ring", 2)])
+def test_windows_and_sinks_over_gloo_ranks_give_the_reference_tokens(saved_gpt_oss, mode, ranks):
+    """gpt-oss (sliding-window layers and sinks) over 2 and 3 ranks: star's seven blocks give the
+    dense per-block reference's tokens (a window by global index in phase 2, wherever the keys'
+    rank; the sink counted once); ring gives transformers' eager tokens."""
     from transformers import AutoTokenizer
 
     from engine import Stats
@@ -203,16 +203,16 @@ def test_windows_and_sinks_over_two_gloo_ranks_give_the_reference_tokens(saved_g
 
     model, path = saved_gpt_oss
     if mode == "star":
-        expected = reference_greedy(model, reference_context_cache(model, CONTEXT, 16, 16), 80, QUERY, STEPS)
+        expected = reference_greedy(model, reference_context_cache(model, CONTEXT, 12, 12), 80, QUERY, STEPS)
     else:
         eager = copy.deepcopy(model)
         eager.set_attn_implementation("eager")
         expected = eager_greedy(eager, CONTEXT + QUERY, STEPS)
-    plan = star_plan(len(CONTEXT), 16, 16, 2, max_tokens=STEPS, query_tokens=len(QUERY), attention=mode)
+    plan = star_plan(len(CONTEXT), 12, 12, ranks, max_tokens=STEPS, query_tokens=len(QUERY), attention=mode)
     assert min(plan.blocks_per_rank()) > 0
     events = list(run_request(Request(CONTEXT, [QUERY], plan=plan), model=path))
     stats = next(e for e in events if isinstance(e, Stats))
-    assert stats.world_size == 2 and stats.generated_tokens == STEPS
+    assert stats.world_size == ranks and stats.generated_tokens == STEPS
     assert stats.answer == AutoTokenizer.from_pretrained(path).decode(expected)
 
 
@@ -226,3 +226,14 @@ def test_window_local_positions_equal_the_dense_per_block_reference(name):
     cache = reference_context_cache(model, CONTEXT, 16, 16, local=True)
     expected = reference_greedy(model, cache, 32, QUERY, STEPS)
     assert engine_greedy(model, "star", block_size=16, anchor_size=16, positions=Positions.LOCAL) == expected
+
+
+def test_global_runs_eager_where_sdpa_would_drop_the_soft_cap(monkeypatch):
+    """transformers 5.17 let Gemma 2 run sdpa, which skips soft-capping: ``global`` must choose
+    eager from the config itself, not from whether transformers accepts sdpa."""
+    model = tiny_model("gemma2")
+    monkeypatch.setattr(type(model), "_supports_sdpa", True)
+    eager = copy.deepcopy(model)
+    eager.set_attn_implementation("eager")
+    model.set_attn_implementation("sdpa")  # what from_config/from_pretrained chose there
+    assert engine_greedy(model, "global") == eager_greedy(eager, CONTEXT + QUERY, STEPS)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
+import transformers
 
 from engine.errors import BadSettingError, EmptyInputError
 from engine.plan import CostModel, default_block_size, plan_blocks
@@ -146,3 +148,41 @@ def test_calibrated_cost_keeps_flop_counts_for_floors():
 )
 def test_default_block_size_is_a_quarter_share_within_4k_and_16k(n, w, expected):
     assert default_block_size(n, w) == expected
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        transformers.Gemma3TextConfig(num_hidden_layers=6, sliding_window=64, head_dim=16),
+        transformers.MistralConfig(num_hidden_layers=2, sliding_window=48),
+        transformers.Qwen2Config(
+            num_hidden_layers=4, use_sliding_window=True, sliding_window=32, max_window_layers=2
+        ),
+        transformers.Qwen2Config(num_hidden_layers=2),
+    ],
+)
+@pytest.mark.parametrize(("tokens", "anchor"), [(200, 0), (200, 100), (30, 10), (64, 64)])
+def test_block_cost_counts_the_keys_each_layer_really_sees(config, tokens, anchor):
+    """A window layer's token at sequence index p attends to min(W, p + 1) keys of
+    ``[anchor, block]``: the cost model's attention term equals that count, layer by layer,
+    taken from the causal/window mask itself."""
+    cost = CostModel.for_config(config)
+    n = anchor + tokens
+    rows, cols = torch.arange(n).unsqueeze(1), torch.arange(n).unsqueeze(0)
+    key_cost = (
+        4
+        * config.num_attention_heads
+        * (getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
+    )
+    if config.model_type == "mistral":  # no layer types: the window applies to every layer
+        kinds = ["sliding_attention"] * config.num_hidden_layers
+    else:
+        kinds = config.layer_types
+    keys = 0
+    for kind in kinds:
+        visible = cols <= rows
+        if kind == "sliding_attention":
+            visible &= cols > rows - config.sliding_window
+        keys += int(visible[anchor:].sum()) * key_cost
+    linear = tokens * (cost.linear + cost.pointwise)
+    assert cost.block(tokens, anchor) == pytest.approx(linear + keys / cost.attn_rate, rel=1e-12)
