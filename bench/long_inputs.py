@@ -26,6 +26,12 @@ Configurations (``--configs``):
 - ``local 2K+4K``: 2K blocks behind a 4K anchor. The engine refuses an anchor longer than the
   block, so the bench builds that plan itself: block 0 is the anchor's 4,096 tokens (encoded
   causally, as the anchor always is), every later block has 2,048 tokens and sits right after it.
+- ``map-reduce``: the CLI's fallback past 2x the window (``starcli.mapreduce``): the documents
+  (decoded back from the sample's tokens) cut into window-sized parts, each asked the question
+  on its own (global positions: a part fits the window; with the question's answer prefix, as
+  every configuration here), answers kept only where grounded in their part, one finding
+  answering directly, several reduced by one more pass. Run per question, since the parts'
+  prompts hold the question.
 - ``local auto temp``, ``local auto temp2``: ``local auto``'s encoding, answered again with every
   context key scaled by ``log(n) / log(window)`` (1 at the window, 1.15 at 4x, 1.31 at 16x), or
   by its square: an attention temperature on the query's attention to the context only, as APE
@@ -78,6 +84,7 @@ class LongConfig:
     # scalable softmax's log n).
     base: str | None = None
     temp_power: float = 1.0
+    map_reduce: bool = False  # starcli.mapreduce over window-sized parts (the CLI's fallback)
 
 
 CONFIGS = (
@@ -88,6 +95,7 @@ CONFIGS = (
     LongConfig("local 2K+4K", "local", 2048, 4096),
     LongConfig("local auto temp", "local", base="local auto"),
     LongConfig("local auto temp2", "local", base="local auto", temp_power=2.0),
+    LongConfig("map-reduce", "global", map_reduce=True),
 )
 CONFIG_BY_LABEL = {c.label: c for c in CONFIGS}
 
@@ -282,6 +290,9 @@ def run_sample(engine, sample, configs) -> list[dict]:  # noqa: C901 - one flat 
     longest = max(q.max_tokens for q in sample.questions)
     done: dict[str, tuple] = {}  # label -> (plan, encoded, error, encode_s, raised, original keys)
     for config in configs:
+        if config.map_reduce:
+            records += run_map_reduce(engine, sample, config)
+            continue
         base = {
             "suite": sample.suite,
             "target_tokens": sample.target_tokens,
@@ -361,6 +372,90 @@ def run_sample(engine, sample, configs) -> list[dict]:  # noqa: C901 - one flat 
         del encoded
         if engine.device.type == "cuda" and error is not None and "OutOfMemory" in error:
             torch.cuda.empty_cache()
+    return records
+
+
+def sample_documents(tokenizer, context_ids: list[int]) -> str:
+    """The documents of a sample, decoded back from its context tokens (samples keep no text):
+    the context is the chat template's head followed by the documents."""
+    from engine.chat import build_prompt, encode
+
+    head = encode(tokenizer, build_prompt(tokenizer, "", "")[0])
+    if context_ids[: len(head)] != head:
+        raise ValueError("the sample's context does not start with this tokenizer's chat template")
+    return tokenizer.decode(context_ids[len(head) :])
+
+
+def run_map_reduce(engine, sample, config: LongConfig) -> list[dict]:
+    """``config``'s records: every question of ``sample`` answered by ``starcli.mapreduce``."""
+    from bench.ruler.scoring import string_match_all
+    from engine import GenerationSettings, RunSettings
+    from engine.settings import Attention
+    from starcli.mapreduce import map_reduce
+
+    tokenizer = engine.tokenizer
+    documents = sample_documents(tokenizer, sample.context_ids)
+    window = engine.model.config.max_position_embeddings
+    encode_s = [0.0]
+
+    def answer(prompt, max_tokens):
+        generation = GenerationSettings.plain(max_tokens=max_tokens)
+        settings = RunSettings(attention=Attention.STAR, generation=generation)
+        plan = engine.plan(settings, len(prompt.context_ids), len(prompt.query_ids))
+        _sync(engine)
+        started = time.perf_counter()
+        encoded = yield from engine.encode_context(prompt.context_ids, plan)
+        _sync(engine)
+        encode_s[0] += time.perf_counter() - started
+        yield from engine.answer(encoded, prompt.query_ids, 0, generation)
+
+    records = []
+    for index, question in enumerate(sample.questions):
+        record = {
+            "suite": sample.suite,
+            "target_tokens": sample.target_tokens,
+            "sample": sample.index,
+            "config": config.label,
+            "positions": "global",
+            "context_tokens": len(sample.context_ids),
+            "task": question.task,
+            "question": index,
+            "prompt_tokens": len(sample.context_ids) + len(sample.query_ids[index]),
+            "depths": question.depths,
+            "references": question.references,
+            "prediction": None,
+            "score": 0.0,
+            "produced": False,
+            "error": None,
+        }
+        encode_s[0] = 0.0
+        started = time.perf_counter()
+        try:
+            result = map_reduce(
+                tokenizer,
+                answer,
+                documents,
+                question.question,
+                window=window,
+                final_tokens=question.max_tokens,
+                answer_prefix=question.answer_prefix,
+            )
+            record.update(
+                {
+                    "prediction": result.answer,
+                    "score": string_match_all(result.answer, question.references),
+                    "produced": bool(result.findings),
+                    "parts": len(result.parts),
+                    "findings": [f.part for f in result.findings],
+                    "part_answers": result.answers,
+                    "final_pass": result.final_pass,
+                    "encode_s": round(encode_s[0], 4),
+                    "answer_s": round(time.perf_counter() - started, 4),
+                }
+            )
+        except Exception as exc:  # noqa: BLE001 - recorded; the run goes on
+            record["error"] = f"{type(exc).__name__}: {exc}"
+        records.append(record)
     return records
 
 

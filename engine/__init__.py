@@ -26,6 +26,7 @@ _WHERE = {
     "EngineError": "engine.errors",
     "BadSettingError": "engine.errors",
     "ContextTooLongError": "engine.errors",
+    "BeyondLocalPositionsError": "engine.errors",
     "EmptyInputError": "engine.errors",
     "ModelLoadError": "engine.errors",
     "RankError": "engine.errors",

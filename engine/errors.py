@@ -47,6 +47,12 @@ class ContextTooLongError(EngineError):
         )
 
 
+class BeyondLocalPositionsError(ContextTooLongError):
+    """The input is past the length up to which window-local positions are chosen on their own
+    (``MAX_AUTO_LOCAL_MULTIPLE`` times the window): the CLI's map-reduce fallback takes it from
+    here, or it is refused with this message (``--fallback refuse``)."""
+
+
 class UnsupportedModelError(EngineError):
     """A model type, or a feature of its config, the engine cannot run exactly: refused by name
     before its weights load (``engine.support.check_model_supported``), never run approximately."""

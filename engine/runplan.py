@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
+from engine.errors import BadSettingError, BeyondLocalPositionsError, ContextTooLongError, EmptyInputError
 from engine.plan import BlockPlan, CostModel, ZigzagLayout, default_block_size, plan_blocks
 from engine.settings import (
     DEFAULT_MAX_TOKENS,
@@ -179,7 +179,7 @@ def _positions(settings: RunSettings, attention: Attention, n: int, m: int, wind
         fits = window is None or n + m + answer <= window
         positions = Positions.GLOBAL if fits or attention != Attention.STAR else Positions.LOCAL
         if positions == Positions.LOCAL and n + m > MAX_AUTO_LOCAL_MULTIPLE * window:
-            raise ContextTooLongError(
+            raise BeyondLocalPositionsError(
                 n + m + answer, window, n, m, answer, message=_beyond_local(n + m, window)
             )
     if positions == Positions.LOCAL and attention != Attention.STAR:
@@ -192,10 +192,11 @@ def _positions(settings: RunSettings, attention: Attention, n: int, m: int, wind
 
 def _beyond_local(tokens: int, window: int) -> str:
     return (
-        f"the input is {tokens:,} tokens, {tokens / window:.1f}x the model's window of {window:,}; "
-        f"past {MAX_AUTO_LOCAL_MULTIPLE:g}x its answers are no longer reliable (docs/long-inputs.md): "
-        "narrow the input (--include/--exclude, fewer sources), use a model with a longer "
-        "context (--model), or force --positions local"
+        f"the input is {tokens:,} tokens, {tokens / window:.1f}x the model's window of {window:,}, "
+        "past the length one encoding answers reliably (docs/long-inputs.md): answer by "
+        "map-reduce over window-sized parts (--fallback map-reduce), narrow the input "
+        "(--include/--exclude, fewer sources), use a model with a longer context (--model), or "
+        "force --positions local"
     )
 
 

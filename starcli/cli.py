@@ -82,6 +82,7 @@ def ask(
     model: opt.Model = None,
     attention: opt.Attention = None,
     positions: opt.PositionsOption = None,
+    fallback: opt.FallbackOption = None,
     block_size: opt.BlockSize = None,
     anchor_size: opt.AnchorSize = None,
     nproc: opt.Nproc = None,
@@ -123,6 +124,7 @@ def summarize(
     model: opt.Model = None,
     attention: opt.Attention = None,
     positions: opt.PositionsOption = None,
+    fallback: opt.FallbackOption = None,
     block_size: opt.BlockSize = None,
     anchor_size: opt.AnchorSize = None,
     nproc: opt.Nproc = None,
@@ -219,6 +221,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         list_skips=not (options["dry_run"] and not options["json"]),
     )
     options["command"] = "ask" if question else "summarize"
+    options["user_question"] = question
     question = ask_instructions(question) if question else summary_instructions(sources)
     documents_text = ingestion.render_documents(ingested.documents)
     renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
@@ -233,12 +236,14 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         plan = estimate_plan(settings, nproc, device, ingested, documents_text, question, command)
         renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
         return EXIT_OK
-    stats = _generate(renderer, settings, nproc, device, documents_text, question, options)
+    stats, fallback = _generate(renderer, settings, nproc, device, documents_text, question, options)
     if options["json"]:
         from engine.models import DEFAULT_MODEL
+        from starcli.fallback import fallback_json
 
         total_s = time.perf_counter() - started
-        renderer.print_json(answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s))
+        answer = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
+        renderer.print_json({**answer, **fallback_json(fallback)})
     else:
         renderer.finish_answer(stats)
     return EXIT_OK
@@ -254,21 +259,38 @@ def _generate(
     options: dict[str, Any],
 ):
     """Tokenize exactly, make the run plan (refusing input beyond the window before any weights
-    load), run the request, stream its events; returns the final ``Stats``."""
+    load), run the request, stream its events; returns the final ``Stats`` and, when the input
+    was past local positions' reach, the map-reduce that answered instead (else ``None``)."""
     from engine.api import Request
+    from engine.errors import BeyondLocalPositionsError
     from engine.events import Failure, Stats
     from engine.runplan import make_run_plan
     from starcli.launch import LaunchError, load_tokenizer, run_request
     from starcli.prompt import build, model_facts
 
     renderer.stage("Tokenizing")
-    prompt = build(load_tokenizer(settings.model), documents_text, question, settings.system)
+    tokenizer = load_tokenizer(settings.model)
+    prompt = build(tokenizer, documents_text, question, settings.system)
     window, cost = model_facts(settings.model)
     n, m = len(prompt.context_ids), len(prompt.query_ids)
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
     run_settings = settings.run_settings(options["command"])
-    plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
+    try:
+        plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
+    except BeyondLocalPositionsError:
+        if settings.fallback != "map-reduce":
+            raise
+        from starcli.fallback import run_map_reduce
+
+        renderer.note(
+            f"the input is {n + m:,} tokens, {(n + m) / window:.1f}× the model's {window:,}-token "
+            "window: answering by map-reduce over window-sized parts (docs/long-inputs.md)"
+        )
+        command, asked = options["command"], options["user_question"]
+        return run_map_reduce(
+            renderer, settings, command, device, tokenizer, documents_text, question, asked, window, cost
+        )
     if settings.max_tokens is None and plan.max_tokens < run_settings.generation.default_max_tokens:
         renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
     if plan.positions == Positions.LOCAL and window and n + m > window and renderer.err_tty:
@@ -293,7 +315,7 @@ def _generate(
                 break
     if stats is None:
         raise LaunchError("the engine finished without an answer; rerun with --verbose")
-    return stats
+    return stats, None
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -39,6 +39,7 @@ from engine.support import CHECKED_MODEL_TYPES
 DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
 POSITION_MODES: tuple[str, ...] = ("auto", *(p.value for p in Positions))
+FALLBACKS: tuple[str, ...] = ("map-reduce", "refuse")
 _ENGINE_DEFAULTS = EngineOptions()
 # The answer's default length per command (an explicit --max-tokens is honoured or refused; a
 # default is lowered to the room the model's window leaves): a question wants a short answer, and
@@ -57,6 +58,7 @@ class Settings:
     model: str | None = None  # None: the bundled default model
     attention: str = AttentionMode.STAR.value
     positions: str = "auto"  # auto: global where the input fits the model's window, else local
+    fallback: str = "map-reduce"  # past 2x the window with positions auto: map-reduce or refuse
     block_size: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
@@ -129,6 +131,7 @@ _POSITIVE = {"timeout"}
 _CHOICES = {
     "attention": ATTENTION_MODES,
     "positions": POSITION_MODES,
+    "fallback": FALLBACKS,
     "device": DEVICES,
     "kernels": tuple(k.value for k in Kernels),
 }
@@ -274,6 +277,17 @@ PositionsOption = Annotated[
         envvar=ENV_VARS["positions"],
         metavar="[" + "|".join(POSITION_MODES) + "]",
         callback=_one_of(POSITION_MODES),
+    ),
+]
+FallbackOption = Annotated[
+    str | None,
+    _setting(
+        "What runs when the input is past 2x the model's window and --positions is auto: "
+        "map-reduce (each window-sized part answers on its own, then one pass answers from what "
+        "the parts found; docs/long-inputs.md) or refuse (default: map-reduce).",
+        envvar=ENV_VARS["fallback"],
+        metavar="[" + "|".join(FALLBACKS) + "]",
+        callback=_one_of(FALLBACKS),
     ),
 ]
 BlockSize = Annotated[

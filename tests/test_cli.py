@@ -256,10 +256,10 @@ def test_unreadable_pdf(fake_engine, tmp_path):
     assert result.exit_code == 2 and result.stderr.startswith("Error: ")
 
 
-def test_input_beyond_the_window_gets_local_positions(fake_engine, tmp_path):
+def test_input_beyond_the_window_gets_local_positions_when_asked(fake_engine, tmp_path):
     path = tmp_path / "long.txt"
     path.write_text("word " * 9000)
-    result = invoke("ask", str(path), "q?", "--json")
+    result = invoke("ask", str(path), "q?", "--json", "--positions", "local")
     assert result.exit_code == 0
     ((request, _),) = fake_engine.calls
     plan = request.plan
@@ -268,15 +268,15 @@ def test_input_beyond_the_window_gets_local_positions(fake_engine, tmp_path):
     assert plan.max_tokens == 256  # the ask default, not cut by the window
 
 
-def test_input_past_twice_the_window_is_refused_unless_local_is_asked_for(fake_engine, monkeypatch, tmp_path):
+def test_input_past_the_window_is_refused_with_fallback_refuse(fake_engine, monkeypatch, tmp_path):
     path = tmp_path / "long.txt"
     path.write_text("word " * 20_000)
     monkeypatch.setattr(launch, "run_request", forbid)
-    result = invoke("ask", str(path), "q?")
+    result = invoke("ask", str(path), "q?", "--fallback", "refuse")
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("Error: the input is 20,0") and "2.4x the model's window of 8,192" in line
-    assert "--positions local" in line and "--include/--exclude" in line
+    assert "--positions local" in line and "--include/--exclude" in line and "--fallback map-reduce" in line
 
 
 def test_input_beyond_the_window_with_global_positions_stops_before_the_model_loads(

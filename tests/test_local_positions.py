@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer
 
 from engine import Engine, Request, Stats, Token
-from engine.errors import BadSettingError, ContextTooLongError
+from engine.errors import BadSettingError, BeyondLocalPositionsError, ContextTooLongError
 from engine.runplan import make_run_plan
 from engine.settings import Attention, GenerationSettings, Positions, RunSettings
 from starcli.launch import run_request
@@ -40,7 +40,7 @@ def test_an_input_that_fits_keeps_global_positions():
 
 
 def test_an_input_beyond_the_window_gets_local_positions_and_blocks_that_fit():
-    plan = make_run_plan(settings(), 240, 10, 1, window=WINDOW)
+    plan = make_run_plan(settings(positions=Positions.LOCAL), 240, 10, 1, window=WINDOW)
     assert plan.positions == Positions.LOCAL
     assert plan.blocks > 1
     span = plan.layout.anchor + plan.block_size
@@ -49,9 +49,17 @@ def test_an_input_beyond_the_window_gets_local_positions_and_blocks_that_fit():
     assert all(plan.block_position(i) == plan.layout.anchor for i in range(1, plan.blocks))
 
 
-def test_past_twice_the_window_local_positions_must_be_asked_for():
-    with pytest.raises(ContextTooLongError, match=r"2\.4x the model.s window of 128.*--positions local"):
+def test_past_the_window_local_positions_must_be_asked_for():
+    """Auto positions go local only while the input itself fits (its answer does not); past the
+    window the plan refuses with the error the CLI's map-reduce fallback takes over from."""
+    plan = make_run_plan(settings(), WINDOW - 12, 10, 1, window=WINDOW)
+    assert plan.positions == Positions.LOCAL
+    with pytest.raises(
+        BeyondLocalPositionsError, match=r"2\.4x the model.s window of 128.*--positions local"
+    ):
         make_run_plan(settings(), 300, 10, 1, window=WINDOW)
+    with pytest.raises(BeyondLocalPositionsError, match=r"1\.0x the model.s window"):
+        make_run_plan(settings(), WINDOW - 9, 10, 1, window=WINDOW)
     plan = make_run_plan(settings(positions=Positions.LOCAL), 1000, 10, 1, window=WINDOW)
     assert plan.positions == Positions.LOCAL and plan.context_span + 10 + STEPS <= WINDOW
 
