@@ -8,11 +8,12 @@ engine pathspec itself offers as a backend): linear in the path, and with the sa
 match and groups as ``re``, so pathspec's rules (last match wins, directory marks) are unchanged.
 The common patterns (``*.log``, ``build/``) stay on ``re``, which is faster to call.
 
-pathspec's own RE2 backend compiles every pattern into one set, which fails (and logs to stderr)
-past about a thousand patterns; one expression per pattern does not. A pattern longer than
-``MAX_PATTERN_CHARS`` or with more than ``MAX_WILDCARDS`` wildcards is not applied, and said so:
-RE2 runs out of its memory budget on such patterns and then logs to stderr, and no real ignore
-file holds them.
+pathspec's own RE2 backend (which it picks by default once google-re2 is installed, so the backend
+is named here) compiles every pattern into one set, which fails (and logs to stderr) past about a
+thousand patterns and ranks directory matches differently; one expression per pattern does not.
+A pattern longer than ``MAX_PATTERN_CHARS`` or with more than ``MAX_WILDCARDS`` wildcards is not
+applied, and said so: RE2 runs out of its memory budget on such patterns and then logs to stderr,
+and no real ignore file holds them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MAX_BACKTRACKING_QUANTIFIERS = 2  # ``(?:.+/)?`` and one ``[^/]*``, as in ``*.lo
 MAX_PATTERN_CHARS = 1024
 MAX_WILDCARDS = 64
 _QUANTIFIER = re.compile(r"(?<!\\)[*+]")
+BACKEND = "simple"  # pathspec's loop over patterns, each matched by its own regex object
 
 
 class BadPattern(ValueError):
@@ -48,13 +50,13 @@ def gitignore_spec(lines: list[str], *, strict: bool = False) -> tuple[pathspec.
         try:
             with warnings.catch_warnings():  # re's FutureWarning on a "[[" inside a class
                 warnings.simplefilter("ignore")
-                [pattern] = pathspec.GitIgnoreSpec.from_lines([line]).patterns
+                [pattern] = pathspec.GitIgnoreSpec.from_lines([line], backend=BACKEND).patterns
         except Exception as exc:  # noqa: BLE001 - pathspec's error types vary by version
             if strict:
                 raise BadPattern(f"{exc}") from exc
             continue
         patterns.append(_bounded(pattern))
-    return pathspec.GitIgnoreSpec(patterns), left_out
+    return pathspec.GitIgnoreSpec(patterns, backend=BACKEND), left_out
 
 
 def _bounded(pattern):
