@@ -42,6 +42,9 @@ _CUT_SEARCH = 1 << 16  # how far back from a piece's end to look for a clean cut
 # Unicode's White_Space, as the split pattern's \s means it (Python's own \s also takes \x1c-\x1f).
 _WS = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
 _CLEAN_CUT = re.compile(f"[^{_WS}](?=[{_WS}])")
+_WS_CHARS = frozenset("\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
 
 
 def estimate_tokens(text: str) -> int:
@@ -65,13 +68,24 @@ def _pieces(text: str):
     start = 0
     while len(text) - start > ESTIMATE_CHUNK:
         end = start + ESTIMATE_CHUNK
-        window_start = max(start, end - _CUT_SEARCH)
-        cut = end
-        for match in _CLEAN_CUT.finditer(text, window_start, end):
-            cut = match.end()
+        cut = _clean_cut(text, max(start, end - _CUT_SEARCH), end)
         yield text[start:cut]
         start = cut
     yield text[start:] if start else text
+
+
+def _clean_cut(text: str, low: int, end: int) -> int:
+    """The last clean cut in ``text[low:end]`` (or ``end`` when there is none): found from the end
+    with ``rfind`` for the usual spaces and newlines, the full whitespace class only if needed."""
+    space = max(text.rfind(" ", low + 1, end), text.rfind("\n", low + 1, end))
+    while space > low:
+        if text[space - 1] not in _WS_CHARS:  # a run of whitespace begins here: a clean cut
+            return space
+        space -= 1
+    cut = end
+    for match in _CLEAN_CUT.finditer(text, low, end):
+        cut = match.end()
+    return cut
 
 
 def heuristic_tokens(text: str) -> int:
