@@ -5,6 +5,11 @@ The default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI pac
 ``$STARCLI_CACHE`` (default ``$XDG_CACHE_HOME/starcli``) as safetensors; later loads take a second.
 transformers' own GGUF path in ``from_pretrained`` needs ``accelerate``; we use its GGUF reader
 directly instead, which needs only ``gguf``.
+
+Before converting, the cache is checked for writability and free space (the error names the
+directory and the bytes needed, in a second rather than after the conversion's half minute), and
+a file lock (the ``filelock`` package) makes concurrent first runs convert once: the others wait,
+say so, and use the conversion the first one made.
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import filelock
 import torch
 
 from engine.errors import ModelLoadError
@@ -55,6 +62,10 @@ def default_gguf_path() -> Path:
 SOURCE_STAMP = "starcli-source.json"  # written last, by rename: a directory without it is incomplete
 _HEADER_BYTES = 16 << 20  # GGUF puts its metadata (config, tokenizer) first: this covers it
 _CONVERSION = 1  # raise when the converted layout changes, so that old conversions are not reused
+# Converted (float32 safetensors) bytes per byte of the Q4_1 GGUF: 541.6 MB from 98.4 MB measured
+# (5.5), rounded up; the free-space check asks for this much before converting.
+CONVERTED_BYTES_PER_GGUF_BYTE = 6
+CONVERSION_WAIT_S = 900.0  # how long a run waits for another's conversion before giving up
 
 
 def source_identity(gguf_path: Path) -> dict[str, object]:
@@ -79,14 +90,70 @@ def converted_dir(identity: dict[str, object]) -> Path:
     return cache_dir() / "models" / f"SmolLM2-135M-Instruct-{key}"
 
 
-def convert_default_model() -> Path:
+def convert_default_model(on_wait: Callable[[str], None] | None = None) -> Path:
     """Convert the bundled GGUF into a safetensors directory in the cache (once per distinct
-    file, whichever install it comes from) and return it."""
+    file, whichever install it comes from) and return it. ``on_wait`` receives the message shown
+    while another process holds the conversion (default: a line on stderr)."""
     gguf_path = default_gguf_path()
     identity = source_identity(gguf_path)
     target = converted_dir(identity)
     if _is_conversion_of(target, identity):
         return target
+    check_cache_room(target.parent, gguf_path.stat().st_size * CONVERTED_BYTES_PER_GGUF_BYTE)
+    with _conversion_lock(target, on_wait or _note_on_stderr):
+        if not _is_conversion_of(target, identity):  # another run may have made it meanwhile
+            write_conversion(gguf_path, identity, target)
+    return target
+
+
+def check_cache_room(directory: Path, needed: int) -> None:
+    """``ModelLoadError`` naming ``directory`` unless it can be created and written and has
+    ``needed`` bytes free."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.mkdtemp(prefix=".probe-", dir=directory)
+        os.rmdir(probe)
+    except OSError as exc:
+        raise ModelLoadError(
+            f"the model cache {directory} cannot be written ({exc.strerror or exc}); make it writable "
+            "or set STARCLI_CACHE to a writable directory"
+        ) from None
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise ModelLoadError(
+            f"the model cache {directory} has {free / 1e6:,.0f} MB free; converting the default model "
+            f"needs about {needed / 1e6:,.0f} MB ({needed:,} bytes); free some space there or set "
+            "STARCLI_CACHE to another directory"
+        )
+
+
+@contextlib.contextmanager
+def _conversion_lock(target: Path, on_wait: Callable[[str], None]) -> Iterator[None]:
+    """Hold the conversion's lock file; when another process holds it, say so and wait."""
+    lock = filelock.FileLock(str(target.parent / f".{target.name}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        on_wait(f"waiting for another starcli run converting the default model into {target.parent}")
+        try:
+            lock.acquire(timeout=CONVERSION_WAIT_S)
+        except filelock.Timeout:
+            raise ModelLoadError(
+                f"another starcli run has been converting the default model into {target.parent} for "
+                f"{CONVERSION_WAIT_S:g} s; if none is running, delete {lock.lock_file}"
+            ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _note_on_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def write_conversion(gguf_path: Path, identity: dict[str, object], target: Path) -> None:
+    """Read the GGUF file and write its safetensors conversion into ``target`` (atomically)."""
     import transformers.modeling_gguf_pytorch_utils as gguf_reader
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -119,9 +186,14 @@ def convert_default_model() -> Path:
         except OSError:
             if not _is_conversion_of(target, identity):  # not a concurrent twin: a real failure
                 raise
+    except Exception as exc:  # noqa: BLE001 - OSError, or safetensors' "I/O error: No space left"
+        reason = getattr(exc, "strerror", None) or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelLoadError(
+            f"could not write the converted model into {target.parent}: {reason}; free space there "
+            "or set STARCLI_CACHE to another directory"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _is_conversion_of(target: Path, identity: dict[str, object]) -> bool:

@@ -23,6 +23,8 @@ from engine.settings import Attention, Positions
 from starcli import __version__, helpformat
 from starcli import config as opt
 from starcli.config import OPTION_NAMES, Settings, read_config, resolve
+from starcli.escaping import printable
+from starcli.output import check_stdout_open
 from starcli.render import Renderer, answer_json, format_plan
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 0, 1, 2, 130, 141
@@ -101,14 +103,23 @@ def ask(
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
+    skip_unreadable: opt.SkipUnreadable = False,
 ) -> None:
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
-    if not sources and _stdin_is_terminal() and os.path.exists(question):
-        # One argument and nothing piped: the user named a source and forgot the question.
+    if not sources and os.path.exists(question):
+        # One argument naming a file: the user named a source and forgot the question. With stdin
+        # piped too, reading stdin and asking it "small.txt" would be a silent guess.
+        shown = printable(question)
+        piped = f' (or {ctx.command_path} - "{shown}" to ask that about stdin)'
+        piped = "" if _stdin_is_terminal() else piped
         typer.echo(ctx.get_usage(), err=True)
-        typer.echo(f'Error: missing QUESTION; try: {ctx.command_path} {question} "your question"', err=True)
+        typer.echo(
+            f"Error: missing QUESTION ('{shown}' is a file, not a question); "
+            f'try: {ctx.command_path} {shown} "your question"{piped}',
+            err=True,
+        )
         raise typer.Exit(EXIT_USAGE)
     options = dict(locals())
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), question, options))
@@ -143,6 +154,7 @@ def summarize(
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
+    skip_unreadable: opt.SkipUnreadable = False,
 ) -> None:
     """Summarize the sources (a document, or a repository's purpose and layout)."""
     options = dict(locals())
@@ -195,6 +207,7 @@ def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> i
 def _execute(renderer: Renderer, sources: list[str], question: str | None, options: dict[str, Any]) -> int:
     """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
+    check_stdout_open(sys.stdout)  # before any work: a closed stdout is said in words, not a crash
     _quiet_libraries()
     keep_compiler_caches_in(cache_dir())
     file_values, config_warnings = read_config()
@@ -212,6 +225,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         include=tuple(options["include"] or ()),
         exclude=tuple(options["exclude"] or ()),
         use_gitignore=not options["no_gitignore"],
+        skip_unreadable=options["skip_unreadable"],
     )
     renderer.report_ingest(
         ingested.documents,
@@ -223,7 +237,6 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
     options["command"] = "ask" if question else "summarize"
     options["user_question"] = question
     question = ask_instructions(question) if question else summary_instructions(sources)
-    documents_text = ingestion.render_documents(ingested.documents)
     renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
     from starcli.launch import default_nproc, resolve_device
 
@@ -233,9 +246,11 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         from starcli.prompt import estimate_plan
 
         command = options["command"]
-        plan = estimate_plan(settings, nproc, device, ingested, documents_text, question, command)
+        plan = estimate_plan(settings, nproc, device, ingested, None, question, command)
         renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
         return EXIT_OK
+    options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
+    documents_text = ingestion.render_documents(ingested.documents)
     stats, fallback = _generate(renderer, settings, nproc, device, documents_text, question, options)
     if options["json"]:
         from engine.models import DEFAULT_MODEL
@@ -266,16 +281,18 @@ def _generate(
     from engine.events import Failure, Stats
     from engine.runplan import make_run_plan
     from starcli.launch import LaunchError, load_tokenizer, run_request
-    from starcli.prompt import build, model_facts
+    from starcli.prompt import build, model_facts, refuse_far_beyond_window
 
     renderer.stage("Tokenizing")
+    window, cost = model_facts(settings.model)
+    run_settings = settings.run_settings(options["command"])
+    estimate = options["context_estimate"]
+    refuse_far_beyond_window(settings, run_settings, estimate, question, nproc, device, window)
     tokenizer = load_tokenizer(settings.model)
     prompt = build(tokenizer, documents_text, question, settings.system)
-    window, cost = model_facts(settings.model)
     n, m = len(prompt.context_ids), len(prompt.query_ids)
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
-    run_settings = settings.run_settings(options["command"])
     try:
         plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
     except BeyondLocalPositionsError:
@@ -336,6 +353,8 @@ def _message(exc: BaseException, code: int) -> str:
     message = str(exc).strip() or type(exc).__name__
     if code == EXIT_FAILURE and type(exc).__module__ == "builtins":
         message = f"{type(exc).__name__}: {message}"
+    if code == EXIT_USAGE and isinstance(exc, StarcliError):
+        return message  # ours, one line by design: a newline in it is a path's (escaped on print)
     return message.splitlines()[0] if message else message
 
 

@@ -442,3 +442,12 @@ NoGitignore = Annotated[
     bool,
     typer.Option("--no-gitignore", help="Also read files that .gitignore excludes.", rich_help_panel=_INPUT),
 ]
+SkipUnreadable = Annotated[
+    bool,
+    typer.Option(
+        "--skip-unreadable",
+        help="Leave out a named file that cannot be read (no permission, I/O error) with a warning, "
+        "instead of stopping with an error.",
+        rich_help_panel=_INPUT,
+    ),
+]

@@ -58,6 +58,7 @@ class SkipKind(Enum):
     PDF_ENCRYPTED = "encrypted PDF"
     PDF_NO_PAGES = "PDF has no pages"
     PDF_UNSUPPORTED = "PDF support missing"
+    PDF_LIMITS = "PDF text beyond the extraction limits"  # note: the first bound met
 
     def reason(self, detail: str = "", note: str = "") -> str:
         """The reason as shown to the user: "matched .gitignore (*.log)", "binary file", ..."""

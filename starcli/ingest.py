@@ -9,7 +9,12 @@ named it and it cannot be used.
 Walk rules (gitignore, default excludes, secret file names, globs, size cap) apply to
 directories. A file named on the command line is read as given, with no size cap below
 ``NAMED_FILE_LIMIT``: the user asked for it, and the context-window check that follows says
-more than a cap would. Binary detection and the private-key check apply to everything.
+more than a cap would; one that cannot be read is an error unless the user asked to skip such
+files. Binary detection and the private-key check apply to everything.
+
+Memory stays proportional to the text kept: every file is read into one buffer of its size
+(known in advance for regular files, and refused before reading when over a limit), decoded,
+and its buffer dropped; all sources together may hold at most ``TOTAL_INPUT_LIMIT`` bytes.
 """
 
 from __future__ import annotations
@@ -19,12 +24,22 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from starcli.documents import Document, Ingested, InputError, SkipKind, Skipped
 from starcli.pdf import PdfProblem, extract_pdf
 from starcli.secretscan import secret_in_content
-from starcli.textfile import TooLarge, decode_text, format_size, looks_like_pdf, read_bytes
+from starcli.textfile import (
+    READ_CHUNK,
+    NoWriter,
+    TooLarge,
+    decode_text,
+    format_size,
+    looks_binary_start,
+    looks_like_pdf,
+    read_bytes,
+)
 from starcli.tokens import estimate_tokens
 from starcli.walk import BadPattern, compile_globs, walk_repository
 
@@ -34,13 +49,35 @@ __all__ = [
     "InputError",
     "SkipKind",
     "Skipped",
+    "estimate_context_tokens",
     "estimate_tokens",
     "ingest",
     "render_documents",
 ]
 
 NAMED_FILE_LIMIT = 256 << 20  # named files and stdin: a ceiling on memory, not a filter
+TOTAL_INPUT_LIMIT = 256 << 20  # all sources of one run together (64M tokens: beyond any run's reach)
 STDIN = "<stdin>"
+
+
+@dataclass
+class _Budget:
+    """What is left of ``TOTAL_INPUT_LIMIT`` as sources are read."""
+
+    left: int
+    total: int
+
+    def limit(self, per_file: int) -> int:
+        return min(per_file, self.left)
+
+    def spend(self, size: int) -> None:
+        self.left -= size
+
+    def exceeded(self, path: str) -> InputError:
+        return InputError(
+            f"the sources hold more than {format_size(self.total)}, the most starcli reads in one "
+            f"run (reached at {path}); narrow them with --include/--exclude or fewer sources"
+        )
 
 
 def ingest(
@@ -51,8 +88,11 @@ def ingest(
     exclude: Sequence[str] = (),
     use_gitignore: bool = True,
     max_file_bytes: int = 1 << 20,
+    skip_unreadable: bool = False,
 ) -> Ingested:
-    """Read every source into documents; ``InputError`` when the input is unusable."""
+    """Read every source into documents; ``InputError`` when the input is unusable.
+
+    ``skip_unreadable``: a named file that cannot be read is left out with a warning, not an error."""
     if not sources:
         raise InputError("nothing to read: give a file, a directory, or '-' for standard input")
     try:
@@ -63,25 +103,45 @@ def ingest(
     kinds = [_source_kind(source) for source in sources]
     out = Ingested()
     seen: dict[tuple[int, int], str] = {}
+    budget = _Budget(TOTAL_INPUT_LIMIT, TOTAL_INPUT_LIMIT)
     for source, kind in zip(sources, kinds, strict=True):
         if kind == "stdin":
-            _ingest_stdin(stdin, out)
+            _ingest_stdin(stdin, out, budget)
         elif kind == "directory":
-            _ingest_directory(source, out, seen, include, exclude, use_gitignore, max_file_bytes)
+            _ingest_directory(source, out, seen, include, exclude, use_gitignore, max_file_bytes, budget)
         else:
-            _ingest_named_file(source, out, seen)
+            _ingest_named_file(source, out, seen, budget, skip_unreadable)
     if not out.documents:
         raise InputError(f"no text to read: {_summary(out.skipped)}")
     return out
 
 
 def render_documents(documents: Sequence[Document]) -> str:
-    """The context text: each document behind a header line with its path."""
-    parts = []
+    """The context text: each document behind a header line with its path. Joined in one step
+    from references to the texts, so the only copy made is the result."""
+    parts: list[str] = []
     for doc in documents:
-        text = doc.text if doc.text.endswith("\n") else doc.text + "\n"
-        parts.append(f"===== {doc.path} =====\n{text}")
-    return "\n".join(parts)
+        if parts:
+            parts.append("\n")
+        parts += [_header(doc), doc.text]
+        if not doc.text.endswith("\n"):
+            parts.append("\n")
+    return "".join(parts)
+
+
+def estimate_context_tokens(documents: Sequence[Document]) -> int:
+    """``estimate_tokens(render_documents(documents))``, counted document by document: a header
+    starts with "=" after a newline, where the split pattern always starts a new pre-token, so
+    the pieces add up to the whole (each separating newline is one token)."""
+    total = max(len(documents) - 1, 0)
+    for doc in documents:
+        newline = "" if doc.text.endswith("\n") else "\n"
+        total += estimate_tokens(_header(doc) + doc.text + newline)
+    return total
+
+
+def _header(doc: Document) -> str:
+    return f"===== {doc.path} =====\n"
 
 
 def _source_kind(source: str) -> str:
@@ -105,39 +165,49 @@ def _source_kind(source: str) -> str:
     return "directory" if os.path.isdir(source) else "file"
 
 
-def _ingest_stdin(stdin: BinaryIO | None, out: Ingested) -> None:
+def _ingest_stdin(stdin: BinaryIO | None, out: Ingested, budget: _Budget) -> None:
     if any(doc.path == STDIN for doc in out.documents) or any(s.path == STDIN for s in out.skipped):
         out.skipped.append(Skipped(STDIN, SkipKind.STDIN_TWICE))
         return
     stream = stdin if stdin is not None else getattr(sys.stdin, "buffer", sys.stdin)
     if stream is None:
         raise InputError("'-' names standard input, but there is none")
+    limit = budget.limit(NAMED_FILE_LIMIT)
     try:
-        data = _read_stream(stream, NAMED_FILE_LIMIT)
+        data = _read_stream(stream, limit)
     except TooLarge:
+        if limit < NAMED_FILE_LIMIT:
+            raise budget.exceeded(STDIN) from None
         out.skipped.append(Skipped(STDIN, SkipKind.TOO_LARGE, format_size(NAMED_FILE_LIMIT)))
         return
     except (OSError, ValueError) as exc:
         raise InputError(f"could not read standard input: {exc}") from None
+    budget.spend(len(data))
     _convert(data, STDIN, "stdin", out, named=True)
 
 
 def _read_stream(stream, limit: int) -> bytes:
+    """stdin to its end, within ``limit``; binary data stops the read after its first chunk."""
     chunks, size = [], 0
     while size <= limit:
-        chunk = stream.read(min(1 << 20, limit + 1 - size))
+        chunk = stream.read(min(READ_CHUNK, limit + 1 - size))
         if not chunk:
             break
         if isinstance(chunk, str):
             chunk = chunk.encode("utf-8", "surrogateescape")
         chunks.append(chunk)
         size += len(chunk)
+        if len(chunks) == 1 and looks_binary_start(chunk):
+            break
     if size > limit:
         raise TooLarge
     return b"".join(chunks)
 
 
-def _ingest_named_file(source: str, out: Ingested, seen: dict[tuple[int, int], str]) -> None:
+def _ingest_named_file(
+    source: str, out: Ingested, seen: dict[tuple[int, int], str], budget: _Budget, skip_unreadable: bool
+) -> None:
+    limit = budget.limit(NAMED_FILE_LIMIT)
     try:
         info = os.stat(source)
         key = (info.st_dev, info.st_ino)
@@ -145,17 +215,33 @@ def _ingest_named_file(source: str, out: Ingested, seen: dict[tuple[int, int], s
             out.skipped.append(Skipped(source, SkipKind.DUPLICATE, seen[key]))
             return
         seen[key] = source
-        data = read_bytes(source, NAMED_FILE_LIMIT, walked=False)
+        data = read_bytes(source, limit, walked=False)
     except TooLarge:
+        if limit < NAMED_FILE_LIMIT:
+            raise budget.exceeded(source) from None
         out.skipped.append(Skipped(source, SkipKind.TOO_LARGE, format_size(NAMED_FILE_LIMIT)))
         return
     except OSError as exc:
-        out.skipped.append(Skipped(source, SkipKind.UNREADABLE, str(exc.strerror or exc)))
+        _unreadable(source, exc, out, skip_unreadable)
         return
+    budget.spend(len(data))
     _convert(data, source, "text", out, named=True)
 
 
-def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file_bytes) -> None:
+def _unreadable(source: str, exc: OSError, out: Ingested, skip_unreadable: bool) -> None:
+    """A named file that cannot be read: an error (as ``cat`` fails), or with ``--skip-unreadable``
+    a skip and a warning."""
+    reason = str(exc) if isinstance(exc, NoWriter) else str(exc.strerror or exc)
+    if not skip_unreadable:
+        raise InputError(
+            f"{source}: unreadable: {reason}; check the path and its permissions, or pass "
+            "--skip-unreadable to leave it out"
+        )
+    out.skipped.append(Skipped(source, SkipKind.UNREADABLE, reason))
+    out.warnings.append(f"{source}: unreadable ({reason}); left out (--skip-unreadable)")
+
+
+def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file_bytes, budget) -> None:
     try:
         walk = walk_repository(
             root, include=include, exclude=exclude, use_gitignore=use_gitignore, max_file_bytes=max_file_bytes
@@ -172,7 +258,10 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
                 skipped.append(Skipped(found.display, SkipKind.DUPLICATE, seen[key]))
                 continue
             seen[key] = found.display
+            if min(info.st_size, max_file_bytes) > budget.left:  # size known: refused before reading
+                raise budget.exceeded(found.display)
             data = read_bytes(found.path, max_file_bytes, walked=True)
+            budget.spend(len(data))
         except TooLarge:
             skipped.append(Skipped(found.display, SkipKind.SIZE_CAP, format_size(max_file_bytes)))
             continue
@@ -206,8 +295,8 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
             out.skipped.append(Skipped(display, SkipKind.BINARY))
             return
         text, note = decoded
-        text = text.replace("\r\n", "\n")
-        if not text.strip():
+        text = text.replace("\r\n", "\n")  # the same string when there is none to replace
+        if not text or text.isspace():  # not strip(): that copies the whole text
             out.skipped.append(Skipped(display, SkipKind.EMPTY))
             return
         if note:
@@ -235,14 +324,25 @@ def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> No
         out.warnings.append(f"{display}: {_pages(pdf.empty_pages)} no text layer (scanned?)")
     if pdf.failed_pages:
         out.warnings.append(f"{display}: {_pages(pdf.failed_pages)} could not be read")
+    for reason in dict.fromkeys(pdf.skipped_pages.values()):  # each reason once, in page order
+        numbers = [n for n, why in pdf.skipped_pages.items() if why == reason]
+        out.warnings.append(f"{display}: {_pages(numbers, 'skipped')} ({reason})")
     out.documents.append(Document(display, pdf.text, "pdf", estimate_tokens(pdf.text)))
 
 
-def _pages(numbers: list[int]) -> str:
-    shown = ", ".join(map(str, numbers[:20])) + (
-        f" and {len(numbers) - 20} more" if len(numbers) > 20 else ""
-    )
-    return f"page {shown} has" if len(numbers) == 1 else f"pages {shown} have"
+def _pages(numbers: list[int], verb: str = "") -> str:
+    """ "page 3 has", "pages 2, 4, 5 have", "pages 7–2000 have" (runs of three or more as ranges);
+    with ``verb``, "pages 7–2000 skipped"."""
+    runs: list[list[int]] = []
+    for number in numbers:
+        if runs and number == runs[-1][-1] + 1:
+            runs[-1].append(number)
+        else:
+            runs.append([number])
+    parts = [f"{r[0]}–{r[-1]}" if len(r) >= 3 else ", ".join(map(str, r)) for r in runs]
+    shown = ", ".join(parts[:20]) + (f" and {len(parts) - 20} more" if len(parts) > 20 else "")
+    noun = "page" if len(numbers) == 1 else "pages"
+    return f"{noun} {shown} {verb or ('has' if len(numbers) == 1 else 'have')}"
 
 
 def _summary(skipped: list[Skipped]) -> str:

@@ -32,6 +32,10 @@ SUMMARIZE_REPOSITORY = (
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# The fast estimate counts with the default model's vocabulary; another model's tokenizer may count
+# fewer tokens (by well under 4x on ordinary text), so its input is refused before the exact count
+# only when even a quarter of the estimate would be.
+ESTIMATE_MARGIN = 4
 
 
 @dataclass(frozen=True)
@@ -116,24 +120,74 @@ def model_facts(model: str | None, convert: bool = True) -> tuple[int | None, Co
     return getattr(config, "max_position_embeddings", None), CostModel.for_config(config)
 
 
+def refuse_far_beyond_window(
+    settings, run_settings, context_estimate: int, question: str, nproc: int, device: str, window: int | None
+) -> None:
+    """Refuse, before the exact count, an input the run plan would refuse anyway: tokenizing a
+    200 MB file exactly takes a minute and gigabytes only to be told it is too long. The default
+    model's count is the estimate (plus the chat template), so its refusal is decided exactly as
+    the plan would; for another model, only when a quarter of the estimate is refused."""
+    from engine.errors import BeyondLocalPositionsError, ContextTooLongError
+    from engine.models import is_default
+    from engine.runplan import make_run_plan
+    from starcli.ingest import estimate_tokens
+
+    if window is None:
+        return
+    margin = 1 if is_default(settings.model) else ESTIMATE_MARGIN
+    query_estimate = max(estimate_tokens(question), 1)
+    try:
+        make_run_plan(run_settings, max(1, context_estimate // margin), query_estimate, nproc, device, window)
+    except BeyondLocalPositionsError:
+        if settings.fallback != "map-reduce":  # else map-reduce takes any length: nothing to refuse
+            make_run_plan(run_settings, max(1, context_estimate), query_estimate, nproc, device, window)
+    except ContextTooLongError:
+        make_run_plan(run_settings, max(1, context_estimate), query_estimate, nproc, device, window)
+
+
 def estimate_plan(
-    settings, nproc: int, device: str, ingested, documents_text: str, question: str, command: str = "ask"
+    settings,
+    nproc: int,
+    device: str,
+    ingested,
+    documents_text: str | None,
+    question: str,
+    command: str = "ask",
 ) -> dict:
     """What ``--dry-run`` shows: sources, skips, token estimates and the run plan.
 
     Counts come from the fast tiktoken estimate (``starcli.ingest.estimate_tokens``) since the
     point is to load neither tokenizer nor weights; the plan is made by the same function as a
     real run's (``engine.runplan.make_run_plan``), from the estimate and with every token costing
-    the same, so a split across ranks may differ by a block from the run's.
+    the same, so a split across ranks may differ by a block from the run's. ``documents_text``
+    None: counted document by document (``estimate_context_tokens``), the same number without a
+    joined copy of every document. An input the real run would refuse is refused the same way,
+    the message saying by how much it exceeds the window.
     """
+    from engine.errors import ContextTooLongError
     from engine.models import DEFAULT_MODEL
     from engine.runplan import make_run_plan
-    from starcli.ingest import estimate_tokens
+    from starcli.ingest import estimate_context_tokens, estimate_tokens
 
-    context_tokens = max(estimate_tokens(documents_text), 1)
+    if documents_text is None:
+        context_tokens = max(estimate_context_tokens(ingested.documents), 1)
+    else:
+        context_tokens = max(estimate_tokens(documents_text), 1)
     query_tokens = max(estimate_tokens(question), 1)
     window, _ = model_facts(settings.model, convert=False)
-    plan = make_run_plan(settings.run_settings(command), context_tokens, query_tokens, nproc, device, window)
+    run_settings = settings.run_settings(command)
+    try:
+        plan = make_run_plan(run_settings, context_tokens, query_tokens, nproc, device, window)
+    except ContextTooLongError as exc:
+        raise ContextTooLongError(
+            exc.needed,
+            exc.limit,
+            exc.context_tokens,
+            exc.query_tokens,
+            exc.max_tokens,
+            message=f"the input exceeds the window ({exc.needed:,} > {exc.limit:,} tokens, estimated), "
+            f"so the run would stop: {exc}",
+        ) from None
     return {
         "dry_run": True,
         "model": settings.model or DEFAULT_MODEL,

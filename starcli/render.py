@@ -18,7 +18,6 @@ error, Ctrl-C or anything else gets a red ✗ and says so in its line.
 from __future__ import annotations
 
 import json
-import re
 import sys
 import time
 from collections import Counter
@@ -41,11 +40,13 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from starcli.escaping import answer_for_terminal, json_safe, printable
+from starcli.output import write_all
+
 if TYPE_CHECKING:  # the engine imports torch: seconds that --help and usage errors should not pay
     from engine.events import ContextEncoded, Event, Loaded, Started, Stats
     from engine.events import Progress as ProgressEvent
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _REFRESH_S = 0.07  # markdown re-render at most ~15 times a second: each render reparses the answer
 STARTING, LOADING, ENCODING, ANSWERING = "Starting ranks", "Loading weights", "Encoding context", "Answering"
 _ENGINE_STAGES = (STARTING, LOADING, ENCODING, ANSWERING)  # in the order a run goes through them
@@ -102,12 +103,12 @@ class Renderer:
         self.out_tty = _isatty(self.out)
         self.err_tty = _isatty(self.err_stream)
         self.quiet, self.verbose, self.json_output = quiet, verbose, json_output
-        self.err = Console(file=self.err_stream, highlight=False, soft_wrap=True)
+        self.err = Console(file=self.err_stream, highlight=False, soft_wrap=True, emoji=False)
         self.progress: Progress | None = None
         if self.err_tty and not quiet:
             self.progress = Progress(
                 _Status(),
-                TextColumn("{task.description}"),
+                TextColumn("{task.description}", markup=False),
                 _Bar(bar_width=30),
                 TextColumn("{task.fields[count]}"),
                 TimeElapsedColumn(),
@@ -126,6 +127,7 @@ class Renderer:
         self._blocks: dict[int, tuple[int, int, float]] = {}  # rank: (blocks done, its blocks, when)
         self.answer = ""
         self._live: Live | None = None
+        self._restore_echo: Callable[[], None] | None = None
         self._last_refresh = 0.0
         self._generated = 0
         self._gen_started = 0.0
@@ -138,7 +140,8 @@ class Renderer:
         if self.progress is None:
             return
         self._finish_stage()
-        self._task = self.progress.add_task(description, total=total, count="", bar=total is not None)
+        label = printable(description)
+        self._task = self.progress.add_task(label, total=total, count="", bar=total is not None)
 
     def start_ranks(self, world_size: int) -> None:
         """The engine job is launched: torchrun's ranks take seconds to start, then each loads the
@@ -153,7 +156,7 @@ class Renderer:
         count = f"{done}/{total}" if done is not None and total is not None else ""
         kwargs: dict[str, Any] = {"count": count}
         if description is not None:
-            kwargs["description"] = description
+            kwargs["description"] = printable(description)
         if total is not None:
             kwargs["total"] = total
             kwargs["bar"] = True
@@ -213,9 +216,10 @@ class Renderer:
 
     # --- notes -------------------------------------------------------------------------------
     def note(self, message: str, *, style: str | None = None) -> None:
-        """An informational line on stderr; silent with ``--quiet``."""
+        """An informational line on stderr; silent with ``--quiet``. Whatever it quotes from the
+        input (paths, reasons) shows its control characters escaped (``printable``)."""
         if not self.quiet:
-            self.err.print(message, style=style, markup=False)
+            self.err.print(printable(message), style=style, markup=False)
 
     def warn(self, message: str) -> None:
         self.note(f"warning: {message}", style="yellow")
@@ -225,7 +229,7 @@ class Renderer:
         running is marked failed."""
         self.fail_stage("failed")
         self.stop_progress()
-        self.err.print(f"Error: {message}", style="bold red", markup=False)
+        self.err.print(f"Error: {printable(message)}", style="bold red", markup=False)
 
     def report_ingest(
         self, documents: list, skipped: list, warnings: list[str], tokens: int, *, list_skips: bool = True
@@ -326,9 +330,10 @@ class Renderer:
         self._count(ANSWERING, "first token")
         self._finish_stage()
         self.stop_progress()
+        self._restore_echo = _hide_control_echo(self.out)
         self._live = Live(
             Markdown(""),
-            console=Console(file=self.out),
+            console=Console(file=self.out, emoji=False),
             auto_refresh=False,
             vertical_overflow="ellipsis",  # crop while streaming; the final render shows it all
             redirect_stdout=False,
@@ -350,11 +355,10 @@ class Renderer:
         if self._live is not None:
             now = time.perf_counter()
             if now - self._last_refresh >= _REFRESH_S:
-                self._live.update(Markdown(self.answer), refresh=True)
+                self._live.update(Markdown(answer_for_terminal(self.answer)), refresh=True)
                 self._last_refresh = now
             return
-        self.out.write(text)
-        self.out.flush()
+        write_all(self.out, text)
 
     # --- the end -----------------------------------------------------------------------------
     def finish_answer(self, stats: Stats | None) -> None:
@@ -369,29 +373,32 @@ class Renderer:
         (a stage still running is marked stopped). Safe to call more than once and after a failure
         (the partial answer stays, printed once)."""
         if self._live is not None:
-            self._live.update(Markdown(self.answer), refresh=True)
-            self._live.stop()
-            self._live = None
+            try:
+                self._live.update(Markdown(answer_for_terminal(self.answer)), refresh=True)
+                self._live.stop()
+            finally:
+                self._live = None
+                if self._restore_echo is not None:
+                    self._restore_echo()
+                    self._restore_echo = None
         elif self.answer and not self.json_output and not self.answer.endswith("\n"):
             self.answer += "\n"
-            self.out.write("\n")
-            self.out.flush()
+            write_all(self.out, "\n")
         self.stop_progress()
 
     def print_json(self, data: dict[str, Any]) -> None:
         self._finish_stage()  # the result is here: the stage that made it is done
         self.close()
         text = json.dumps(data, ensure_ascii=False, indent=2 if self.out_tty else None)
-        # A file name's undecodable bytes (lone surrogates) as \u escapes: the output stays UTF-8.
-        text = _SURROGATE.sub(lambda match: f"\\u{ord(match.group()):04x}", text)
-        self.out.write(text + "\n")
-        self.out.flush()
+        # Exact strings; a file name's undecodable bytes (lone surrogates), C1 and bidi characters
+        # as \u escapes: the output stays UTF-8 and shows nothing raw on a terminal.
+        write_all(self.out, json_safe(text) + "\n")
 
     def print_text(self, text: str) -> None:
+        """Text already made safe to show (``format_plan`` escapes what it quotes)."""
         self._finish_stage()
         self.close()
-        self.out.write(text)
-        self.out.flush()
+        write_all(self.out, text)
 
 
 def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str, Any]:
@@ -424,22 +431,28 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
 def format_plan(plan: dict[str, Any]) -> str:
     """``--dry-run``'s plan as text: sources, skips, estimates, blocks."""
     lines = ["Sources (estimated tokens):"]
-    lines += [f"  {s['tokens']:>9,}  {s['path']}" for s in plan["sources"]]
+    lines += [f"  {s['tokens']:>9,}  {printable(s['path'])}" for s in plan["sources"]]
     if plan["skipped"]:
         lines.append(f"Skipped ({len(plan['skipped'])}):")
-        lines += [f"  {s['path']}: {s['reason']}" for s in plan["skipped"]]
+        lines += [f"  {printable(s['path'])}: {printable(s['reason'])}" for s in plan["skipped"]]
     lines.append(f"Context: ~{plan['context_tokens']:,} tokens; query: ~{plan['query_tokens']:,} tokens")
     if plan["attention"] != "star":
-        lines.append(f"Attention: {plan['attention']}; model {plan['model']} on {plan['device']}")
+        lines.append(f"Attention: {plan['attention']}; model {printable(plan['model'])} on {plan['device']}")
         lines.append(f"Blocks: {plan['blocks']:,} over {_plural(plan['world_size'], 'rank')}")
     else:
         per_rank = ", ".join(str(b) for b in plan["blocks_per_rank"])
         lines.append(
             f"Attention: star, block {plan['block_size']:,}, anchor {plan['anchor_size']:,}, "
-            f"{plan['positions']} positions; model {plan['model']} on {plan['device']}"
+            f"{plan['positions']} positions; model {printable(plan['model'])} on {plan['device']}"
         )
         ranks = _plural(plan["world_size"], "rank")
         lines.append(f"Blocks: {plan['blocks']:,} over {ranks} (blocks per rank: {per_rank})")
+        tokens, window = plan["context_tokens"] + plan["query_tokens"], plan.get("window")
+        if plan["positions"] == "local" and window and tokens > window:
+            lines.append(
+                f"Window: the input exceeds the window ({tokens:,} > {window:,} tokens); the run "
+                "keeps every block at window-local positions (less reliable: docs/long-inputs.md)"
+            )
     lines.append("Dry run: no model was loaded.")
     return "\n".join(lines) + "\n"
 
@@ -462,3 +475,28 @@ def _isatty(stream: TextIO) -> bool:
         return stream.isatty()
     except (AttributeError, ValueError):
         return False
+
+
+def _hide_control_echo(stream: TextIO) -> Callable[[], None] | None:
+    """While the answer is redrawn in place on a terminal, keep the terminal from echoing ``^C``
+    (ECHOCTL) and from discarding queued output on Ctrl-C (NOFLSH): the echo landed after a
+    full-width last line, moved the cursor a line down, and the final redraw then left the
+    answer's first lines on the screen twice. Returns what restores the terminal's settings."""
+    try:
+        import termios
+
+        fd = stream.fileno()
+        saved = termios.tcgetattr(fd)
+        changed = list(saved)
+        changed[3] = (saved[3] & ~termios.ECHOCTL) | termios.NOFLSH
+        termios.tcsetattr(fd, termios.TCSANOW, changed)
+    except Exception:  # noqa: BLE001 - not a terminal (termios.error, no fileno, no termios): nothing to do
+        return None
+
+    def restore() -> None:
+        try:
+            termios.tcsetattr(fd, termios.TCSANOW, saved)
+        except Exception:  # noqa: BLE001 - the terminal went away: nothing to restore
+            pass
+
+    return restore

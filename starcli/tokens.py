@@ -13,6 +13,11 @@ Reading the GGUF takes a few seconds, so the ranks are written once to
 them in well under a second. Nothing here imports torch or transformers. If the package, the
 ``gguf`` reader or tiktoken itself is missing, estimates fall back to UTF-8 bytes / 4, the usual
 rule of thumb for English text and code with BPE vocabularies.
+
+Long texts are counted in pieces of at most ``ESTIMATE_CHUNK`` characters, cut where the split
+pattern always ends a pre-token (a non-space character followed by whitespace), so the count is
+the same as in one piece while memory stays bounded: tiktoken returns a list of every token, about
+36 bytes each, which for a 200 MB line was gigabytes.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 import functools
 import importlib.util
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -31,6 +37,14 @@ from engine.paths import cache_dir
 # The GPT-2 pre-tokenizer (HF ByteLevel with use_regex=True), as the converted tokenizer uses it.
 SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 _FORMAT = 1  # bump when the cached file's meaning changes
+ESTIMATE_CHUNK = 1 << 20  # characters counted at once
+_CUT_SEARCH = 1 << 16  # how far back from a piece's end to look for a clean cut
+# Unicode's White_Space, as the split pattern's \s means it (Python's own \s also takes \x1c-\x1f).
+_WS = "\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_CLEAN_CUT = re.compile(f"[^{_WS}](?=[{_WS}])")
+_WS_CHARS = frozenset("\t\n\v\f\r \x85\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | {
+    chr(c) for c in range(0x2000, 0x200B)
+}
 
 
 def estimate_tokens(text: str) -> int:
@@ -40,10 +54,38 @@ def estimate_tokens(text: str) -> int:
     encoding = _encoding()
     if encoding is not None:
         try:
-            return len(encoding.encode_ordinary(text))
+            return sum(len(encoding.encode_ordinary(piece)) for piece in _pieces(text))
         except Exception:  # noqa: BLE001 - an estimate must never fail; use the heuristic
             pass
     return heuristic_tokens(text)
+
+
+def _pieces(text: str):
+    """``text`` in pieces of at most ``ESTIMATE_CHUNK`` characters, each cut just after a
+    non-space character that whitespace follows: no pre-token spans such a cut, so counting the
+    pieces gives the count of the whole. A stretch with no such place (one 1 MB word) is cut
+    where it must be, which may shift the count by a token there."""
+    start = 0
+    while len(text) - start > ESTIMATE_CHUNK:
+        end = start + ESTIMATE_CHUNK
+        cut = _clean_cut(text, max(start, end - _CUT_SEARCH), end)
+        yield text[start:cut]
+        start = cut
+    yield text[start:] if start else text
+
+
+def _clean_cut(text: str, low: int, end: int) -> int:
+    """The last clean cut in ``text[low:end]`` (or ``end`` when there is none): found from the end
+    with ``rfind`` for the usual spaces and newlines, the full whitespace class only if needed."""
+    space = max(text.rfind(" ", low + 1, end), text.rfind("\n", low + 1, end))
+    while space > low:
+        if text[space - 1] not in _WS_CHARS:  # a run of whitespace begins here: a clean cut
+            return space
+        space -= 1
+    cut = end
+    for match in _CLEAN_CUT.finditer(text, low, end):
+        cut = match.end()
+    return cut
 
 
 def heuristic_tokens(text: str) -> int:

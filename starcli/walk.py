@@ -8,6 +8,8 @@ level, those of enclosing directories up to the repository root, ``.git/info/exc
 
 The walk is iterative with a depth limit and remembers the directories it has seen, so deep
 trees and bind-mount loops end; results are sorted by path, so the order is deterministic.
+Ignore patterns are matched in bounded time (``starcli.wildmatch``); an ignore file that is too
+large or cannot be read, and a pattern left out, are reported as warnings, never dropped silently.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ import pathspec
 
 from starcli.documents import SkipKind, Skipped
 from starcli.secretscan import secret_by_name
-from starcli.textfile import format_size, read_bytes
+from starcli.textfile import TooLarge, format_size, read_bytes
+from starcli.wildmatch import MAX_PATTERN_CHARS, MAX_WILDCARDS, BadPattern, gitignore_spec
 
 MAX_DEPTH = 64
-IGNORE_FILE_LIMIT = 1 << 20
+IGNORE_FILE_LIMIT = 1 << 20  # git reads any size; past this a warning says it was not applied
 DEFAULT_EXCLUDED_DIRS = {
     **dict.fromkeys([".git", ".hg", ".svn", ".bzr"], "version control"),
     **dict.fromkeys(["node_modules", "bower_components", ".yarn"], "dependencies"),
@@ -75,8 +78,7 @@ DEFAULT_EXCLUDED_FILES = {
 Why = tuple[SkipKind, str, str]  # a skip without its path: (kind, detail, note)
 
 
-class BadPattern(ValueError):
-    """An ``--include``/``--exclude`` glob that gitignore syntax rejects."""
+__all__ = ["BadPattern", "Found", "WalkResult", "compile_globs", "display_root", "walk_repository"]
 
 
 @dataclass
@@ -109,8 +111,8 @@ def compile_globs(patterns, flag: str) -> pathspec.GitIgnoreSpec | None:
     if not patterns:
         return None
     try:
-        return pathspec.GitIgnoreSpec.from_lines(list(patterns))
-    except Exception as exc:  # noqa: BLE001 - pathspec's error types vary by version
+        return gitignore_spec(list(patterns), strict=True)[0]
+    except BadPattern as exc:
         raise BadPattern(f"invalid {flag} pattern: {exc}") from exc
 
 
@@ -143,7 +145,7 @@ def walk_repository(
         seen.add((info.st_dev, info.st_ino))
         if use_gitignore and any(e.name == ".gitignore" for e in entries):
             ignore_file = os.path.join(directory, ".gitignore")
-            layer = _load_ignore_file(ignore_file, prefix + rel, shown + rel + ".gitignore")
+            layer = _load_ignore_file(ignore_file, prefix + rel, shown + rel + ".gitignore", result)
             if layer is not None:
                 layers = (*layers, layer)
         for entry in entries:
@@ -238,26 +240,28 @@ def _pattern(spec: pathspec.GitIgnoreSpec, path: str) -> str:
     return getattr(spec.patterns[check.index], "pattern", "?") if check.index is not None else "?"
 
 
-def _load_ignore_file(path: str, base: str, name: str) -> _IgnoreFile | None:
-    """Parse one ignore file; lines git would reject are dropped, as git drops them."""
+def _load_ignore_file(path: str, base: str, name: str, result: WalkResult) -> _IgnoreFile | None:
+    """Parse one ignore file; lines git would reject are dropped, as git drops them. One that
+    cannot be read or is too large ignores nothing, with a warning: the files it names are read."""
     try:
         text = read_bytes(path, IGNORE_FILE_LIMIT, walked=True).decode("utf-8", "replace")
-    except Exception:  # noqa: BLE001 - an unreadable ignore file ignores nothing, as in git
+    except TooLarge:
+        result.warnings.append(
+            f"{name}: larger than {format_size(IGNORE_FILE_LIMIT)}, its rules were not applied "
+            "(the files it ignores are read); use --exclude for them"
+        )
         return None
-    lines = text.splitlines()
-    try:
-        spec = pathspec.GitIgnoreSpec.from_lines(lines)
-    except Exception:  # noqa: BLE001
-        spec = pathspec.GitIgnoreSpec.from_lines([line for line in lines if _valid_line(line)])
+    except OSError as exc:
+        result.warnings.append(f"{name}: unreadable ({exc.strerror or exc}), its rules were not applied")
+        return None
+    spec, left_out = gitignore_spec(text.splitlines())
+    if left_out:
+        result.warnings.append(
+            f"{name}: {len(left_out)} pattern{'s' if len(left_out) > 1 else ''} not applied (longer "
+            f"than {MAX_PATTERN_CHARS:,} characters or more than {MAX_WILDCARDS} wildcards), e.g. "
+            f"{left_out[0][:40]}{'…' if len(left_out[0]) > 40 else ''}"
+        )
     return _IgnoreFile(base, spec, name)
-
-
-def _valid_line(line: str) -> bool:
-    try:
-        pathspec.GitIgnoreSpec.from_lines([line])
-    except Exception:  # noqa: BLE001
-        return False
-    return True
 
 
 def _enclosing_ignores(root: str, shown: str, result: WalkResult):
@@ -277,7 +281,7 @@ def _enclosing_ignores(root: str, shown: str, result: WalkResult):
     layers: list[_IgnoreFile] = []
     exclude = os.path.join(top, ".git", "info", "exclude")
     if os.path.isfile(exclude):
-        layer = _load_ignore_file(exclude, "", _relative_name(exclude, root, real))
+        layer = _load_ignore_file(exclude, "", _relative_name(exclude, root, real), result)
         if layer:
             layers.append(layer)
     prefix = "" if real == top else os.path.relpath(real, top).replace(os.sep, "/") + "/"
@@ -285,7 +289,7 @@ def _enclosing_ignores(root: str, shown: str, result: WalkResult):
     for part in [p for p in prefix.split("/") if p]:
         ignore = os.path.join(directory, ".gitignore")
         if os.path.isfile(ignore):
-            layer = _load_ignore_file(ignore, base, _relative_name(ignore, root, real))
+            layer = _load_ignore_file(ignore, base, _relative_name(ignore, root, real), result)
             if layer:
                 layers.append(layer)
         base += part + "/"

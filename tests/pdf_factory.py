@@ -43,3 +43,33 @@ def make_pdf(pages: list[list[str] | None], *, password: str | None = None) -> b
     buffer = io.BytesIO()
     writer.write(buffer)
     return buffer.getvalue()
+
+
+def make_shared_content_pdf(pages: int, content_bytes: int, *, shared: bool = True) -> bytes:
+    """``pages`` pages drawing one long content stream of about ``content_bytes`` (Flate
+    compressed, so the file stays small): all pages share one stream object (``shared``), or each
+    has its own copy (the case sharing does not catch)."""
+    from pypdf.generic import NameObject as Name
+
+    writer = PdfWriter()
+    font = DictionaryObject(
+        {
+            Name("/Type"): Name("/Font"),
+            Name("/Subtype"): Name("/Type1"),
+            Name("/BaseFont"): Name("/Helvetica"),
+        }
+    )
+    line = b"(All work and no play makes a dull PDF.) Tj T*\n"
+    body = b"BT /F1 11 Tf 14 TL 72 720 Td\n" + line * (content_bytes // len(line)) + b"ET"
+    reference = None
+    for _ in range(pages):
+        page = writer.add_blank_page(612, 792)
+        page[Name("/Resources")] = DictionaryObject({Name("/Font"): DictionaryObject({Name("/F1"): font})})
+        if reference is None or not shared:
+            stream = DecodedStreamObject()
+            stream.set_data(body)
+            reference = writer._add_object(stream.flate_encode())
+        page[Name("/Contents")] = reference
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    return buffer.getvalue()

@@ -248,3 +248,54 @@ def test_two_runs_at_once_share_nothing(tmp_path, journal):
     for folder, before in watched.items():
         assert snapshot(folder) == before, f"{folder} changed"
     assert not network_log.exists(), network_log.read_text()
+
+
+def test_ctrl_c_on_a_terminal_shows_the_partial_answer_once(tmp_path, journal):
+    """Both streams on one terminal, Ctrl-C typed there (issue 18): the terminal echoed ``^C``
+    after the answer's full-width last line, the cursor moved a line down, and the final redraw
+    left the answer's first line on the screen twice (2 of 2 tries). Read as a person would see
+    it, through a small terminal emulator."""
+    import pty
+    import select
+    import struct
+    import sys
+    import termios
+    from fcntl import ioctl
+
+    from tests.clijob import cli_env
+    from tests.screen import screen_lines
+
+    args = [sys.executable, "-m", "starcli", "ask", str(journal), RAMBLE, "--nproc", "1"]
+    args += ["--block-size", "128", "--max-tokens", "200"]
+    env = cli_env(tmp_path / "jobtmp")
+    (tmp_path / "jobtmp").mkdir()
+    pid, fd = pty.fork()  # the child gets the pty as its controlling terminal: ^C goes through it
+    if pid == 0:
+        os.chdir(REPO)
+        os.execve(sys.executable, args, env)
+    ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    out, sent = bytearray(), None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.1)
+        if ready:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not chunk:
+                break
+            out += chunk
+        answering = out.split(b"first token", 1)
+        if sent is None and len(answering) == 2 and answering[1].count(b"\x1b[2K") >= 8:
+            os.write(fd, b"\x03")  # typed Ctrl-C: the terminal sends SIGINT and echoes
+            sent = time.monotonic()
+    _, status = os.waitpid(pid, 0)
+    os.close(fd)
+    assert sent is not None, bytes(out[-400:])
+    assert os.waitstatus_to_exitcode(status) == 130
+    lines = screen_lines(bytes(out), 80)
+    first = lines[next(i for i, line in enumerate(lines) if "Answering" in line) + 1]
+    print("\n".join(lines[-4:]))
+    assert first and lines.count(first) == 1, lines
+    assert lines[-1] == "interrupted"

@@ -61,3 +61,63 @@ def test_an_incomplete_directory_is_not_taken_for_a_conversion(tmp_path, monkeyp
     assert not models._is_conversion_of(target, identity)
     (target / models.SOURCE_STAMP).write_text('{"size": 1}')  # a stamp of another file
     assert not models._is_conversion_of(target, identity)
+
+
+# --- room, writability and one conversion at a time (issue 18) -----------------------------------
+def fake_conversion(calls: list, seconds: float = 0.5):
+    """Stands in for the half-minute GGUF read: writes a stamped directory, slowly."""
+
+    def write(gguf_path, identity, target):
+        import json
+        import time
+
+        calls.append(target)
+        time.sleep(seconds)
+        target.mkdir(parents=True)
+        (target / models.SOURCE_STAMP).write_text(json.dumps(identity))
+
+    return write
+
+
+def test_a_full_cache_is_refused_before_converting_naming_path_and_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv("STARCLI_CACHE", str(tmp_path))
+    calls: list = []
+    monkeypatch.setattr(models, "write_conversion", fake_conversion(calls))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(models.shutil, "disk_usage", lambda _path: usage._replace(free=12_000_000))
+    with pytest.raises(models.ModelLoadError) as info:
+        models.convert_default_model()
+    needed = models.default_gguf_path().stat().st_size * models.CONVERTED_BYTES_PER_GGUF_BYTE
+    assert str(info.value).startswith(f"the model cache {tmp_path / 'models'} has 12 MB free")
+    assert f"({needed:,} bytes)" in str(info.value) and calls == []
+
+
+def test_an_unwritable_cache_is_refused_before_converting(tmp_path, monkeypatch):
+    (tmp_path / "file").write_text("not a directory")
+    monkeypatch.setenv("STARCLI_CACHE", str(tmp_path / "file" / "cache"))  # unwritable even for root
+    calls: list = []
+    monkeypatch.setattr(models, "write_conversion", fake_conversion(calls))
+    with pytest.raises(models.ModelLoadError, match=r"model cache .*/file/cache/models cannot be written"):
+        models.convert_default_model()
+    assert calls == []
+
+
+def test_concurrent_first_runs_convert_once_and_the_others_wait(tmp_path, monkeypatch):
+    import threading
+
+    monkeypatch.setenv("STARCLI_CACHE", str(tmp_path))
+    calls: list = []
+    monkeypatch.setattr(models, "write_conversion", fake_conversion(calls))
+    notes: list[str] = []
+    results: list = []
+    runs = [
+        threading.Thread(target=lambda: results.append(models.convert_default_model(on_wait=notes.append)))
+        for _ in range(3)
+    ]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(30)
+    assert len(calls) == 1 and len(results) == 3 and len(set(results)) == 1
+    assert models._is_conversion_of(results[0], models.source_identity(models.default_gguf_path()))
+    assert len(notes) == 2 and all(note.startswith("waiting for another starcli run") for note in notes)
