@@ -100,6 +100,7 @@ def ask(
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
+    redact_secrets: opt.RedactSecrets = False,
 ) -> None:
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
@@ -141,6 +142,7 @@ def summarize(
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
+    redact_secrets: opt.RedactSecrets = False,
 ) -> None:
     """Summarize the sources (a document, or a repository's purpose and layout)."""
     options = dict(locals())
@@ -210,6 +212,7 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         include=tuple(options["include"] or ()),
         exclude=tuple(options["exclude"] or ()),
         use_gitignore=not options["no_gitignore"],
+        redact_secrets=options["redact_secrets"],
     )
     renderer.report_ingest(
         ingested.documents,

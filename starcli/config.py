@@ -428,3 +428,12 @@ NoGitignore = Annotated[
     bool,
     typer.Option("--no-gitignore", help="Also read files that .gitignore excludes.", rich_help_panel=_INPUT),
 ]
+RedactSecrets = Annotated[
+    bool,
+    typer.Option(
+        "--redact-secrets",
+        help="Keep files whose contents hold secrets (tokens, keys, passwords), with each secret "
+        "replaced by a placeholder, instead of skipping them (files named like .env stay out).",
+        rich_help_panel=_INPUT,
+    ),
+]

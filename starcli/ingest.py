@@ -9,7 +9,9 @@ named it and it cannot be used.
 Walk rules (gitignore, default excludes, secret file names, globs, size cap) apply to
 directories. A file named on the command line is read as given, with no size cap below
 ``NAMED_FILE_LIMIT``: the user asked for it, and the context-window check that follows says
-more than a cap would. Binary detection and the private-key check apply to everything.
+more than a cap would. Binary detection and the secret checks (docs/secrets.md) apply to
+everything: a secret skips a walked file, and refuses a named one or stdin (``--redact-secrets``:
+each secret is replaced by a placeholder instead).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import BinaryIO
 
 from starcli.documents import Document, Ingested, InputError, SkipKind, Skipped
 from starcli.pdf import PdfProblem, extract_pdf
-from starcli.secretscan import secret_in_content
+from starcli.secretscan import describe, find_secrets, redact, secret_by_name
 from starcli.textfile import TooLarge, decode_text, format_size, looks_like_pdf, read_bytes
 from starcli.tokens import estimate_tokens
 from starcli.walk import BadPattern, compile_globs, walk_repository
@@ -51,8 +53,11 @@ def ingest(
     exclude: Sequence[str] = (),
     use_gitignore: bool = True,
     max_file_bytes: int = 1 << 20,
+    redact_secrets: bool = False,
 ) -> Ingested:
-    """Read every source into documents; ``InputError`` when the input is unusable."""
+    """Read every source into documents; ``InputError`` when the input is unusable.
+    ``redact_secrets``: a file whose contents hold secrets is kept with each one replaced by a
+    placeholder, instead of skipped (a named file or stdin: refused)."""
     if not sources:
         raise InputError("nothing to read: give a file, a directory, or '-' for standard input")
     try:
@@ -65,11 +70,13 @@ def ingest(
     seen: dict[tuple[int, int], str] = {}
     for source, kind in zip(sources, kinds, strict=True):
         if kind == "stdin":
-            _ingest_stdin(stdin, out)
+            _ingest_stdin(stdin, out, redact_secrets)
         elif kind == "directory":
-            _ingest_directory(source, out, seen, include, exclude, use_gitignore, max_file_bytes)
+            _ingest_directory(
+                source, out, seen, include, exclude, use_gitignore, max_file_bytes, redact_secrets
+            )
         else:
-            _ingest_named_file(source, out, seen)
+            _ingest_named_file(source, out, seen, redact_secrets)
     if not out.documents:
         raise InputError(f"no text to read: {_summary(out.skipped)}")
     return out
@@ -105,7 +112,7 @@ def _source_kind(source: str) -> str:
     return "directory" if os.path.isdir(source) else "file"
 
 
-def _ingest_stdin(stdin: BinaryIO | None, out: Ingested) -> None:
+def _ingest_stdin(stdin: BinaryIO | None, out: Ingested, redact_secrets: bool = False) -> None:
     if any(doc.path == STDIN for doc in out.documents) or any(s.path == STDIN for s in out.skipped):
         out.skipped.append(Skipped(STDIN, SkipKind.STDIN_TWICE))
         return
@@ -119,7 +126,7 @@ def _ingest_stdin(stdin: BinaryIO | None, out: Ingested) -> None:
         return
     except (OSError, ValueError) as exc:
         raise InputError(f"could not read standard input: {exc}") from None
-    _convert(data, STDIN, "stdin", out, named=True)
+    _convert(data, STDIN, "stdin", out, named=True, redact_secrets=redact_secrets)
 
 
 def _read_stream(stream, limit: int) -> bytes:
@@ -137,7 +144,15 @@ def _read_stream(stream, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _ingest_named_file(source: str, out: Ingested, seen: dict[tuple[int, int], str]) -> None:
+def _ingest_named_file(
+    source: str, out: Ingested, seen: dict[tuple[int, int], str], redact_secrets: bool = False
+) -> None:
+    secret = secret_by_name(source.replace(os.sep, "/"))
+    if secret:
+        raise InputError(
+            f"{source}: not read: its name marks a secret file ({secret}), which starcli never "
+            "sends to a model; copy what you need into another file"
+        )
     try:
         info = os.stat(source)
         key = (info.st_dev, info.st_ino)
@@ -152,10 +167,12 @@ def _ingest_named_file(source: str, out: Ingested, seen: dict[tuple[int, int], s
     except OSError as exc:
         out.skipped.append(Skipped(source, SkipKind.UNREADABLE, str(exc.strerror or exc)))
         return
-    _convert(data, source, "text", out, named=True)
+    _convert(data, source, "text", out, named=True, redact_secrets=redact_secrets)
 
 
-def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file_bytes) -> None:
+def _ingest_directory(
+    root, out, seen, include, exclude, use_gitignore, max_file_bytes, redact_secrets=False
+) -> None:
     try:
         walk = walk_repository(
             root, include=include, exclude=exclude, use_gitignore=use_gitignore, max_file_bytes=max_file_bytes
@@ -180,7 +197,7 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
             skipped.append(Skipped(found.display, SkipKind.UNREADABLE, str(exc.strerror or exc)))
             continue
         local = Ingested()
-        _convert(data, found.display, "text", local, named=False)
+        _convert(data, found.display, "text", local, named=False, redact_secrets=redact_secrets)
         out.documents.extend(local.documents)
         out.warnings.extend(local.warnings)
         skipped.extend(local.skipped)
@@ -191,15 +208,13 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
         raise InputError(f"{root}: nothing left to read after filters: {_summary(skipped)}")
 
 
-def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool) -> None:
+def _convert(
+    data: bytes, display: str, kind: str, out: Ingested, *, named: bool, redact_secrets: bool = False
+) -> None:
     """Bytes to a Document, or a Skipped with its reason; a named PDF that fails is an error."""
     try:
         if looks_like_pdf(data, display):
-            _convert_pdf(data, display, out, named=named)
-            return
-        secret = secret_in_content(data)
-        if secret:
-            out.skipped.append(Skipped(display, SkipKind.SECRET, secret))
+            _convert_pdf(data, display, out, named=named, redact_secrets=redact_secrets)
             return
         decoded = decode_text(data)
         if decoded is None:
@@ -210,6 +225,9 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
         if not text.strip():
             out.skipped.append(Skipped(display, SkipKind.EMPTY))
             return
+        text = _without_secrets(text, display, out, named=named, redact_secrets=redact_secrets)
+        if text is None:
+            return
         if note:
             out.warnings.append(f"{display}: {note}")
         out.documents.append(Document(display, text, kind, estimate_tokens(text)))
@@ -219,7 +237,7 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
         out.skipped.append(Skipped(display, SkipKind.UNREADABLE, type(exc).__name__))
 
 
-def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> None:
+def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool, redact_secrets: bool) -> None:
     try:
         pdf = extract_pdf(data)
     except PdfProblem as problem:
@@ -227,15 +245,40 @@ def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> No
             raise InputError(f"{display}: {problem.reason}; {problem.hint}") from None
         out.skipped.append(Skipped(display, problem.kind, note=problem.note))
         return
-    secret = secret_in_content(pdf.text.encode("utf-8", "replace"))
-    if secret:
-        out.skipped.append(Skipped(display, SkipKind.SECRET, secret))
+    text = _without_secrets(pdf.text, display, out, named=named, redact_secrets=redact_secrets)
+    if text is None:
         return
     if pdf.empty_pages:
         out.warnings.append(f"{display}: {_pages(pdf.empty_pages)} no text layer (scanned?)")
     if pdf.failed_pages:
         out.warnings.append(f"{display}: {_pages(pdf.failed_pages)} could not be read")
-    out.documents.append(Document(display, pdf.text, "pdf", estimate_tokens(pdf.text)))
+    out.documents.append(Document(display, text, "pdf", estimate_tokens(text)))
+
+
+def _without_secrets(
+    text: str, display: str, out: Ingested, *, named: bool, redact_secrets: bool
+) -> str | None:
+    """The text to use: as it is, or with its secrets redacted (``redact_secrets``); None when
+    the file is skipped for a secret. A file the user named, or stdin, is refused instead."""
+    findings = find_secrets(text, display)
+    if not findings:
+        return text
+    detail, more = describe(findings)
+    if redact_secrets and (redacted := redact(text, findings)) is not None:
+        lines = sorted({f.line for f in findings})
+        shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
+        out.warnings.append(f"{display}: secrets replaced by placeholders (line {shown})")
+        return redacted
+    if named:
+        also = f", and {more}" if more else ""
+        hint = (
+            "it holds a private key that cannot be cut out; remove the key first"
+            if redact_secrets
+            else "--redact-secrets reads it with each secret replaced by a placeholder"
+        )
+        raise InputError(f"{display}: not sent to the model: it holds a secret ({detail}{also}); {hint}")
+    out.skipped.append(Skipped(display, SkipKind.SECRET, detail, more))
+    return None
 
 
 def _pages(numbers: list[int]) -> str:
