@@ -105,9 +105,8 @@ def ask(
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
-    if not sources and _stdin_is_terminal() and os.path.exists(question):
-        # One argument and nothing piped: the user named a source and forgot the question.
-        typer.echo(ctx.get_usage(), err=True)
+    if not sources and os.path.exists(question):
+        # One argument, and it names a file: the user named a source and forgot the question.
         typer.echo(f'Error: missing QUESTION; try: {ctx.command_path} {question} "your question"', err=True)
         raise typer.Exit(EXIT_USAGE)
     options = dict(locals())
@@ -150,12 +149,15 @@ def summarize(
 
 
 def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str]:
-    """The sources as given; none means piped stdin. With nothing piped either, print usage and
-    exit 2 at once: reading a terminal would sit waiting for input nobody meant to type."""
+    """The sources as given; none means piped stdin. With nothing piped either, exit 2 at once:
+    reading a terminal would sit waiting for input nobody meant to type. An empty SOURCE ('')
+    is a usage error, not a file that does not exist."""
+    if sources and "" in sources:
+        hint = "'' names nothing; give a file, a directory or - for stdin"
+        raise typer.BadParameter(hint, param_hint="SOURCE")
     if sources:
         return list(sources)
     if _stdin_is_terminal():
-        typer.echo(ctx.get_usage(), err=True)
         typer.echo(
             f"Error: no SOURCE given and nothing piped on stdin; try '{ctx.command_path} --help'", err=True
         )
