@@ -165,12 +165,48 @@ def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str
     return ["-"]
 
 
-def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> int:
-    """Run one command and turn every outcome into an exit code (``exit_code_for``)."""
+@app.command("context")
+def context_command(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
+    ] = None,
+    layout: opt.ContextFormat = "text",
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    no_gitignore: opt.NoGitignore = False,
+    redact_secrets: opt.RedactSecrets = False,
+) -> None:
+    """Print the documents exactly as the model reads them, after every filter (secrets,
+    .gitignore, binaries, --include/--exclude); skips are listed on stderr as for ask."""
+    options = dict(locals(), json=False)
+    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options, _print_context))
+
+
+def _print_context(
+    renderer: Renderer, sources: list[str], _question: str | None, options: dict[str, Any]
+) -> int:
+    """Read the sources as ``ask`` would and write the context to stdout, document by document."""
+    from starcli.contextformat import format_context
+
+    _, ingested = _read_sources(renderer, sources, options)
+    renderer.print_text("")  # the reading stage is done and the display gone before stdout is written
+    for piece in format_context(ingested.documents, options["layout"]):
+        renderer.out.write(piece)
+    renderer.out.flush()
+    return EXIT_OK
+
+
+def _run(sources: list[str], question: str | None, options: dict[str, Any], execute=None) -> int:
+    """Run one command (``execute``: ``_execute`` unless given) and turn every outcome into an
+    exit code (``exit_code_for``)."""
     _keep_undecodable_bytes()
     renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
     try:
-        return _execute(renderer, sources, question, options)
+        return (execute or _execute)(renderer, sources, question, options)
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
         return EXIT_BROKEN_PIPE
@@ -197,32 +233,11 @@ def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> i
 def _execute(renderer: Renderer, sources: list[str], question: str | None, options: dict[str, Any]) -> int:
     """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
-    _quiet_libraries()
-    keep_compiler_caches_in(cache_dir())
-    file_values, config_warnings = read_config()
-    settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
-    for warning in config_warnings:
-        renderer.warn(warning)
+    settings, ingested = _read_sources(renderer, sources, options)
 
     from starcli import ingest as ingestion
     from starcli.prompt import ask_instructions, summary_instructions
 
-    renderer.stage("Reading sources")
-    ingested = ingestion.ingest(
-        sources,
-        stdin=getattr(sys.stdin, "buffer", sys.stdin) if "-" in sources else None,
-        include=tuple(options["include"] or ()),
-        exclude=tuple(options["exclude"] or ()),
-        use_gitignore=not options["no_gitignore"],
-        redact_secrets=options["redact_secrets"],
-    )
-    renderer.report_ingest(
-        ingested.documents,
-        ingested.skipped,
-        ingested.warnings,
-        ingested.total_tokens,
-        list_skips=not (options["dry_run"] and not options["json"]),
-    )
     options["command"] = "ask" if question else "summarize"
     question = ask_instructions(question) if question else summary_instructions(sources)
     documents_text = ingestion.render_documents(ingested.documents)
@@ -247,6 +262,37 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
     else:
         renderer.finish_answer(stats)
     return EXIT_OK
+
+
+def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any]):
+    """Settings (config file, variables, flags) and the ingested sources, skips reported:
+    ``(Settings, Ingested)``."""
+    _quiet_libraries()
+    keep_compiler_caches_in(cache_dir())
+    file_values, config_warnings = read_config()
+    settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
+    for warning in config_warnings:
+        renderer.warn(warning)
+
+    from starcli import ingest as ingestion
+
+    renderer.stage("Reading sources")
+    ingested = ingestion.ingest(
+        sources,
+        stdin=getattr(sys.stdin, "buffer", sys.stdin) if "-" in sources else None,
+        include=tuple(options["include"] or ()),
+        exclude=tuple(options["exclude"] or ()),
+        use_gitignore=not options["no_gitignore"],
+        redact_secrets=options["redact_secrets"],
+    )
+    renderer.report_ingest(
+        ingested.documents,
+        ingested.skipped,
+        ingested.warnings,
+        ingested.total_tokens,
+        list_skips=not (options.get("dry_run") and not options["json"]),
+    )
+    return settings, ingested
 
 
 def _generate(

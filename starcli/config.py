@@ -437,3 +437,16 @@ RedactSecrets = Annotated[
         rich_help_panel=_INPUT,
     ),
 ]
+CONTEXT_FORMATS = ("text", "xml", "markdown")
+ContextFormat = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        metavar="[" + "|".join(CONTEXT_FORMATS) + "]",
+        callback=_one_of(CONTEXT_FORMATS),
+        rich_help_panel=_OUTPUT,
+        help="text: byte for byte what the model reads (a ===== path ===== header per document); "
+        "xml: <documents><document index=..><source>..</source><document_content>..; markdown: "
+        "the path, then the text in a fence (default: text).",
+    ),
+]
