@@ -97,6 +97,7 @@ def ask(
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
     dry_run: opt.DryRun = False,
+    fold_below: opt.FoldBelow = None,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
@@ -138,6 +139,7 @@ def summarize(
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
     dry_run: opt.DryRun = False,
+    fold_below: opt.FoldBelow = None,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
@@ -251,7 +253,8 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
 
         command = options["command"]
         plan = estimate_plan(settings, nproc, device, ingested, documents_text, question, command)
-        renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
+        text = format_plan(plan, options["fold_below"] or 0)
+        renderer.print_json(plan) if options["json"] else renderer.print_text(text)
         return EXIT_OK
     stats = _generate(renderer, settings, nproc, device, documents_text, question, options)
     if options["json"]:

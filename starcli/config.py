@@ -450,3 +450,15 @@ ContextFormat = Annotated[
         "the path, then the text in a fence (default: text).",
     ),
 ]
+FoldBelow = Annotated[
+    int | None,
+    typer.Option(
+        "--fold-below",
+        metavar="TOKENS",
+        min=0,
+        show_default=False,
+        rich_help_panel=_OUTPUT,
+        help="In --dry-run's tokens by folder, fold files and folders under TOKENS into one line "
+        "per folder (default: 0, list everything).",
+    ),
+]

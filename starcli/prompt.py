@@ -116,38 +116,99 @@ def model_facts(model: str | None, convert: bool = True) -> tuple[int | None, Co
     return getattr(config, "max_position_embeddings", None), CostModel.for_config(config)
 
 
+def offline_tokenizer(model: str | None):
+    """The model's own tokenizer when it is on this machine already (a local directory, a cached
+    hub model, the default model once converted), else None; never downloads or converts."""
+    from engine.models import existing_conversion, is_default
+
+    try:
+        from transformers import AutoTokenizer
+
+        path = existing_conversion() if is_default(model) else model
+        return None if path is None else AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception:  # noqa: BLE001 - not available offline: the caller estimates instead
+        return None
+
+
 def estimate_plan(
     settings, nproc: int, device: str, ingested, documents_text: str, question: str, command: str = "ask"
 ) -> dict:
-    """What ``--dry-run`` shows: sources, skips, token estimates and the run plan.
+    """What ``--dry-run`` shows: tokens by source, skips, and the run plan as it will run.
 
-    Counts come from the fast tiktoken estimate (``starcli.ingest.estimate_tokens``) since the
-    point is to load neither tokenizer nor weights; the plan is made by the same function as a
-    real run's (``engine.runplan.make_run_plan``), from the estimate and with every token costing
-    the same, so a split across ranks may differ by a block from the run's.
+    Counts are exact, from the model's own tokenizer and chat template, when the tokenizer is
+    on this machine (``offline_tokenizer``); else they are estimates from the default model's
+    vocabulary (``starcli.tokens.estimate_tokens``), and ``counted_with`` says so. The plan is
+    made by the same function as a real run's (``engine.runplan.make_run_plan``) from the same
+    window and block costs, so with exact counts it is the plan the run will follow.
     """
     from engine.models import DEFAULT_MODEL
     from engine.runplan import make_run_plan
     from starcli.ingest import estimate_tokens
+    from starcli.tokentree import build_tree, tree_json
 
-    context_tokens = max(estimate_tokens(documents_text), 1)
-    query_tokens = max(estimate_tokens(question), 1)
-    window, _ = model_facts(settings.model, convert=False)
-    plan = make_run_plan(settings.run_settings(command), context_tokens, query_tokens, nproc, device, window)
+    model = settings.model or DEFAULT_MODEL
+    tokenizer = offline_tokenizer(settings.model)
+    if tokenizer is not None:
+        prompt = build(tokenizer, documents_text, question, settings.system)
+        context_tokens, query_tokens = len(prompt.context_ids), len(prompt.query_ids)
+        sources = [(str(d.path), _count(tokenizer, d.text)) for d in ingested.documents]
+        counted = {"tokenizer": model, "exact": True}
+    else:
+        context_tokens = max(estimate_tokens(documents_text), 1)
+        query_tokens = max(estimate_tokens(question), 1)
+        sources = [(str(d.path), d.tokens) for d in ingested.documents]
+        why = "" if settings.model is None else f"; {settings.model}'s tokenizer is not on this machine"
+        counted = {"tokenizer": f"estimate with the {DEFAULT_MODEL} vocabulary{why}", "exact": False}
+    window, cost = model_facts(settings.model, convert=False)
+    plan = make_run_plan(
+        settings.run_settings(command), context_tokens, query_tokens, nproc, device, window, cost
+    )
     return {
         "dry_run": True,
-        "model": settings.model or DEFAULT_MODEL,
+        "model": model,
+        "counted_with": counted,
         "attention": str(plan.attention),
         "device": device,
-        "world_size": nproc,
+        "world_size": plan.world_size,
         "block_size": plan.block_size,
         "anchor_size": plan.anchor_size,
         "positions": str(plan.positions),
         "window": window,
-        "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
+        "sources": [{"path": path, "tokens": tokens} for path, tokens in sources],
+        "tree": tree_json(build_tree(sources)),
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "context_tokens": context_tokens,
-        "query_tokens": estimate_tokens(question),
+        "query_tokens": query_tokens,
         "blocks": plan.blocks,
         "blocks_per_rank": plan.blocks_per_rank(),
+        "ranks": _rank_spans(plan),
+        "query_position": plan.context_span,
+        "max_tokens": plan.max_tokens,
     }
+
+
+def _count(tokenizer, text: str) -> int:
+    """Tokens of one document as the context holds it (special-token text stays text)."""
+    return len(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def _rank_spans(plan) -> list[dict]:
+    """Per rank: its blocks (first, last), the context tokens they hold [start, stop) and the
+    positions they are encoded at [first, last + 1) (the same as the tokens with global positions)."""
+    spans = []
+    for rank, own in enumerate(plan.layout.ranks):
+        if not own:
+            spans.append({"rank": rank, "blocks": [], "tokens": [0, 0], "positions": [0, 0]})
+            continue
+        blocks = plan.layout.blocks
+        starts = [plan.block_position(i) for i in own]
+        ends = [plan.block_position(i) + blocks[i][1] - blocks[i][0] for i in own]
+        spans.append(
+            {
+                "rank": rank,
+                "blocks": [own[0], own[-1]],
+                "tokens": list(plan.layout.rank_span(rank)),
+                "positions": [min(starts), max(ends)],
+            }
+        )
+    return spans

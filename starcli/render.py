@@ -421,25 +421,44 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
     }
 
 
-def format_plan(plan: dict[str, Any]) -> str:
-    """``--dry-run``'s plan as text: sources, skips, estimates, blocks."""
-    lines = ["Sources (estimated tokens):"]
-    lines += [f"  {s['tokens']:>9,}  {s['path']}" for s in plan["sources"]]
+def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
+    """``--dry-run``'s plan as text: tokens by folder (items under ``fold_below`` tokens folded),
+    skips, totals, and the run plan rank by rank."""
+    from starcli.tokentree import build_tree, tree_lines
+
+    counted = plan["counted_with"]
+    how = f"{counted['tokenizer']} tokenizer, exact" if counted["exact"] else counted["tokenizer"]
+    lines = [f"Tokens by folder ({how}):"]
+    lines += tree_lines(build_tree((s["path"], s["tokens"]) for s in plan["sources"]), fold_below)
     if plan["skipped"]:
         lines.append(f"Skipped ({len(plan['skipped'])}):")
         lines += [f"  {s['path']}: {s['reason']}" for s in plan["skipped"]]
-    lines.append(f"Context: ~{plan['context_tokens']:,} tokens; query: ~{plan['query_tokens']:,} tokens")
+    about = "" if counted["exact"] else "~"
+    lines.append(
+        f"Context: {about}{plan['context_tokens']:,} tokens with the chat template; "
+        f"query: {about}{plan['query_tokens']:,} tokens; answer: up to {plan['max_tokens']:,} tokens"
+        + (f"; window {plan['window']:,}" if plan.get("window") else "")
+    )
+    ranks = _plural(plan["world_size"], "rank")
+    lines.append(f"Model {plan['model']} on {plan['device']}, {ranks}")
     if plan["attention"] != "star":
-        lines.append(f"Attention: {plan['attention']}; model {plan['model']} on {plan['device']}")
-        lines.append(f"Blocks: {plan['blocks']:,} over {_plural(plan['world_size'], 'rank')}")
+        lines.append(f"Attention: {plan['attention']}; {_plural(plan['blocks'], 'block')}")
     else:
-        per_rank = ", ".join(str(b) for b in plan["blocks_per_rank"])
         lines.append(
-            f"Attention: star, block {plan['block_size']:,}, anchor {plan['anchor_size']:,}, "
-            f"{plan['positions']} positions; model {plan['model']} on {plan['device']}"
+            f"Attention: star, {_plural(plan['blocks'], 'block')} of {plan['block_size']:,} tokens, "
+            f"anchor {plan['anchor_size']:,}, {plan['positions']} positions"
         )
-        ranks = _plural(plan["world_size"], "rank")
-        lines.append(f"Blocks: {plan['blocks']:,} over {ranks} (blocks per rank: {per_rank})")
+    for span in plan["ranks"]:
+        if not span["blocks"]:
+            lines.append(f"  rank {span['rank']}: no blocks")
+            continue
+        first, last = span["blocks"]
+        blocks = f"block {first}" if first == last else f"blocks {first}-{last}"
+        (start, stop), (p0, p1) = span["tokens"], span["positions"]
+        lines.append(
+            f"  rank {span['rank']}: {blocks}, tokens {start:,}-{stop - 1:,}, positions {p0:,}-{p1 - 1:,}"
+        )
+    lines.append(f"  query and answer from position {plan['query_position']:,}")
     lines.append("Dry run: no model was loaded.")
     return "\n".join(lines) + "\n"
 

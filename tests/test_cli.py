@@ -413,7 +413,7 @@ def test_dry_run_loads_no_weights(no_model, tmp_path):
     (tmp_path / ".env").write_text("API_KEY=sk-123\n")
     result = invoke("summarize", str(tmp_path), "--dry-run", "--block-size", "256", "--nproc", "2")
     assert result.exit_code == 0, result.stderr
-    for fragment in ("a.py", "b.md", ".env", "Blocks:", "over 2 ranks", "no model was loaded"):
+    for fragment in ("a.py", "b.md", ".env", "rank 1: blocks", ", 2 ranks", "no model was loaded"):
         assert fragment in result.stdout
 
 
