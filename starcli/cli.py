@@ -257,11 +257,16 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         renderer.print_json(plan) if options["json"] else renderer.print_text(text)
         return EXIT_OK
     stats = _generate(renderer, settings, nproc, device, documents_text, question, options)
+    from starcli.citations import find_citations
+
+    renderer.citations = find_citations(stats.answer, ingested.documents)
     if options["json"]:
         from engine.models import DEFAULT_MODEL
 
         total_s = time.perf_counter() - started
-        renderer.print_json(answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s))
+        data = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
+        data["citations"] = [citation.to_json() for citation in renderer.citations]
+        renderer.print_json(data)
     else:
         renderer.finish_answer(stats)
     return EXIT_OK

@@ -23,6 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import BinaryIO
 
+from starcli.citations import mark_lines
 from starcli.documents import Document, Ingested, InputError, SkipKind, Skipped
 from starcli.pdf import PdfProblem, extract_pdf
 from starcli.secretscan import describe, find_secrets, redact, secret_by_name
@@ -83,10 +84,13 @@ def ingest(
 
 
 def render_documents(documents: Sequence[Document]) -> str:
-    """The context text: each document behind a header line with its path."""
+    """The context text: each document behind a header line with its path; a PDF's pages behind
+    their ``[page N]`` markers, other text with a ``[line N]`` mark every ``LINE_MARK_EVERY``
+    lines, so that the model can cite both (``starcli.citations``)."""
     parts = []
     for doc in documents:
-        text = doc.text if doc.text.endswith("\n") else doc.text + "\n"
+        text = doc.text if doc.kind == "pdf" else mark_lines(doc.text)
+        text = text if text.endswith("\n") else text + "\n"
         parts.append(f"===== {doc.path} =====\n{text}")
     return "\n".join(parts)
 

@@ -16,8 +16,12 @@ from engine.chat import build_prompt, encode
 from engine.plan import CostModel
 
 # How a question reaches the model: after the documents (phase 1 never sees it), with a short
-# instruction that keeps small models on the documents instead of their own recollections.
-ASK_TEMPLATE = "Answer the question using the documents above.\n\nQuestion: {question}"
+# instruction that keeps small models on the documents instead of their own recollections, and
+# asks for citations in the forms the context marks (starcli.citations checks them).
+ASK_TEMPLATE = (
+    "Answer the question using the documents above. Cite where each fact comes from as "
+    "[page N] for a PDF or path:line for other files.\n\nQuestion: {question}"
+)
 
 # Summaries: short on purpose. The default 135M model loses the thread (and starts repeating
 # itself) under long lists of instructions; these two kept it on topic for samples/, and still

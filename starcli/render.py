@@ -125,6 +125,7 @@ class Renderer:
         self._loaded_at: dict[int, float] = {}  # rank: when its weights were in (its phase 1 began)
         self._blocks: dict[int, tuple[int, int, float]] = {}  # rank: (blocks done, its blocks, when)
         self.answer = ""
+        self.citations: list = []  # starcli.citations.Citation, set before finish_answer
         self._live: Live | None = None
         self._last_refresh = 0.0
         self._generated = 0
@@ -361,8 +362,35 @@ class Renderer:
         """Close the answer (final render, trailing newline) and, on a terminal, one stats line."""
         self._finish_stage()
         self.close()
+        self._show_citations()
         if stats is not None and self.err_tty and not self.quiet:
             self.err.print(_stats_line(stats), style="dim", markup=False)
+
+    def _show_citations(self) -> None:
+        """The answer's citations, checked (``starcli.citations``): on a terminal each with a ✓ or
+        ✗ and, where it names a file, as a link to it (an OSC 8 hyperlink, where the terminal
+        supports them); elsewhere only a warning for each one not verified."""
+        if self.quiet or not self.citations:
+            return
+        if not self.err_tty:
+            for citation in self.citations:
+                if not citation.verified:
+                    self.warn(f"unverified citation {citation.text}: {citation.reason}")
+            return
+        from rich.style import Style
+
+        from starcli.citations import file_url
+
+        self.err.print("Citations:", style="dim")
+        for citation in self.citations:
+            line = Text(
+                "  ✓ " if citation.verified else "  ✗ ", style="green" if citation.verified else "red"
+            )
+            url = file_url(citation)
+            line.append(citation.text, style=Style(link=url) if url else None)
+            if not citation.verified:
+                line.append(f": not verified, {citation.reason}", style="dim")
+            self.err.print(line)
 
     def close(self) -> None:
         """Leave the terminal tidy: final markdown render, newline after a plain answer, progress gone
