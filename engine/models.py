@@ -225,11 +225,18 @@ def default_model_config():
     else read from the GGUF file's metadata (seconds, where converting takes half a minute)."""
     from transformers import AutoConfig
 
+    target = existing_conversion()
+    if target is not None:
+        return AutoConfig.from_pretrained(target, local_files_only=True)
+    gguf_path = default_gguf_path()
+    return AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+
+
+def existing_conversion() -> Path | None:
+    """The default model's converted directory if it exists already (never converts)."""
     gguf_path = default_gguf_path()
     target = converted_dir(source_identity(gguf_path))
-    if _is_conversion_of(target, source_identity(gguf_path)):
-        return AutoConfig.from_pretrained(target, local_files_only=True)
-    return AutoConfig.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    return target if _is_conversion_of(target, source_identity(gguf_path)) else None
 
 
 def resolve_model_path(name: str | None) -> str:

@@ -100,10 +100,12 @@ def ask(
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
     dry_run: opt.DryRun = False,
+    fold_below: opt.FoldBelow = None,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
     skip_unreadable: opt.SkipUnreadable = False,
+    redact_secrets: opt.RedactSecrets = False,
 ) -> None:
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
@@ -151,10 +153,12 @@ def summarize(
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
     dry_run: opt.DryRun = False,
+    fold_below: opt.FoldBelow = None,
     include: opt.Include = None,
     exclude: opt.Exclude = None,
     no_gitignore: opt.NoGitignore = False,
     skip_unreadable: opt.SkipUnreadable = False,
+    redact_secrets: opt.RedactSecrets = False,
 ) -> None:
     """Summarize the sources (a document, or a repository's purpose and layout)."""
     options = dict(locals())
@@ -162,12 +166,15 @@ def summarize(
 
 
 def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str]:
-    """The sources as given; none means piped stdin. With nothing piped either, print usage and
-    exit 2 at once: reading a terminal would sit waiting for input nobody meant to type."""
+    """The sources as given; none means piped stdin. With nothing piped either, exit 2 at once:
+    reading a terminal would sit waiting for input nobody meant to type. An empty SOURCE ('')
+    is a usage error, not a file that does not exist."""
+    if sources and "" in sources:
+        hint = "'' names nothing; give a file, a directory or - for stdin"
+        raise typer.BadParameter(hint, param_hint="SOURCE")
     if sources:
         return list(sources)
     if _stdin_is_terminal():
-        typer.echo(ctx.get_usage(), err=True)
         typer.echo(
             f"Error: no SOURCE given and nothing piped on stdin; try '{ctx.command_path} --help'", err=True
         )
@@ -175,12 +182,49 @@ def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str
     return ["-"]
 
 
-def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> int:
-    """Run one command and turn every outcome into an exit code (``exit_code_for``)."""
+@app.command("context")
+def context_command(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
+    ] = None,
+    layout: opt.ContextFormat = "text",
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    no_gitignore: opt.NoGitignore = False,
+    skip_unreadable: opt.SkipUnreadable = False,
+    redact_secrets: opt.RedactSecrets = False,
+) -> None:
+    """Print the documents exactly as the model reads them, after every filter (secrets,
+    .gitignore, binaries, --include/--exclude); skips are listed on stderr as for ask."""
+    options = dict(locals(), json=False)
+    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options, _print_context))
+
+
+def _print_context(
+    renderer: Renderer, sources: list[str], _question: str | None, options: dict[str, Any]
+) -> int:
+    """Read the sources as ``ask`` would and write the context to stdout, document by document."""
+    from starcli.contextformat import format_context
+
+    _, ingested = _read_sources(renderer, sources, options)
+    renderer.print_text("")  # the reading stage is done and the display gone before stdout is written
+    for piece in format_context(ingested.documents, options["layout"]):
+        renderer.out.write(piece)
+    renderer.out.flush()
+    return EXIT_OK
+
+
+def _run(sources: list[str], question: str | None, options: dict[str, Any], execute=None) -> int:
+    """Run one command (``execute``: ``_execute`` unless given) and turn every outcome into an
+    exit code (``exit_code_for``)."""
     _keep_undecodable_bytes()
     renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
     try:
-        return _execute(renderer, sources, question, options)
+        return (execute or _execute)(renderer, sources, question, options)
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
         return EXIT_BROKEN_PIPE
@@ -208,32 +252,11 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
     """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
     check_stdout_open(sys.stdout)  # before any work: a closed stdout is said in words, not a crash
-    _quiet_libraries()
-    keep_compiler_caches_in(cache_dir())
-    file_values, config_warnings = read_config()
-    settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
-    for warning in config_warnings:
-        renderer.warn(warning)
+    settings, ingested = _read_sources(renderer, sources, options)
 
     from starcli import ingest as ingestion
     from starcli.prompt import ask_instructions, summary_instructions
 
-    renderer.stage("Reading sources")
-    ingested = ingestion.ingest(
-        sources,
-        stdin=getattr(sys.stdin, "buffer", sys.stdin) if "-" in sources else None,
-        include=tuple(options["include"] or ()),
-        exclude=tuple(options["exclude"] or ()),
-        use_gitignore=not options["no_gitignore"],
-        skip_unreadable=options["skip_unreadable"],
-    )
-    renderer.report_ingest(
-        ingested.documents,
-        ingested.skipped,
-        ingested.warnings,
-        ingested.total_tokens,
-        list_skips=not (options["dry_run"] and not options["json"]),
-    )
     options["command"] = "ask" if question else "summarize"
     options["user_question"] = question
     question = ask_instructions(question) if question else summary_instructions(sources)
@@ -247,21 +270,58 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
 
         command = options["command"]
         plan = estimate_plan(settings, nproc, device, ingested, None, question, command)
-        renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
+        text = format_plan(plan, options["fold_below"] or 0)
+        renderer.print_json(plan) if options["json"] else renderer.print_text(text)
         return EXIT_OK
     options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
     documents_text = ingestion.render_documents(ingested.documents)
     stats, fallback = _generate(renderer, settings, nproc, device, documents_text, question, options)
+    from starcli.citations import find_citations
+
+    renderer.citations = find_citations(stats.answer, ingested.documents)
     if options["json"]:
         from engine.models import DEFAULT_MODEL
         from starcli.fallback import fallback_json
 
         total_s = time.perf_counter() - started
-        answer = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
-        renderer.print_json({**answer, **fallback_json(fallback)})
+        data = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
+        data["citations"] = [citation.to_json() for citation in renderer.citations]
+        renderer.print_json({**data, **fallback_json(fallback)})
     else:
         renderer.finish_answer(stats)
     return EXIT_OK
+
+
+def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any]):
+    """Settings (config file, variables, flags) and the ingested sources, skips reported:
+    ``(Settings, Ingested)``."""
+    _quiet_libraries()
+    keep_compiler_caches_in(cache_dir())
+    file_values, config_warnings = read_config()
+    settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
+    for warning in config_warnings:
+        renderer.warn(warning)
+
+    from starcli import ingest as ingestion
+
+    renderer.stage("Reading sources")
+    ingested = ingestion.ingest(
+        sources,
+        stdin=getattr(sys.stdin, "buffer", sys.stdin) if "-" in sources else None,
+        include=tuple(options["include"] or ()),
+        exclude=tuple(options["exclude"] or ()),
+        use_gitignore=not options["no_gitignore"],
+        skip_unreadable=options.get("skip_unreadable", False),
+        redact_secrets=options["redact_secrets"],
+    )
+    renderer.report_ingest(
+        ingested.documents,
+        ingested.skipped,
+        ingested.warnings,
+        ingested.total_tokens,
+        list_skips=not (options.get("dry_run") and not options["json"]),
+    )
+    return settings, ingested
 
 
 def _generate(

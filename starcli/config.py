@@ -451,3 +451,37 @@ SkipUnreadable = Annotated[
         rich_help_panel=_INPUT,
     ),
 ]
+RedactSecrets = Annotated[
+    bool,
+    typer.Option(
+        "--redact-secrets",
+        help="Keep files whose contents hold secrets (tokens, keys, passwords), with each secret "
+        "replaced by a placeholder, instead of skipping them (files named like .env stay out).",
+        rich_help_panel=_INPUT,
+    ),
+]
+CONTEXT_FORMATS = ("text", "xml", "markdown")
+ContextFormat = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        metavar="[" + "|".join(CONTEXT_FORMATS) + "]",
+        callback=_one_of(CONTEXT_FORMATS),
+        rich_help_panel=_OUTPUT,
+        help="text: byte for byte what the model reads (a ===== path ===== header per document); "
+        "xml: <documents><document index=..><source>..</source><document_content>..; markdown: "
+        "the path, then the text in a fence (default: text).",
+    ),
+]
+FoldBelow = Annotated[
+    int | None,
+    typer.Option(
+        "--fold-below",
+        metavar="TOKENS",
+        min=0,
+        show_default=False,
+        rich_help_panel=_OUTPUT,
+        help="In --dry-run's tokens by folder, fold files and folders under TOKENS into one line "
+        "per folder (default: 0, list everything).",
+    ),
+]

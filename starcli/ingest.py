@@ -10,7 +10,9 @@ Walk rules (gitignore, default excludes, secret file names, globs, size cap) app
 directories. A file named on the command line is read as given, with no size cap below
 ``NAMED_FILE_LIMIT``: the user asked for it, and the context-window check that follows says
 more than a cap would; one that cannot be read is an error unless the user asked to skip such
-files. Binary detection and the private-key check apply to everything.
+files. Binary detection and the secret checks (docs/secrets.md) apply to everything: a secret
+skips a walked file, and refuses a named one or stdin (``--redact-secrets``: each secret is
+replaced by a placeholder instead).
 
 Memory stays proportional to the text kept: every file is read into one buffer of its size
 (known in advance for regular files, and refused before reading when over a limit), decoded,
@@ -27,9 +29,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from starcli.citations import mark_lines
 from starcli.documents import Document, Ingested, InputError, SkipKind, Skipped
 from starcli.pdf import PdfProblem, extract_pdf
-from starcli.secretscan import secret_in_content
+from starcli.secretscan import describe, find_secrets, redact, secret_by_name
 from starcli.textfile import (
     READ_CHUNK,
     NoWriter,
@@ -89,10 +92,13 @@ def ingest(
     use_gitignore: bool = True,
     max_file_bytes: int = 1 << 20,
     skip_unreadable: bool = False,
+    redact_secrets: bool = False,
 ) -> Ingested:
     """Read every source into documents; ``InputError`` when the input is unusable.
 
-    ``skip_unreadable``: a named file that cannot be read is left out with a warning, not an error."""
+    ``skip_unreadable``: a named file that cannot be read is left out with a warning, not an error.
+    ``redact_secrets``: a file whose contents hold secrets is kept with each one replaced by a
+    placeholder, instead of skipped (a named file or stdin: refused)."""
     if not sources:
         raise InputError("nothing to read: give a file, a directory, or '-' for standard input")
     try:
@@ -106,25 +112,29 @@ def ingest(
     budget = _Budget(TOTAL_INPUT_LIMIT, TOTAL_INPUT_LIMIT)
     for source, kind in zip(sources, kinds, strict=True):
         if kind == "stdin":
-            _ingest_stdin(stdin, out, budget)
+            _ingest_stdin(stdin, out, budget, redact_secrets)
         elif kind == "directory":
-            _ingest_directory(source, out, seen, include, exclude, use_gitignore, max_file_bytes, budget)
+            _ingest_directory(
+                source, out, seen, include, exclude, use_gitignore, max_file_bytes, budget, redact_secrets
+            )
         else:
-            _ingest_named_file(source, out, seen, budget, skip_unreadable)
+            _ingest_named_file(source, out, seen, budget, skip_unreadable, redact_secrets)
     if not out.documents:
         raise InputError(f"no text to read: {_summary(out.skipped)}")
     return out
 
 
 def render_documents(documents: Sequence[Document]) -> str:
-    """The context text: each document behind a header line with its path. Joined in one step
-    from references to the texts, so the only copy made is the result."""
+    """The context text: each document behind a header line with its path; a PDF's pages behind
+    their ``[page N]`` markers, other text with a ``[line N]`` mark every ``LINE_MARK_EVERY``
+    lines, so that the model can cite both (``starcli.citations``). Joined in one step."""
     parts: list[str] = []
     for doc in documents:
         if parts:
             parts.append("\n")
-        parts += [_header(doc), doc.text]
-        if not doc.text.endswith("\n"):
+        body = _body(doc)
+        parts += [_header(doc), body]
+        if not body.endswith("\n"):
             parts.append("\n")
     return "".join(parts)
 
@@ -135,13 +145,19 @@ def estimate_context_tokens(documents: Sequence[Document]) -> int:
     the pieces add up to the whole (each separating newline is one token)."""
     total = max(len(documents) - 1, 0)
     for doc in documents:
-        newline = "" if doc.text.endswith("\n") else "\n"
-        total += estimate_tokens(_header(doc) + doc.text + newline)
+        body = _body(doc)
+        newline = "" if body.endswith("\n") else "\n"
+        total += estimate_tokens(_header(doc) + body + newline)
     return total
 
 
 def _header(doc: Document) -> str:
     return f"===== {doc.path} =====\n"
+
+
+def _body(doc: Document) -> str:
+    """A document's text as the model reads it: PDFs carry page markers, the rest line marks."""
+    return doc.text if doc.kind == "pdf" else mark_lines(doc.text)
 
 
 def _source_kind(source: str) -> str:
@@ -165,7 +181,9 @@ def _source_kind(source: str) -> str:
     return "directory" if os.path.isdir(source) else "file"
 
 
-def _ingest_stdin(stdin: BinaryIO | None, out: Ingested, budget: _Budget) -> None:
+def _ingest_stdin(
+    stdin: BinaryIO | None, out: Ingested, budget: _Budget, redact_secrets: bool = False
+) -> None:
     if any(doc.path == STDIN for doc in out.documents) or any(s.path == STDIN for s in out.skipped):
         out.skipped.append(Skipped(STDIN, SkipKind.STDIN_TWICE))
         return
@@ -183,7 +201,7 @@ def _ingest_stdin(stdin: BinaryIO | None, out: Ingested, budget: _Budget) -> Non
     except (OSError, ValueError) as exc:
         raise InputError(f"could not read standard input: {exc}") from None
     budget.spend(len(data))
-    _convert(data, STDIN, "stdin", out, named=True)
+    _convert(data, STDIN, "stdin", out, named=True, redact_secrets=redact_secrets)
 
 
 def _read_stream(stream, limit: int) -> bytes:
@@ -205,8 +223,19 @@ def _read_stream(stream, limit: int) -> bytes:
 
 
 def _ingest_named_file(
-    source: str, out: Ingested, seen: dict[tuple[int, int], str], budget: _Budget, skip_unreadable: bool
+    source: str,
+    out: Ingested,
+    seen: dict[tuple[int, int], str],
+    budget: _Budget,
+    skip_unreadable: bool,
+    redact_secrets: bool = False,
 ) -> None:
+    secret = secret_by_name(source.replace(os.sep, "/"))
+    if secret:
+        raise InputError(
+            f"{source}: not read: its name marks a secret file ({secret}), which starcli never "
+            "sends to a model; copy what you need into another file"
+        )
     limit = budget.limit(NAMED_FILE_LIMIT)
     try:
         info = os.stat(source)
@@ -225,7 +254,7 @@ def _ingest_named_file(
         _unreadable(source, exc, out, skip_unreadable)
         return
     budget.spend(len(data))
-    _convert(data, source, "text", out, named=True)
+    _convert(data, source, "text", out, named=True, redact_secrets=redact_secrets)
 
 
 def _unreadable(source: str, exc: OSError, out: Ingested, skip_unreadable: bool) -> None:
@@ -241,7 +270,9 @@ def _unreadable(source: str, exc: OSError, out: Ingested, skip_unreadable: bool)
     out.warnings.append(f"{source}: unreadable ({reason}); left out (--skip-unreadable)")
 
 
-def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file_bytes, budget) -> None:
+def _ingest_directory(
+    root, out, seen, include, exclude, use_gitignore, max_file_bytes, budget, redact_secrets=False
+) -> None:
     try:
         walk = walk_repository(
             root, include=include, exclude=exclude, use_gitignore=use_gitignore, max_file_bytes=max_file_bytes
@@ -269,7 +300,7 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
             skipped.append(Skipped(found.display, SkipKind.UNREADABLE, str(exc.strerror or exc)))
             continue
         local = Ingested()
-        _convert(data, found.display, "text", local, named=False)
+        _convert(data, found.display, "text", local, named=False, redact_secrets=redact_secrets)
         out.documents.extend(local.documents)
         out.warnings.extend(local.warnings)
         skipped.extend(local.skipped)
@@ -280,15 +311,13 @@ def _ingest_directory(root, out, seen, include, exclude, use_gitignore, max_file
         raise InputError(f"{root}: nothing left to read after filters: {_summary(skipped)}")
 
 
-def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool) -> None:
+def _convert(
+    data: bytes, display: str, kind: str, out: Ingested, *, named: bool, redact_secrets: bool = False
+) -> None:
     """Bytes to a Document, or a Skipped with its reason; a named PDF that fails is an error."""
     try:
         if looks_like_pdf(data, display):
-            _convert_pdf(data, display, out, named=named)
-            return
-        secret = secret_in_content(data)
-        if secret:
-            out.skipped.append(Skipped(display, SkipKind.SECRET, secret))
+            _convert_pdf(data, display, out, named=named, redact_secrets=redact_secrets)
             return
         decoded = decode_text(data)
         if decoded is None:
@@ -299,6 +328,9 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
         if not text or text.isspace():  # not strip(): that copies the whole text
             out.skipped.append(Skipped(display, SkipKind.EMPTY))
             return
+        text = _without_secrets(text, display, out, named=named, redact_secrets=redact_secrets)
+        if text is None:
+            return
         if note:
             out.warnings.append(f"{display}: {note}")
         out.documents.append(Document(display, text, kind, estimate_tokens(text)))
@@ -308,7 +340,7 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
         out.skipped.append(Skipped(display, SkipKind.UNREADABLE, type(exc).__name__))
 
 
-def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> None:
+def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool, redact_secrets: bool) -> None:
     try:
         pdf = extract_pdf(data)
     except PdfProblem as problem:
@@ -316,9 +348,8 @@ def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> No
             raise InputError(f"{display}: {problem.reason}; {problem.hint}") from None
         out.skipped.append(Skipped(display, problem.kind, note=problem.note))
         return
-    secret = secret_in_content(pdf.text.encode("utf-8", "replace"))
-    if secret:
-        out.skipped.append(Skipped(display, SkipKind.SECRET, secret))
+    text = _without_secrets(pdf.text, display, out, named=named, redact_secrets=redact_secrets)
+    if text is None:
         return
     if pdf.empty_pages:
         out.warnings.append(f"{display}: {_pages(pdf.empty_pages)} no text layer (scanned?)")
@@ -327,7 +358,33 @@ def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> No
     for reason in dict.fromkeys(pdf.skipped_pages.values()):  # each reason once, in page order
         numbers = [n for n, why in pdf.skipped_pages.items() if why == reason]
         out.warnings.append(f"{display}: {_pages(numbers, 'skipped')} ({reason})")
-    out.documents.append(Document(display, pdf.text, "pdf", estimate_tokens(pdf.text)))
+    out.documents.append(Document(display, text, "pdf", estimate_tokens(text)))
+
+
+def _without_secrets(
+    text: str, display: str, out: Ingested, *, named: bool, redact_secrets: bool
+) -> str | None:
+    """The text to use: as it is, or with its secrets redacted (``redact_secrets``); None when
+    the file is skipped for a secret. A file the user named, or stdin, is refused instead."""
+    findings = find_secrets(text, display)
+    if not findings:
+        return text
+    detail, more = describe(findings)
+    if redact_secrets and (redacted := redact(text, findings)) is not None:
+        lines = sorted({f.line for f in findings})
+        shown = ", ".join(map(str, lines[:10])) + (", …" if len(lines) > 10 else "")
+        out.warnings.append(f"{display}: secrets replaced by placeholders (line {shown})")
+        return redacted
+    if named:
+        also = f", and {more}" if more else ""
+        hint = (
+            "it holds a private key that cannot be cut out; remove the key first"
+            if redact_secrets
+            else "--redact-secrets reads it with each secret replaced by a placeholder"
+        )
+        raise InputError(f"{display}: not sent to the model: it holds a secret ({detail}{also}); {hint}")
+    out.skipped.append(Skipped(display, SkipKind.SECRET, detail, more))
+    return None
 
 
 def _pages(numbers: list[int], verb: str = "") -> str:

@@ -134,6 +134,13 @@ def part_budget(tokenizer, window: int, instructions: str, answer_tokens: int, s
     return window - len(empty.context_ids) - len(empty.query_ids) - answer_tokens - PART_MARGIN
 
 
+def estimated_parts(context_tokens: int, query_tokens: int, window: int, command: str = "ask") -> int:
+    """About how many parts ``split_parts`` will cut (``--dry-run``, before any tokenizer loads):
+    the window less the query, the part's answer and the margin, per part."""
+    per_part = max(64, window - query_tokens - MAP_ANSWER_TOKENS[command] - PART_MARGIN)
+    return max(1, -(-context_tokens // per_part))
+
+
 def is_not_found(answer: str) -> bool:
     """Whether a part's answer says it found nothing: ``NOT FOUND`` near its start, or nothing."""
     head = answer.strip().upper().replace("*", "")

@@ -16,8 +16,12 @@ from engine.chat import build_prompt, encode
 from engine.plan import CostModel
 
 # How a question reaches the model: after the documents (phase 1 never sees it), with a short
-# instruction that keeps small models on the documents instead of their own recollections.
-ASK_TEMPLATE = "Answer the question using the documents above.\n\nQuestion: {question}"
+# instruction that keeps small models on the documents instead of their own recollections, and
+# asks for citations in the forms the context marks (starcli.citations checks them).
+ASK_TEMPLATE = (
+    "Answer the question using the documents above. Cite where each fact comes from as "
+    "[page N] for a PDF or path:line for other files.\n\nQuestion: {question}"
+)
 
 # Summaries: short on purpose. The default 135M model loses the thread (and starts repeating
 # itself) under long lists of instructions; these two kept it on topic for samples/, and still
@@ -36,6 +40,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 # fewer tokens (by well under 4x on ordinary text), so its input is refused before the exact count
 # only when even a quarter of the estimate would be.
 ESTIMATE_MARGIN = 4
+EXACT_DRY_RUN_TOKENS = 2_000_000  # above this the dry run estimates: exact counting costs minutes and GBs
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,20 @@ def refuse_far_beyond_window(
         make_run_plan(run_settings, max(1, context_estimate), query_estimate, nproc, device, window)
 
 
+def offline_tokenizer(model: str | None):
+    """The model's own tokenizer when it is on this machine already (a local directory, a cached
+    hub model, the default model once converted), else None; never downloads or converts."""
+    from engine.models import existing_conversion, is_default
+
+    try:
+        from transformers import AutoTokenizer
+
+        path = existing_conversion() if is_default(model) else model
+        return None if path is None else AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except Exception:  # noqa: BLE001 - not available offline: the caller estimates instead
+        return None
+
+
 def estimate_plan(
     settings,
     nproc: int,
@@ -154,54 +173,120 @@ def estimate_plan(
     question: str,
     command: str = "ask",
 ) -> dict:
-    """What ``--dry-run`` shows: sources, skips, token estimates and the run plan.
+    """What ``--dry-run`` shows: tokens by source, skips, and the run plan as it will run.
 
-    Counts come from the fast tiktoken estimate (``starcli.ingest.estimate_tokens``) since the
-    point is to load neither tokenizer nor weights; the plan is made by the same function as a
-    real run's (``engine.runplan.make_run_plan``), from the estimate and with every token costing
-    the same, so a split across ranks may differ by a block from the run's. ``documents_text``
-    None: counted document by document (``estimate_context_tokens``), the same number without a
-    joined copy of every document. An input the real run would refuse is refused the same way,
-    the message saying by how much it exceeds the window.
+    Counts are exact, from the model's own tokenizer and chat template, when the tokenizer is
+    on this machine (``offline_tokenizer``) and the estimate is under ``EXACT_DRY_RUN_TOKENS``;
+    else they are estimates from the default model's vocabulary, counted document by document
+    without a joined copy (``estimate_context_tokens``), and ``counted_with`` says so. The plan is
+    made by the same function as a real run's (``engine.runplan.make_run_plan``) from the same
+    window and block costs. Past the window the dry run says what the run would do: map-reduce
+    over about how many parts (``fallback``), or the refusal the run would give, in its words.
     """
-    from engine.errors import ContextTooLongError
+    from engine.errors import BeyondLocalPositionsError, ContextTooLongError
     from engine.models import DEFAULT_MODEL
     from engine.runplan import make_run_plan
-    from starcli.ingest import estimate_context_tokens, estimate_tokens
+    from starcli.ingest import estimate_context_tokens, estimate_tokens, render_documents
+    from starcli.tokentree import build_tree, tree_json
 
-    if documents_text is None:
-        context_tokens = max(estimate_context_tokens(ingested.documents), 1)
+    model = settings.model or DEFAULT_MODEL
+    estimate = max(estimate_context_tokens(ingested.documents), 1)
+    tokenizer = offline_tokenizer(settings.model) if estimate <= EXACT_DRY_RUN_TOKENS else None
+    if tokenizer is not None:
+        text = documents_text if documents_text is not None else render_documents(ingested.documents)
+        prompt = build(tokenizer, text, question, settings.system)
+        context_tokens, query_tokens = len(prompt.context_ids), len(prompt.query_ids)
+        sources = [(str(d.path), _count(tokenizer, d.text)) for d in ingested.documents]
+        counted = {"tokenizer": model, "exact": True}
     else:
-        context_tokens = max(estimate_tokens(documents_text), 1)
-    query_tokens = max(estimate_tokens(question), 1)
-    window, _ = model_facts(settings.model, convert=False)
+        context_tokens, query_tokens = estimate, max(estimate_tokens(question), 1)
+        sources = [(str(d.path), d.tokens) for d in ingested.documents]
+        why = "" if settings.model is None else f"; {settings.model}'s tokenizer is not on this machine"
+        if estimate > EXACT_DRY_RUN_TOKENS:
+            why = f"; over {EXACT_DRY_RUN_TOKENS:,} tokens the dry run does not count exactly"
+        counted = {"tokenizer": f"estimate with the {DEFAULT_MODEL} vocabulary{why}", "exact": False}
+    window, cost = model_facts(settings.model, convert=False)
     run_settings = settings.run_settings(command)
+    fallback = None
     try:
-        plan = make_run_plan(run_settings, context_tokens, query_tokens, nproc, device, window)
+        plan = make_run_plan(run_settings, context_tokens, query_tokens, nproc, device, window, cost)
+    except BeyondLocalPositionsError as exc:
+        if settings.fallback != "map-reduce":
+            raise _refused(exc, counted["exact"]) from None
+        from starcli.mapreduce import estimated_parts
+
+        fallback = {
+            "fallback": "map-reduce",
+            "parts": estimated_parts(context_tokens, query_tokens, window, command),
+        }
+        part = min(context_tokens, window // 2)  # what one part's plan looks like: it fits the window
+        plan = make_run_plan(run_settings, part, query_tokens, 1, device, window, cost)
     except ContextTooLongError as exc:
-        raise ContextTooLongError(
-            exc.needed,
-            exc.limit,
-            exc.context_tokens,
-            exc.query_tokens,
-            exc.max_tokens,
-            message=f"the input exceeds the window ({exc.needed:,} > {exc.limit:,} tokens, estimated), "
-            f"so the run would stop: {exc}",
-        ) from None
+        raise _refused(exc, counted["exact"]) from None
     return {
         "dry_run": True,
-        "model": settings.model or DEFAULT_MODEL,
+        "model": model,
+        "counted_with": counted,
         "attention": str(plan.attention),
         "device": device,
-        "world_size": nproc,
+        "world_size": plan.world_size,
         "block_size": plan.block_size,
         "anchor_size": plan.anchor_size,
         "positions": str(plan.positions),
         "window": window,
-        "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
+        "sources": [{"path": path, "tokens": tokens} for path, tokens in sources],
+        "tree": tree_json(build_tree(sources)),
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "context_tokens": context_tokens,
-        "query_tokens": estimate_tokens(question),
+        "query_tokens": query_tokens,
         "blocks": plan.blocks,
         "blocks_per_rank": plan.blocks_per_rank(),
+        "ranks": _rank_spans(plan),
+        "query_position": plan.context_span,
+        "max_tokens": plan.max_tokens,
+        "fallback": None,
+        **(fallback or {}),
     }
+
+
+def _refused(exc, exact: bool):
+    """The run plan's refusal, as the dry run reports it: by how much the input exceeds the window."""
+    from engine.errors import ContextTooLongError
+
+    how = "" if exact else ", estimated"
+    return ContextTooLongError(
+        exc.needed,
+        exc.limit,
+        exc.context_tokens,
+        exc.query_tokens,
+        exc.max_tokens,
+        message=f"the input exceeds the window ({exc.needed:,} > {exc.limit:,} tokens{how}), "
+        f"so the run would stop: {exc}",
+    )
+
+
+def _count(tokenizer, text: str) -> int:
+    """Tokens of one document as the context holds it (special-token text stays text)."""
+    return len(tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"])
+
+
+def _rank_spans(plan) -> list[dict]:
+    """Per rank: its blocks (first, last), the context tokens they hold [start, stop) and the
+    positions they are encoded at [first, last + 1) (the same as the tokens with global positions)."""
+    spans = []
+    for rank, own in enumerate(plan.layout.ranks):
+        if not own:
+            spans.append({"rank": rank, "blocks": [], "tokens": [0, 0], "positions": [0, 0]})
+            continue
+        blocks = plan.layout.blocks
+        starts = [plan.block_position(i) for i in own]
+        ends = [plan.block_position(i) + blocks[i][1] - blocks[i][0] for i in own]
+        spans.append(
+            {
+                "rank": rank,
+                "blocks": [own[0], own[-1]],
+                "tokens": list(plan.layout.rank_span(rank)),
+                "positions": [min(starts), max(ends)],
+            }
+        )
+    return spans

@@ -126,6 +126,7 @@ class Renderer:
         self._loaded_at: dict[int, float] = {}  # rank: when its weights were in (its phase 1 began)
         self._blocks: dict[int, tuple[int, int, float]] = {}  # rank: (blocks done, its blocks, when)
         self.answer = ""
+        self.citations: list = []  # starcli.citations.Citation, set before finish_answer
         self._live: Live | None = None
         self._restore_echo: Callable[[], None] | None = None
         self._last_refresh = 0.0
@@ -365,8 +366,35 @@ class Renderer:
         """Close the answer (final render, trailing newline) and, on a terminal, one stats line."""
         self._finish_stage()
         self.close()
+        self._show_citations()
         if stats is not None and self.err_tty and not self.quiet:
             self.err.print(_stats_line(stats), style="dim", markup=False)
+
+    def _show_citations(self) -> None:
+        """The answer's citations, checked (``starcli.citations``): on a terminal each with a ✓ or
+        ✗ and, where it names a file, as a link to it (an OSC 8 hyperlink, where the terminal
+        supports them); elsewhere only a warning for each one not verified."""
+        if self.quiet or not self.citations:
+            return
+        if not self.err_tty:
+            for citation in self.citations:
+                if not citation.verified:
+                    self.warn(f"unverified citation {citation.text}: {citation.reason}")
+            return
+        from rich.style import Style
+
+        from starcli.citations import file_url
+
+        self.err.print("Citations:", style="dim")
+        for citation in self.citations:
+            line = Text(
+                "  ✓ " if citation.verified else "  ✗ ", style="green" if citation.verified else "red"
+            )
+            url = file_url(citation)
+            line.append(citation.text, style=Style(link=url) if url else None)
+            if not citation.verified:
+                line.append(f": not verified, {citation.reason}", style="dim")
+            self.err.print(line)
 
     def close(self) -> None:
         """Leave the terminal tidy: final markdown render, newline after a plain answer, progress gone
@@ -428,31 +456,62 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
     }
 
 
-def format_plan(plan: dict[str, Any]) -> str:
-    """``--dry-run``'s plan as text: sources, skips, estimates, blocks."""
-    lines = ["Sources (estimated tokens):"]
-    lines += [f"  {s['tokens']:>9,}  {printable(s['path'])}" for s in plan["sources"]]
+def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
+    """``--dry-run``'s plan as text: tokens by folder (items under ``fold_below`` tokens folded),
+    skips, totals, and the run plan rank by rank (or, past the window, the map-reduce that would
+    run). Names from the input are shown with control characters escaped (``printable``)."""
+    from starcli.tokentree import build_tree, tree_lines
+
+    counted = plan["counted_with"]
+    how = f"{counted['tokenizer']} tokenizer, exact" if counted["exact"] else counted["tokenizer"]
+    lines = [f"Tokens by folder ({printable(how)}):"]
+    lines += [
+        printable(line)
+        for line in tree_lines(build_tree((s["path"], s["tokens"]) for s in plan["sources"]), fold_below)
+    ]
     if plan["skipped"]:
         lines.append(f"Skipped ({len(plan['skipped'])}):")
         lines += [f"  {printable(s['path'])}: {printable(s['reason'])}" for s in plan["skipped"]]
-    lines.append(f"Context: ~{plan['context_tokens']:,} tokens; query: ~{plan['query_tokens']:,} tokens")
-    if plan["attention"] != "star":
-        lines.append(f"Attention: {plan['attention']}; model {printable(plan['model'])} on {plan['device']}")
-        lines.append(f"Blocks: {plan['blocks']:,} over {_plural(plan['world_size'], 'rank')}")
-    else:
-        per_rank = ", ".join(str(b) for b in plan["blocks_per_rank"])
+    about = "" if counted["exact"] else "~"
+    lines.append(
+        f"Context: {about}{plan['context_tokens']:,} tokens with the chat template; "
+        f"query: {about}{plan['query_tokens']:,} tokens; answer: up to {plan['max_tokens']:,} tokens"
+        + (f"; window {plan['window']:,}" if plan.get("window") else "")
+    )
+    ranks = _plural(plan["world_size"], "rank")
+    lines.append(f"Model {printable(plan['model'])} on {plan['device']}, {ranks}")
+    tokens, window = plan["context_tokens"] + plan["query_tokens"], plan.get("window")
+    if plan.get("fallback") == "map-reduce":
         lines.append(
-            f"Attention: star, block {plan['block_size']:,}, anchor {plan['anchor_size']:,}, "
-            f"{plan['positions']} positions; model {printable(plan['model'])} on {plan['device']}"
+            f"Window: the input exceeds the window ({tokens:,} > {window:,} tokens); the run answers "
+            f"by map-reduce over about {_plural(plan['parts'], 'part')} of the window, each on its own, "
+            "then from what they found (docs/long-inputs.md)"
         )
-        ranks = _plural(plan["world_size"], "rank")
-        lines.append(f"Blocks: {plan['blocks']:,} over {ranks} (blocks per rank: {per_rank})")
-        tokens, window = plan["context_tokens"] + plan["query_tokens"], plan.get("window")
-        if plan["positions"] == "local" and window and tokens > window:
-            lines.append(
-                f"Window: the input exceeds the window ({tokens:,} > {window:,} tokens); the run "
-                "keeps every block at window-local positions (less reliable: docs/long-inputs.md)"
-            )
+        lines.append("Dry run: no model was loaded.")
+        return "\n".join(lines) + "\n"
+    if plan["attention"] != "star":
+        lines.append(f"Attention: {plan['attention']}; {_plural(plan['blocks'], 'block')}")
+    else:
+        lines.append(
+            f"Attention: star, {_plural(plan['blocks'], 'block')} of {plan['block_size']:,} tokens, "
+            f"anchor {plan['anchor_size']:,}, {plan['positions']} positions"
+        )
+    for span in plan["ranks"]:
+        if not span["blocks"]:
+            lines.append(f"  rank {span['rank']}: no blocks")
+            continue
+        first, last = span["blocks"]
+        blocks = f"block {first}" if first == last else f"blocks {first}-{last}"
+        (start, stop), (p0, p1) = span["tokens"], span["positions"]
+        lines.append(
+            f"  rank {span['rank']}: {blocks}, tokens {start:,}-{stop - 1:,}, positions {p0:,}-{p1 - 1:,}"
+        )
+    lines.append(f"  query and answer from position {plan['query_position']:,}")
+    if plan["positions"] == "local" and window and tokens > window:
+        lines.append(
+            f"Window: the input exceeds the window ({tokens:,} > {window:,} tokens); the run "
+            "keeps every block at window-local positions (less reliable: docs/long-inputs.md)"
+        )
     lines.append("Dry run: no model was loaded.")
     return "\n".join(lines) + "\n"
 

@@ -136,7 +136,8 @@ def test_no_source_on_a_terminal_prints_usage_and_never_waits(command):
         os.close(primary)
         os.close(secondary)
     assert proc.returncode == 2
-    assert b"Usage:" in proc.stderr and b"nothing piped" in proc.stderr
+    lines = proc.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: no SOURCE given and nothing piped on stdin")
     assert proc.stdout == b""
     assert time.monotonic() - started < 30
 
@@ -155,7 +156,7 @@ def test_a_usage_error_is_one_error_line_without_a_box():
     assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "--block-size" in errors[0] and "128" in errors[0]
-    assert "╭" not in result.stderr and "Usage:" in result.stderr
+    assert "╭" not in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_a_forgotten_question_is_named(doc):
@@ -412,7 +413,7 @@ def test_dry_run_loads_no_weights(no_model, tmp_path):
     (tmp_path / ".env").write_text("API_KEY=sk-123\n")
     result = invoke("summarize", str(tmp_path), "--dry-run", "--block-size", "256", "--nproc", "2")
     assert result.exit_code == 0, result.stderr
-    for fragment in ("a.py", "b.md", ".env", "Blocks:", "over 2 ranks", "no model was loaded"):
+    for fragment in ("a.py", "b.md", ".env", "rank 1: blocks", ", 2 ranks", "no model was loaded"):
         assert fragment in result.stdout
 
 

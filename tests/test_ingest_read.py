@@ -77,13 +77,16 @@ def test_named_file_has_no_size_cap_but_a_walk_does(tmp_path):
 def test_named_secret_is_still_skipped(tmp_path):
     key = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\n" + "MIIEowIBAAKCAQEA1x2y3z" * 4
     (tmp_path / "key.txt").write_text(key + "\n-----END RSA PRIVATE KEY-----\n")
-    with pytest.raises(InputError, match=r"secret: private key"):
+    with pytest.raises(InputError, match=r"holds a secret \(Private Key on line 1\)"):
         ingest([str(tmp_path / "key.txt")])
 
 
-def test_a_named_env_file_is_read_as_asked_but_a_walk_skips_it(tmp_path):
+def test_a_named_env_file_is_refused_and_a_walk_skips_it(tmp_path):
     (tmp_path / ".env").write_text("DATABASE_HOST=db.internal\n")
-    assert ingest([str(tmp_path / ".env")]).documents[0].text == "DATABASE_HOST=db.internal\n"
+    with pytest.raises(
+        InputError, match=r"\.env: not read: its name marks a secret file \(environment file\)"
+    ):
+        ingest([str(tmp_path / ".env")])
     with pytest.raises(InputError, match="secret: environment file"):
         ingest([str(tmp_path)])
 

@@ -205,7 +205,7 @@ def test_secret_by_content_is_skipped(repo):
     make_tree(repo, {"notes.txt": f"my key:\n{key}-----END OPENSSH PRIVATE KEY-----\n", "ok.txt": "ok\n"})
     docs, skipped = walk(repo)
     assert docs == ["repo/ok.txt"]
-    assert skipped["repo/notes.txt"] == "secret: private key"
+    assert skipped["repo/notes.txt"] == "secret: Private Key on line 2"
 
 
 def test_symlinks_are_reported_and_not_followed(repo, tmp_path):

@@ -187,14 +187,26 @@ def test_format_plan_lists_everything():
         "query_tokens": 9,
         "blocks": 5,
         "blocks_per_rank": [3, 2],
+        "counted_with": {"tokenizer": "estimate with the smollm2 vocabulary", "exact": False},
+        "ranks": [
+            {"rank": 0, "blocks": [0, 2], "tokens": [0, 192], "positions": [0, 128]},
+            {"rank": 1, "blocks": [3, 4], "tokens": [192, 310], "positions": [64, 128]},
+        ],
+        "query_position": 128,
+        "max_tokens": 256,
+        "window": 8192,
     }
     text = format_plan(plan)
     for fragment in (
+        "Tokens by folder (estimate with the smollm2 vocabulary):",
         "300  x.py",
         "a.bin: binary file",
         "~310 tokens",
-        "5 over 2 ranks",
-        "3, 2",
+        "5 blocks of 64 tokens",
+        "2 ranks",
+        "rank 0: blocks 0-2, tokens 0-191, positions 0-127",
+        "rank 1: blocks 3-4, tokens 192-309, positions 64-127",
+        "query and answer from position 128",
         "local positions",
         "no model",
     ):
