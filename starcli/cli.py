@@ -116,7 +116,6 @@ def ask(
         shown = printable(question)
         piped = f' (or {ctx.command_path} - "{shown}" to ask that about stdin)'
         piped = "" if _stdin_is_terminal() else piped
-        typer.echo(ctx.get_usage(), err=True)
         typer.echo(
             f"Error: missing QUESTION ('{shown}' is a file, not a question); "
             f'try: {ctx.command_path} {shown} "your question"{piped}',

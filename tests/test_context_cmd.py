@@ -29,7 +29,9 @@ def test_text_is_what_ask_hands_to_the_prompt(monkeypatch):
     real = prompt.estimate_plan
 
     def recording(settings, nproc, device, ingested, documents_text, *rest, **kwargs):
-        handed.append(documents_text)
+        from starcli.ingest import render_documents  # what a real run hands the prompt
+
+        handed.append(documents_text if documents_text is not None else render_documents(ingested.documents))
         return real(settings, nproc, device, ingested, documents_text, *rest, **kwargs)
 
     monkeypatch.setattr(prompt, "estimate_plan", recording)

@@ -148,14 +148,18 @@ def test_a_dry_run_beyond_the_window_exits_as_the_real_run(tmp_path):
     text = (REPO / "samples" / "long.txt").read_text()[:40_000]
     for index in range(24):
         (folder / f"part{index:02}.txt").write_text(text)
-    result = invoke("ask", str(folder), "q?", "--dry-run")
+    result = invoke("ask", str(folder), "q?", "--dry-run", "--fallback", "refuse")
     assert result.exit_code == 2 and result.stdout == ""
     [line] = errors(result)
-    assert "the input exceeds the window (" in line and " > 8,192 tokens, estimated)" in line
-    assert "--positions local" in line  # the way out the real run names
+    assert "the input exceeds the window (" in line and " > 8,192 tokens" in line
+    assert "--positions local" in line and "--fallback map-reduce" in line  # the ways out the real run names
+    result = invoke("ask", str(folder), "q?", "--dry-run")  # the default: map-reduce, said plainly
+    assert result.exit_code == 0
+    assert (
+        "Window: the input exceeds the window (" in result.stdout and "map-reduce over about" in result.stdout
+    )
     result = invoke("ask", str(folder / "part00.txt"), str(folder / "part01.txt"), "q?", "--dry-run")
-    assert result.exit_code == 0  # within 2x: the fallback, said plainly
-    assert "Window: the input exceeds the window (" in result.stdout and "window-local" in result.stdout
+    assert result.exit_code == 0 and "map-reduce over about 2 parts" in result.stdout
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:

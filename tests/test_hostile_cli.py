@@ -104,9 +104,11 @@ def test_huge_single_line(tmp_path):
     (tmp_path / "one-line.txt").write_bytes(line)
     result = dry_run(str(tmp_path / "one-line.txt"), "q?", "--positions", "local")
     assert result.exit_code == 0  # named: read whole (local positions: no window refusal)
-    result = dry_run(str(tmp_path / "one-line.txt"), "q?")
+    result = dry_run(str(tmp_path / "one-line.txt"), "q?", "--fallback", "refuse")
     assert result.exit_code == 2 and "the model's window" in result.stderr  # read whole, then planned
     assert "1 MiB" not in result.stderr
+    result = dry_run(str(tmp_path / "one-line.txt"), "q?")  # the default past the window: map-reduce
+    assert result.exit_code == 0 and "map-reduce over about" in result.stdout
     result = dry_run(str(tmp_path), "q?")
     assert result.exit_code == 2 and "larger than 1 MiB cap" in result.stderr  # walked: over the cap
 

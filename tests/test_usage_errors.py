@@ -26,7 +26,10 @@ CASES = {
     "blank question": (["ask", DOC, "   "], "Invalid value for QUESTION: the question is empty"),
     "empty source": (["ask", "", "q?"], "Invalid value for SOURCE: '' names nothing"),
     "empty source among others": (["summarize", DOC, ""], "Invalid value for SOURCE: '' names nothing"),
-    "forgotten question": (["ask", DOC], f'missing QUESTION; try: starcli ask {DOC} "your question"'),
+    "forgotten question": (
+        ["ask", DOC],
+        f"missing QUESTION ('{DOC}' is a file, not a question); try: starcli ask {DOC} \"your question\"",
+    ),
 }
 
 
