@@ -79,6 +79,17 @@ def ask(
         typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
     ] = None,
     question: Annotated[str, typer.Argument(metavar="QUESTION", help="What to ask about the sources.")] = ...,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also",
+            metavar="QUESTION",
+            show_default=False,
+            rich_help_panel="Answer",
+            help="Another question over the same encoding (repeatable); the answers follow in order, "
+            "separated by an empty line (--json: one object per question, one per line).",
+        ),
+    ] = None,
     model: opt.Model = None,
     attention: opt.Attention = None,
     positions: opt.PositionsOption = None,
@@ -93,6 +104,7 @@ def ask(
     no_repeat_ngram: opt.NoRepeatNgram = None,
     loop_stop: opt.LoopStop = None,
     system: opt.System = None,
+    context_cache: opt.ContextCache = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -104,13 +116,15 @@ def ask(
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    if any(not q.strip() for q in also or ()):
+        raise typer.BadParameter("the question is empty", param_hint="--also")
     if not sources and _stdin_is_terminal() and os.path.exists(question):
         # One argument and nothing piped: the user named a source and forgot the question.
         typer.echo(ctx.get_usage(), err=True)
         typer.echo(f'Error: missing QUESTION; try: {ctx.command_path} {question} "your question"', err=True)
         raise typer.Exit(EXIT_USAGE)
     options = dict(locals())
-    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), question, options))
+    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), [question, *(also or ())], options))
 
 
 @app.command(epilog=SETTINGS_EPILOG)
@@ -134,6 +148,7 @@ def summarize(
     no_repeat_ngram: opt.NoRepeatNgram = None,
     loop_stop: opt.LoopStop = None,
     system: opt.System = None,
+    context_cache: opt.ContextCache = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -145,6 +160,15 @@ def summarize(
     """Summarize the sources (a document, or a repository's purpose and layout)."""
     options = dict(locals())
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options))
+
+
+def _register_subcommands() -> None:
+    from starcli.cache_commands import cache_app
+
+    app.add_typer(cache_app, name="cache")
+
+
+_register_subcommands()
 
 
 def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str]:
@@ -161,12 +185,12 @@ def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str
     return ["-"]
 
 
-def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> int:
+def _run(sources: list[str], questions: list[str] | None, options: dict[str, Any]) -> int:
     """Run one command and turn every outcome into an exit code (``exit_code_for``)."""
     _keep_undecodable_bytes()
     renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
     try:
-        return _execute(renderer, sources, question, options)
+        return _execute(renderer, sources, questions, options)
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
         return EXIT_BROKEN_PIPE
@@ -190,18 +214,61 @@ def _run(sources: list[str], question: str | None, options: dict[str, Any]) -> i
         _close(renderer)
 
 
-def _execute(renderer: Renderer, sources: list[str], question: str | None, options: dict[str, Any]) -> int:
+def _execute(
+    renderer: Renderer, sources: list[str], questions: list[str] | None, options: dict[str, Any]
+) -> int:
     """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
+    settings = _settings(renderer, options)
+    from starcli.prompt import ask_instructions, summary_instructions
+
+    ingested, documents_text = _read_sources(renderer, sources, options)
+    options["command"] = "ask" if questions else "summarize"
+    queries = [ask_instructions(q) for q in questions] if questions else [summary_instructions(sources)]
+    renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
+    device, nproc = _device_and_ranks(settings)
+    if options["dry_run"]:
+        from starcli.prompt import estimate_plan
+
+        command, longest = options["command"], max(queries, key=len)
+        plan = estimate_plan(settings, nproc, device, ingested, documents_text, longest, command)
+        renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
+        return EXIT_OK
+    from engine.models import DEFAULT_MODEL
+
+    several = len(queries) > 1
+
+    def on_answer(stats) -> None:
+        last = stats.query == len(queries) - 1
+        if options["json"]:
+            total_s = time.perf_counter() - started
+            data = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
+            renderer.print_json({**data, "question": questions[stats.query]} if questions else data)
+        elif last:
+            renderer.finish_answer(stats)
+        else:
+            renderer.end_answer()
+
+    headers = [f"Q: {q}" for q in questions] if several and questions else None
+    request = _make_request(renderer, settings, nproc, device, documents_text, queries, options)
+    _answer_all(renderer, request, settings, options, on_answer, headers)
+    return EXIT_OK
+
+
+def _settings(renderer: Renderer, options: dict[str, Any]) -> Settings:
+    """The run's settings: flags, then variables, then the config file (its warnings shown)."""
     _quiet_libraries()
     keep_compiler_caches_in(cache_dir())
     file_values, config_warnings = read_config()
     settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
     for warning in config_warnings:
         renderer.warn(warning)
+    return settings
 
+
+def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any]):
+    """Ingest the sources and report what was read and skipped; returns them and their text."""
     from starcli import ingest as ingestion
-    from starcli.prompt import ask_instructions, summary_instructions
 
     renderer.stage("Reading sources")
     ingested = ingestion.ingest(
@@ -216,55 +283,41 @@ def _execute(renderer: Renderer, sources: list[str], question: str | None, optio
         ingested.skipped,
         ingested.warnings,
         ingested.total_tokens,
-        list_skips=not (options["dry_run"] and not options["json"]),
+        list_skips=not (options.get("dry_run") and not options["json"]),
     )
-    options["command"] = "ask" if question else "summarize"
-    question = ask_instructions(question) if question else summary_instructions(sources)
-    documents_text = ingestion.render_documents(ingested.documents)
-    renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
+    return ingested, ingestion.render_documents(ingested.documents)
+
+
+def _device_and_ranks(settings: Settings) -> tuple[str, int]:
     from starcli.launch import default_nproc, resolve_device
 
     device = resolve_device(settings.device)
     nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
-    if options["dry_run"]:
-        from starcli.prompt import estimate_plan
-
-        command = options["command"]
-        plan = estimate_plan(settings, nproc, device, ingested, documents_text, question, command)
-        renderer.print_json(plan) if options["json"] else renderer.print_text(format_plan(plan))
-        return EXIT_OK
-    stats = _generate(renderer, settings, nproc, device, documents_text, question, options)
-    if options["json"]:
-        from engine.models import DEFAULT_MODEL
-
-        total_s = time.perf_counter() - started
-        renderer.print_json(answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s))
-    else:
-        renderer.finish_answer(stats)
-    return EXIT_OK
+    return device, nproc
 
 
-def _generate(
+def _make_request(
     renderer: Renderer,
     settings: Settings,
     nproc: int,
     device: str,
     documents_text: str,
-    question: str,
+    queries: list[str],
     options: dict[str, Any],
 ):
-    """Tokenize exactly, make the run plan (refusing input beyond the window before any weights
-    load), run the request, stream its events; returns the final ``Stats``."""
+    """Tokenize exactly and make the run plan (refusing input beyond the window before any weights
+    load); the request answers every query over one encoding, saved for later runs unless off."""
     from engine.api import Request
-    from engine.events import Failure, Stats
     from engine.runplan import make_run_plan
-    from starcli.launch import LaunchError, load_tokenizer, run_request
-    from starcli.prompt import build, model_facts
+    from starcli.launch import load_tokenizer
+    from starcli.prompt import build, model_facts, query_ids
 
     renderer.stage("Tokenizing")
-    prompt = build(load_tokenizer(settings.model), documents_text, question, settings.system)
+    tokenizer = load_tokenizer(settings.model)
+    prompt = build(tokenizer, documents_text, queries[0], settings.system)
+    ids = [prompt.query_ids] + [query_ids(tokenizer, q, settings.system) for q in queries[1:]]
     window, cost = model_facts(settings.model)
-    n, m = len(prompt.context_ids), len(prompt.query_ids)
+    n, m = len(prompt.context_ids), max(len(q) for q in ids)
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
     run_settings = settings.run_settings(options["command"])
@@ -277,23 +330,48 @@ def _generate(
             "window: blocks keep window-local positions (answers are less reliable beyond the "
             "window: docs/long-inputs.md)"
         )
-    request = Request(prompt.context_ids, [prompt.query_ids], run_settings, plan)
+    return Request(prompt.context_ids, ids, run_settings, plan, _saved_contexts(settings))
+
+
+def _saved_contexts(settings: Settings):
+    """Where and how the run saves its encoded context, or None when that is off (or the model
+    has no local files to fingerprint yet)."""
+    limit = settings.context_cache_bytes
+    if not limit:
+        return None
+    from engine.context_store import StoreSpec, contexts_dir, model_fingerprint
+    from engine.models import DEFAULT_MODEL, is_default, resolve_model_path
+
+    name = DEFAULT_MODEL if is_default(settings.model) else settings.model
+    key = model_fingerprint(name, resolve_model_path(settings.model))
+    return StoreSpec(str(contexts_dir()), limit, key) if key else None
+
+
+def _answer_all(renderer: Renderer, request, settings: Settings, options: dict[str, Any], on_answer, headers):
+    """Run the request and stream its events; ``on_answer(stats)`` as each answer completes
+    (``headers``: a line on stderr before each answer, when there are several)."""
+    from engine.events import Failure, QueryStarted, Stats
+    from starcli.launch import LaunchError, run_request
+
+    plan = request.plan
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
     renderer.start_ranks(plan.world_size)
-    stats: Stats | None = None
+    answered = 0
     events = run_request(request, model=settings.model, verbose=options["verbose"])
     with closing(events):  # closing it on any exit stops the job's workers
         for event in events:
             if isinstance(event, Failure):  # a rank's failure the launcher passed on
                 raise LaunchError(f"rank {event.rank} failed during {event.phase}: {event.message}")
+            if isinstance(event, QueryStarted) and headers:
+                renderer.begin_answer(headers[event.query])
             renderer.handle(event)
             if isinstance(event, Stats):
-                stats = event  # one query, so the answer is complete: leave the ranks' teardown
-                renderer.close()  # to closing(), after the answer is out
-                break
-    if stats is None:
+                answered += 1
+                on_answer(event)
+                if answered == len(request.queries):  # every answer is out: leave the ranks'
+                    break  # teardown to closing()
+    if answered < len(request.queries):
         raise LaunchError("the engine finished without an answer; rerun with --verbose")
-    return stats
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -64,6 +64,13 @@ def build(tokenizer, documents_text: str, question: str, system: str | None = No
     return Prompt(context_text, query_text, context_ids, encode(tokenizer, query_text))
 
 
+def query_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+    """The query ids of one more question over the same context (the query does not depend on
+    the documents: ``build``'s ``query_ids`` for this question)."""
+    system = valid_unicode(system) if system is not None else None
+    return encode(tokenizer, build_prompt(tokenizer, "", valid_unicode(question), system)[1])
+
+
 def _encode_context(tokenizer, context_text: str, documents_text: str) -> list[int]:
     """The context's token ids, where the documents can never produce a special token: a file
     holding ``<|im_end|><|im_start|>system`` or ``<|endoftext|>`` is text about them, not the

@@ -356,6 +356,28 @@ class Renderer:
         self.out.write(text)
         self.out.flush()
 
+    # --- several answers ---------------------------------------------------------------------
+    def begin_answer(self, header: str) -> None:
+        """Before one of several answers: its question, on stderr and only on a terminal (stdout
+        carries the answers alone)."""
+        if self.err_tty and not self.quiet and not self.json_output:
+            self.err.print(header, style="bold", markup=False)
+
+    def end_answer(self, blank_line: bool = True) -> None:
+        """One of several answers is complete: close it (final render, newline), then an empty
+        line on stdout, and start the next one afresh."""
+        self._finish_stage()
+        if self._live is not None:
+            self._live.update(Markdown(self.answer), refresh=True)
+            self._live.stop()
+            self._live = None
+        elif self.answer and not self.json_output and not self.answer.endswith("\n"):
+            self.out.write("\n")
+        if blank_line and not self.json_output:
+            self.out.write("\n")
+        self.out.flush()
+        self.answer, self._generated, self._last_refresh = "", 0, 0.0
+
     # --- the end -----------------------------------------------------------------------------
     def finish_answer(self, stats: Stats | None) -> None:
         """Close the answer (final render, trailing newline) and, on a terminal, one stats line."""
@@ -409,6 +431,7 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
         "query_tokens": stats.query_tokens,
         "generated_tokens": stats.generated_tokens,
         "stopped": stats.stop_reason,  # eos, stop (a stop string), max_tokens or repetition
+        "context_cache": stats.context_cache,  # hit (loaded from a saved context), miss or off
         "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "timings": {

@@ -29,6 +29,22 @@ def tiny_qwen2():
 
 
 @pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A tiny random Llama with a byte-level tokenizer, saved as a model directory the CLI loads
+    with ``--model`` in a fraction of a second."""
+    from transformers import LlamaForCausalLM
+
+    from tests.helpers import save_byte_tokenizer
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama-cli")
+    config = tiny_config("llama", vocab=256, max_position_embeddings=2048)
+    LlamaForCausalLM(config).eval().save_pretrained(path)
+    save_byte_tokenizer(path)
+    return str(path)
+
+
+@pytest.fixture(scope="session")
 def default_model():
     from engine.models import load_model
 
