@@ -162,6 +162,55 @@ def summarize(
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options))
 
 
+@app.command(no_args_is_help=True, epilog=SETTINGS_EPILOG)
+def chat(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SOURCE",
+            show_default=False,
+            help="Files or directories (not -: stdin holds the questions).",
+        ),
+    ] = None,
+    model: opt.Model = None,
+    attention: opt.Attention = None,
+    positions: opt.PositionsOption = None,
+    block_size: opt.BlockSize = None,
+    anchor_size: opt.AnchorSize = None,
+    nproc: opt.Nproc = None,
+    device: opt.Device = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    seed: opt.Seed = None,
+    repetition_penalty: opt.RepetitionPenalty = None,
+    no_repeat_ngram: opt.NoRepeatNgram = None,
+    loop_stop: opt.LoopStop = None,
+    system: opt.System = None,
+    context_cache: opt.ContextCache = None,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    no_gitignore: opt.NoGitignore = False,
+) -> None:
+    """Encode the sources once, then answer question after question; follow-ups see the earlier
+    turns. On a terminal: a prompt with line editing, Ctrl-D to end. Piped: one question per
+    line, each answer followed by an empty line."""
+    if "-" in (sources or ()):
+        typer.echo(ctx.get_usage(), err=True)
+        typer.echo(
+            "Error: chat reads its questions from stdin, so a SOURCE cannot be -; "
+            "save the piped input to a file and name that file",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    options = dict(locals(), json=False)
+    from starcli.chat import run_chat
+
+    raise typer.Exit(_run(list(sources or ()), None, options, body=run_chat))
+
+
 def _register_subcommands() -> None:
     from starcli.cache_commands import cache_app
 
@@ -185,12 +234,13 @@ def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str
     return ["-"]
 
 
-def _run(sources: list[str], questions: list[str] | None, options: dict[str, Any]) -> int:
-    """Run one command and turn every outcome into an exit code (``exit_code_for``)."""
+def _run(sources: list[str], questions: list[str] | None, options: dict[str, Any], body=None) -> int:
+    """Run one command (``body``: ``_execute`` unless given) and turn every outcome into an exit
+    code (``exit_code_for``)."""
     _keep_undecodable_bytes()
     renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
     try:
-        return _execute(renderer, sources, questions, options)
+        return (body or _execute)(renderer, sources, questions, options)
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
         return EXIT_BROKEN_PIPE

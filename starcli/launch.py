@@ -24,13 +24,14 @@ from pathlib import Path
 
 import engine.errors as engine_errors
 from engine.api import Engine, Request
-from engine.events import Event, Failure, Loaded, Progress, Started, event_from_dict, phase_after
+from engine.events import Event, Failure, Loaded, Progress, Started, Stats, event_from_dict, phase_after
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 POLL_S = 0.02
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
 TERM_GRACE_S = 3.0
 FAILURE_GRACE_S = 2.0
+END_GRACE_S = 10.0  # a conversation's ranks exit on their own once told it has ended
 _HELD = (signal.SIGINT, signal.SIGTERM)  # during teardown: acted on once it is done
 # A SIGKILL that nobody sent is most often the kernel's out-of-memory killer.
 _OOM_KILLER_NOTE = (
@@ -98,6 +99,28 @@ def run_request(request: Request, *, model: str | None, verbose: bool = False) -
     """Yield the job's events as they happen (each rank's ``Started`` and ``Loaded`` first) for a
     request carrying its run plan. Raises EngineError subclasses for bad requests, LaunchError for
     runtime failures, KeyboardInterrupt once every worker is gone."""
+    _check_plan(request)
+    if request.plan.world_size == 1:
+        yield from InProcessSession(request, model).start()
+    else:
+        job = TorchrunJob(request, model, verbose)
+        try:
+            yield from job.events()
+        finally:
+            job.close()
+
+
+def start_session(request: Request, *, model: str | None, verbose: bool = False):
+    """A conversation over one encoding (``starcli chat``): ``start()`` yields the request's events
+    (load, encode, its queries' answers), ``ask()`` those of one more query, ``close()`` ends it;
+    with several ranks they stay up between queries."""
+    _check_plan(request)
+    if request.plan.world_size == 1:
+        return InProcessSession(request, model)
+    return TorchrunSession(request, model, verbose)
+
+
+def _check_plan(request: Request) -> None:
     plan = request.plan
     if plan is None:
         raise engine_errors.BadSettingError(
@@ -112,29 +135,71 @@ def run_request(request: Request, *, model: str | None, verbose: bool = False) -
             raise engine_errors.BadSettingError(
                 f"--nproc {wanted} needs {wanted} GPUs but {visible} are visible; lower --nproc"
             )
-    if plan.world_size == 1:
-        yield from _run_in_process(request, model)
-    else:
-        job = TorchrunJob(request, model, verbose)
+
+
+class InProcessSession:
+    """One rank in this process: the model and the encoded context stay in memory between queries."""
+
+    def __init__(self, request: Request, model: str | None):
+        self.request, self.model = request, model
+        self.engine: Engine | None = None
+        self.encoded = None
+
+    def start(self) -> Iterator[Event]:
+        from engine.models import load_model
+
+        plan = self.request.plan
+        yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
+        started = time.perf_counter()
         try:
-            yield from job.events()
+            loaded = load_model(self.model, plan.device, plan.dtype)
+        except engine_errors.ModelLoadError as exc:
+            raise LaunchError(str(exc)) from exc
+        load_s = time.perf_counter() - started
+        yield Loaded(rank=0, seconds=load_s)
+        self.engine = Engine(loaded.model, loaded.tokenizer, load_s=load_s)
+        self.encoded = yield from self.engine.run(self.request)
+
+    def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
+        yield from self.engine.answer(self.encoded, query, index, follow_up=follow_up)
+
+    def close(self) -> None:
+        self.engine = self.encoded = None
+
+
+class TorchrunSession:
+    """Several ranks kept up between queries: each query is a line appended to a file every rank
+    follows (``python -m engine --queries``); an end line lets them exit on their own."""
+
+    def __init__(self, request: Request, model: str | None, verbose: bool):
+        self.request = request
+        self.job = TorchrunJob(request, model, verbose, conversation=True)
+        self.events = self.job.events()
+
+    def _one_answer(self) -> Iterator[Event]:
+        for event in self.events:
+            yield event
+            if isinstance(event, Stats):
+                return
+        raise LaunchError("the ranks stopped before answering; rerun with --verbose")
+
+    def start(self) -> Iterator[Event]:
+        for _ in self.request.queries:
+            yield from self._one_answer()
+
+    def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
+        self.job.send({"query": query, "index": index, "follow_up": follow_up})
+        yield from self._one_answer()
+
+    def close(self) -> None:
+        """Ask the ranks to finish and give them a moment to exit cleanly, then tear down the rest."""
+        try:
+            self.job.send({"end": True})
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.job.proc.wait(timeout=END_GRACE_S)
         finally:
-            job.close()
-
-
-def _run_in_process(request: Request, model: str | None) -> Iterator[Event]:
-    from engine.models import load_model
-
-    plan = request.plan
-    yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
-    started = time.perf_counter()
-    try:
-        loaded = load_model(model, plan.device, plan.dtype)
-    except engine_errors.ModelLoadError as exc:
-        raise LaunchError(str(exc)) from exc
-    load_s = time.perf_counter() - started
-    yield Loaded(rank=0, seconds=load_s)
-    yield from Engine(loaded.model, loaded.tokenizer, load_s=load_s).run(request)
+            self.events.close()
+            self.job.close()
 
 
 class TorchrunJob:
@@ -142,13 +207,16 @@ class TorchrunJob:
     turned into one error by ``raise_outcome()``, torn down (every process, the temp dir) by
     ``close()``."""
 
-    def __init__(self, request: Request, model: str | None, verbose: bool):
+    def __init__(self, request: Request, model: str | None, verbose: bool, conversation: bool = False):
         self.plan, self.verbose = request.plan, verbose
         self.workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
         self.request_path, self.events_path = self.workdir / "request.json", self.workdir / "events.jsonl"
         self.stderr_path = self.workdir / "stderr.log"
+        self.queries_path = self.workdir / "queries.jsonl" if conversation else None
         self.request_path.write_text(request.to_json())
         self.events_path.touch()
+        if self.queries_path is not None:
+            self.queries_path.touch()
         self.pids: set[int] = set()
         self.phases: dict[int, str] = {}
         self.failure: Failure | None = None
@@ -182,7 +250,17 @@ class TorchrunJob:
             "--launcher-pid",
             str(os.getpid()),
         ]
+        if self.queries_path is not None:
+            cmd += ["--queries", str(self.queries_path)]
         return cmd + (["--model", model] if model else [])
+
+    def send(self, message: dict) -> None:
+        """Append one line for the ranks of a conversation (one write: they never see half)."""
+        fd = os.open(self.queries_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, (json.dumps(message) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def _environment(self) -> dict[str, str]:
         threads = os.environ.get("OMP_NUM_THREADS", str(_threads_per_rank(self.plan.world_size)))

@@ -104,19 +104,8 @@ class Renderer:
         self.quiet, self.verbose, self.json_output = quiet, verbose, json_output
         self.err = Console(file=self.err_stream, highlight=False, soft_wrap=True)
         self.progress: Progress | None = None
-        if self.err_tty and not quiet:
-            self.progress = Progress(
-                _Status(),
-                TextColumn("{task.description}"),
-                _Bar(bar_width=30),
-                TextColumn("{task.fields[count]}"),
-                TimeElapsedColumn(),
-                _TimeLeft(),
-                console=self.err,
-                get_time=clock,
-                redirect_stdout=False,  # stdout is the answer's alone, never drawn into the display
-            )
-            self.progress.start()
+        self._clock = clock
+        self.resume_progress()
         self._task: TaskID | None = None
         self._stage = ""
         self.world_size = 1
@@ -139,6 +128,24 @@ class Renderer:
             return
         self._finish_stage()
         self._task = self.progress.add_task(description, total=total, count="", bar=total is not None)
+
+    def resume_progress(self) -> None:
+        """Show the stage display (on a terminal, without --quiet): at the start, and again after a
+        pause (``chat`` takes it down while a question is typed)."""
+        if self.progress is not None or not self.err_tty or self.quiet:
+            return
+        self.progress = Progress(
+            _Status(),
+            TextColumn("{task.description}"),
+            _Bar(bar_width=30),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            _TimeLeft(),
+            console=self.err,
+            get_time=self._clock,
+            redirect_stdout=False,  # stdout is the answer's alone, never drawn into the display
+        )
+        self.progress.start()
 
     def start_ranks(self, world_size: int) -> None:
         """The engine job is launched: torchrun's ranks take seconds to start, then each loads the
