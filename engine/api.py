@@ -8,10 +8,9 @@ the mode module it names does the work (``engine.modes``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Generator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
@@ -23,42 +22,11 @@ from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
 from engine.events import ContextEncoded, Event, QueryStarted, Stats
 from engine.generate import DecodeResult, decode_loop
 from engine.plan import CostModel
+from engine.request import Request
 from engine.runner import EncodedContext, ModelRunner
 from engine.runplan import RunPlan, check_plan, make_run_plan
 from engine.settings import GenerationSettings, RunSettings
 from engine.support import check_model_supported
-
-
-@dataclass
-class Request:
-    """What to compute. ``context`` and each query are text or token ids; queries are answered one
-    after another over one phase-1 encoding of the context. ``plan``, when given, is followed
-    (after checking it fits); otherwise the engine makes it from ``settings``. ``saved``, when
-    given, keeps phase 1's result on disk and reuses it (``engine.saved_context``)."""
-
-    context: str | list[int]
-    queries: list[str | list[int]]
-    settings: RunSettings = field(default_factory=RunSettings)
-    plan: RunPlan | None = None
-    saved: StoreSpec | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "context": self.context,
-                "queries": self.queries,
-                "settings": self.settings.to_dict(),
-                "plan": self.plan.to_dict() if self.plan else None,
-                "saved": self.saved.to_dict() if self.saved else None,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Request:
-        data = json.loads(text)
-        plan = RunPlan.from_dict(data["plan"]) if data.get("plan") else None
-        saved = StoreSpec.from_dict(data["saved"]) if data.get("saved") else None
-        return cls(data["context"], data["queries"], RunSettings.from_dict(data["settings"]), plan, saved)
 
 
 def position_limit(model) -> int | None:

@@ -332,7 +332,7 @@ def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any
         ingested.documents,
         ingested.skipped,
         ingested.warnings,
-        ingested.total_tokens,
+        ingested.total_tokens if options.get("dry_run") else None,  # a run counts them exactly
         list_skips=not (options.get("dry_run") and not options["json"]),
     )
     return ingested, ingestion.render_documents(ingested.documents)
@@ -357,7 +357,7 @@ def _make_request(
 ):
     """Tokenize exactly and make the run plan (refusing input beyond the window before any weights
     load); the request answers every query over one encoding, saved for later runs unless off."""
-    from engine.api import Request
+    from engine.request import Request
     from engine.runplan import make_run_plan
     from starcli.launch import load_tokenizer
     from starcli.prompt import build, model_facts, query_ids

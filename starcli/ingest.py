@@ -212,7 +212,7 @@ def _convert(data: bytes, display: str, kind: str, out: Ingested, *, named: bool
             return
         if note:
             out.warnings.append(f"{display}: {note}")
-        out.documents.append(Document(display, text, kind, estimate_tokens(text)))
+        out.documents.append(Document(display, text, kind))
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must end in a reason, not a traceback
@@ -235,7 +235,7 @@ def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool) -> No
         out.warnings.append(f"{display}: {_pages(pdf.empty_pages)} no text layer (scanned?)")
     if pdf.failed_pages:
         out.warnings.append(f"{display}: {_pages(pdf.failed_pages)} could not be read")
-    out.documents.append(Document(display, pdf.text, "pdf", estimate_tokens(pdf.text)))
+    out.documents.append(Document(display, pdf.text, "pdf"))
 
 
 def _pages(numbers: list[int]) -> str:

@@ -9,6 +9,7 @@ a second Ctrl-C (or SIGTERM) during that teardown waits for it to finish.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -21,9 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import engine.errors as engine_errors
-from engine.api import Engine, Request
+from engine.request import Request
+
+if TYPE_CHECKING:  # the engine imports torch and transformers' model code: the ranks' business
+    from engine.api import Engine
 from engine.events import Event, Failure, Loaded, Progress, Started, Stats, event_from_dict, phase_after
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
@@ -79,8 +84,10 @@ def default_nproc(device: str) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=2)
 def load_tokenizer(model: str | None):
-    """The model's tokenizer without its weights (exact token counts before anything heavy)."""
+    """The model's tokenizer without its weights (exact token counts before anything heavy);
+    loaded once per process (the in-process rank uses it too)."""
     from transformers import AutoTokenizer
 
     from engine.models import resolve_model_path
@@ -146,13 +153,14 @@ class InProcessSession:
         self.encoded = None
 
     def start(self) -> Iterator[Event]:
+        from engine.api import Engine
         from engine.models import load_model
 
         plan = self.request.plan
         yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
         started = time.perf_counter()
-        try:
-            loaded = load_model(self.model, plan.device, plan.dtype)
+        try:  # the tokenizer the CLI counted with, not loaded twice
+            loaded = load_model(self.model, plan.device, plan.dtype, tokenizer=load_tokenizer(self.model))
         except engine_errors.ModelLoadError as exc:
             raise LaunchError(str(exc)) from exc
         load_s = time.perf_counter() - started

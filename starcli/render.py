@@ -235,11 +235,19 @@ class Renderer:
         self.err.print(f"Error: {message}", style="bold red", markup=False)
 
     def report_ingest(
-        self, documents: list, skipped: list, warnings: list[str], tokens: int, *, list_skips: bool = True
+        self,
+        documents: list,
+        skipped: list,
+        warnings: list[str],
+        tokens: int | None,
+        *,
+        list_skips: bool = True,
     ) -> None:
-        """What was read and what was left out: a summary line, every skip with ``--verbose``
+        """What was read and what was left out: a summary line (with the estimated tokens, unless
+        ``None``: a run that counts them exactly moments later), every skip with ``--verbose``
         (``list_skips`` off when the output lists them anyway, as ``--dry-run``'s plan does)."""
-        self.update_stage(f"Read {_plural(len(documents), 'file')} (~{tokens:,} tokens)")
+        estimate = f" (~{tokens:,} tokens)" if tokens is not None else ""
+        self.update_stage(f"Read {_plural(len(documents), 'file')}{estimate}")
         for warning in warnings:
             self.warn(warning)
         if not skipped or not list_skips:
