@@ -62,7 +62,9 @@ settings = resolve({}, read_config()[0])
 from starcli.ingest import ingest, render_documents
 ingested = ingest([DOC]); text = render_documents(ingested.documents); mark("config and sources")
 import torch, transformers; mark("import torch, transformers")
-from starcli.launch import load_tokenizer, InProcessSession; mark("import engine")
+from transformers import AutoTokenizer; mark("import the tokenizer classes")
+import engine.api; from transformers import AutoModelForCausalLM; mark("import the engine, the model classes")
+from starcli.launch import load_tokenizer, InProcessSession
 tokenizer = load_tokenizer(None); mark("tokenizer")
 from starcli.prompt import ask_instructions, build, model_facts
 prompt = build(tokenizer, text, ask_instructions(QUESTION)); mark("tokenize")
@@ -97,6 +99,7 @@ def main() -> None:
     parser.add_argument("--doc", default=str(ROOT / "samples" / "long.txt"))
     parser.add_argument("--max-tokens", type=int, default=16)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--stages-only", action="store_true", help="only the stages, into --out's stages key")
     args = parser.parse_args()
     from engine.paths import cache_dir
 
@@ -105,6 +108,14 @@ def main() -> None:
         for name in ("models", "tokenizers"):
             if (cache_dir() / name).exists():
                 (cache / name).symlink_to(cache_dir() / name)
+        if args.stages_only:
+            first_byte(cache, args.doc, QUESTION, 1)  # saves the context
+            result = json.loads(Path(args.out).read_text()) if args.out and Path(args.out).exists() else {}
+            result["warm_stages"] = stages(cache, args.doc)
+            print(json.dumps(result["warm_stages"]))
+            if args.out:
+                Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+            return
         cold = first_byte(cache, args.doc, QUESTION, args.max_tokens, "--no-cache")
         cold_json = first_byte(cache, args.doc, QUESTION, args.max_tokens, "--no-cache", "--json")
         first_byte(cache, args.doc, QUESTION, args.max_tokens)  # saves the context

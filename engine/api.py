@@ -46,6 +46,7 @@ class Engine:
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self._runner: ModelRunner | None = None
+        self.encoded: EncodedContext | None = None  # the latest run's context (``answer`` follow-ups)
 
     # --- public ---------------------------------------------------------------------------
     def run(self, request: Request) -> Generator[Event, None, EncodedContext]:
@@ -59,6 +60,7 @@ class Engine:
         plan = request.plan or self.plan(request.settings, len(context), longest)
         check_plan(plan, len(context), longest, self.comm.world_size, position_limit(self.model))
         encoded = yield from self.encode_or_load(context, plan, request.saved)
+        self.encoded = encoded  # for follow-ups, even before this generator has run to its end
         for index, q in enumerate(queries):
             yield from self.answer(encoded, q, index)
         return encoded

@@ -150,7 +150,6 @@ class InProcessSession:
     def __init__(self, request: Request, model: str | None):
         self.request, self.model = request, model
         self.engine: Engine | None = None
-        self.encoded = None
 
     def start(self) -> Iterator[Event]:
         from engine.api import Engine
@@ -166,13 +165,13 @@ class InProcessSession:
         load_s = time.perf_counter() - started
         yield Loaded(rank=0, seconds=load_s)
         self.engine = Engine(loaded.model, loaded.tokenizer, load_s=load_s)
-        self.encoded = yield from self.engine.run(self.request)
+        yield from self.engine.run(self.request)
 
     def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
-        yield from self.engine.answer(self.encoded, query, index, follow_up=follow_up)
+        yield from self.engine.answer(self.engine.encoded, query, index, follow_up=follow_up)
 
     def close(self) -> None:
-        self.engine = self.encoded = None
+        self.engine = None
 
 
 class TorchrunSession:
