@@ -15,12 +15,12 @@ from tests.helpers import tiny_config
 @pytest.fixture(scope="session", autouse=True)
 def private_contexts(tmp_path_factory):
     """Saved contexts written by the tests go to a cache of this session, never the user's: the
-    session's ``STARCLI_CACHE`` links the real cache's converted models and token-estimate files
-    (converted once, shared) and keeps everything else, the contexts first, to itself."""
+    session's ``STARCLI_CACHE`` links the real cache's converted models, token-estimate files and
+    torch's compile cache (made once, shared) and keeps the rest, the contexts, to itself."""
     from engine.paths import cache_dir
 
     real, private = cache_dir(), tmp_path_factory.mktemp("starcli-cache")
-    for name in ("models", "tokenizers"):
+    for name in ("models", "tokenizers", "torchinductor"):
         (real / name).mkdir(parents=True, exist_ok=True)
         (private / name).symlink_to(real / name)
     with pytest.MonkeyPatch.context() as patch:
