@@ -87,6 +87,7 @@ def run_chat(renderer: Renderer, sources: list[str], _questions: None, options: 
             raise LaunchError("the engine finished without an answer; rerun with --verbose")
         return answered
 
+    ended = False  # the input ended: the ranks may finish on their own
     try:
         stats = show(session.start())
         for index in itertools.count(1):
@@ -103,6 +104,7 @@ def run_chat(renderer: Renderer, sources: list[str], _questions: None, options: 
                 renderer.note("the conversation has filled the model's window; earlier turns are forgotten")
                 query = query_ids(tokenizer, wrapped, settings.system)
             stats = show(session.ask(query, index, follow_up))
+        ended = True
     finally:
-        session.close()
+        session.close(graceful=ended)
     return cli.EXIT_OK

@@ -170,7 +170,7 @@ class InProcessSession:
     def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
         yield from self.engine.answer(self.engine.encoded, query, index, follow_up=follow_up)
 
-    def close(self) -> None:
+    def close(self, graceful: bool = True) -> None:
         self.engine = None
 
 
@@ -198,12 +198,15 @@ class TorchrunSession:
         self.job.send({"query": query, "index": index, "follow_up": follow_up})
         yield from self._one_answer()
 
-    def close(self) -> None:
-        """Ask the ranks to finish and give them a moment to exit cleanly, then tear down the rest."""
+    def close(self, graceful: bool = True) -> None:
+        """Ask the ranks to finish and give them a moment to exit cleanly (``graceful``: the
+        conversation ended; otherwise, as after Ctrl-C or a failure, they are stopped at once),
+        then tear down the rest."""
         try:
             self.job.send({"end": True})
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.job.proc.wait(timeout=END_GRACE_S)
+            if graceful:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.job.proc.wait(timeout=END_GRACE_S)
         finally:
             self.events.close()
             self.job.close()
