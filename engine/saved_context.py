@@ -168,8 +168,9 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
             for i, layer in enumerate(cache.layers):
                 layer.update(tensor(f"k.{i}"), tensor(f"v.{i}"))
             return cache
-        start, stop = plan.layout.rank_span(rank)
-        if meta["local_context"] != stop - start or meta["context_tokens"] != plan.context_tokens:
+        layout = plan.layout
+        local = sum(layout.blocks[i][1] - layout.blocks[i][0] for i in layout.ranks[rank])  # ring: 2 chunks
+        if meta["local_context"] != local or meta["context_tokens"] != plan.context_tokens:
             raise ValueError("another plan's entry")
         cache = StarCache(layers, runner.comm, meta["local_context"], meta["context_tokens"], tail_room=room)
         cache.context_spans = tuple(tuple(span) for span in meta["spans"])

@@ -159,8 +159,8 @@ def test_the_weights_fingerprint_changes_when_a_weights_file_does(tmp_path):
 
 
 def _two_ranks(rank, procs, init_file, out_path):
-    """Each rank: a miss with Q1 (every rank saves its blocks), a hit with Q2, a run without the
-    store with Q2; the answers' tokens are saved for the test to compare."""
+    """Each rank, in star and in ring mode: a miss with Q1 (every rank saves its blocks), a hit
+    with Q2, a run without the store with Q2; the answers' tokens are saved for the test."""
     import torch.distributed as dist
     from transformers import LlamaForCausalLM
 
@@ -174,8 +174,14 @@ def _two_ranks(rank, procs, init_file, out_path):
         engine = Engine(model, IdTokenizer(), comm=DistComm(torch.device("cpu")))
         spec = StoreSpec(os.path.join(os.path.dirname(out_path), "contexts"), 1 << 30, "tiny")
         results = {}
-        for name, query, saved in (("miss", Q1, spec), ("hit", Q2, spec), ("fresh", Q2, None)):
-            request = Request(CTX, [query], settings_of("star", STEPS, block_size=16), saved=saved)
+        runs = [
+            (f"{mode}-{name}", mode, query, saved)
+            for mode in ("star", "ring")
+            for name, query, saved in (("miss", Q1, spec), ("hit", Q2, spec), ("fresh", Q2, None))
+        ]
+        for name, mode, query, saved in runs:
+            kwargs = {"block_size": 16} if mode == "star" else {}
+            request = Request(CTX, [query], settings_of(mode, STEPS, **kwargs), saved=saved)
             events = list(engine.run(request))
             tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
             status = [e.context_cache for e in events if isinstance(e, Stats)]
@@ -188,9 +194,14 @@ def _two_ranks(rank, procs, init_file, out_path):
 
 @pytest.mark.slow
 def test_two_gloo_ranks_save_their_own_blocks_and_a_hit_gives_the_fresh_tokens(tiny_llama):
+    """Star: the per-block reference's tokens; ring (exact causal attention): dense greedy's."""
     with spawned_ranks(_two_ranks, 2) as out:
         host = torch.load(f"{out}.1")
     reference = reference_greedy(tiny_llama, reference_context_cache(tiny_llama, CTX, 16, 16), 70, Q2, STEPS)
-    assert host["miss"][1] == ["miss"] and host["hit"][1] == ["hit"] and host["fresh"][1] == ["off"]
-    assert host["hit"][0] == host["fresh"][0] == reference
-    assert host["files"] == ["entry.json", "rank-0-of-2.safetensors", "rank-1-of-2.safetensors"]
+    for mode in ("star", "ring"):
+        statuses = [host[f"{mode}-{name}"][1] for name in ("miss", "hit", "fresh")]
+        assert statuses == [["miss"], ["hit"], ["off"]]
+    assert host["star-hit"][0] == host["star-fresh"][0] == reference
+    assert host["ring-hit"][0] == host["ring-fresh"][0] == dense_greedy(tiny_llama, CTX + Q2, STEPS)
+    rank_files = ["rank-0-of-2.safetensors", "rank-1-of-2.safetensors"]
+    assert host["files"] == ["entry.json"] * 2 + sorted(rank_files * 2)  # one entry per mode
