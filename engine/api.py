@@ -8,52 +8,25 @@ the mode module it names does the work (``engine.modes``).
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Generator, Iterator
+from dataclasses import replace
 
 import torch
 
 from engine import attention, modes
 from engine.chat import encode
 from engine.comm import Comm
-from engine.errors import BadSettingError, EmptyInputError
-from engine.events import Event, QueryStarted, Stats
+from engine.context_store import StoreSpec
+from engine.errors import BadSettingError, ContextTooLongError, EmptyInputError
+from engine.events import ContextEncoded, Event, QueryStarted, Stats
 from engine.generate import DecodeResult, decode_loop
 from engine.plan import CostModel
+from engine.request import Request
 from engine.runner import EncodedContext, ModelRunner
 from engine.runplan import RunPlan, check_plan, make_run_plan
 from engine.settings import GenerationSettings, RunSettings
 from engine.support import check_model_supported
-
-
-@dataclass
-class Request:
-    """What to compute. ``context`` and each query are text or token ids; queries are answered one
-    after another over one phase-1 encoding of the context. ``plan``, when given, is followed
-    (after checking it fits); otherwise the engine makes it from ``settings``."""
-
-    context: str | list[int]
-    queries: list[str | list[int]]
-    settings: RunSettings = field(default_factory=RunSettings)
-    plan: RunPlan | None = None
-
-    def to_json(self) -> str:
-        return json.dumps(
-            {
-                "context": self.context,
-                "queries": self.queries,
-                "settings": self.settings.to_dict(),
-                "plan": self.plan.to_dict() if self.plan else None,
-            }
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> Request:
-        data = json.loads(text)
-        plan = RunPlan.from_dict(data["plan"]) if data.get("plan") else None
-        return cls(data["context"], data["queries"], RunSettings.from_dict(data["settings"]), plan)
 
 
 def position_limit(model) -> int | None:
@@ -73,10 +46,12 @@ class Engine:
         self.device = next(model.parameters()).device
         self.eos_ids = _eos_ids(model, tokenizer)
         self._runner: ModelRunner | None = None
+        self.encoded: EncodedContext | None = None  # the latest run's context (``answer`` follow-ups)
 
     # --- public ---------------------------------------------------------------------------
-    def run(self, request: Request) -> Iterator[Event]:
-        """Check (or make) the plan, encode the context once, answer every query; yields events."""
+    def run(self, request: Request) -> Generator[Event, None, EncodedContext]:
+        """Check (or make) the plan, encode the context once (or load it), answer every query;
+        yields events and returns the encoded context (follow-ups: ``answer``)."""
         context = self._ids(request.context, "context")
         if not request.queries:
             raise EmptyInputError("no query given: ask at least one question")
@@ -84,9 +59,11 @@ class Engine:
         longest = max(len(q) for q in queries)
         plan = request.plan or self.plan(request.settings, len(context), longest)
         check_plan(plan, len(context), longest, self.comm.world_size, position_limit(self.model))
-        encoded = yield from self.encode_context(context, plan)
+        encoded = yield from self.encode_or_load(context, plan, request.saved)
+        self.encoded = encoded  # for follow-ups, even before this generator has run to its end
         for index, q in enumerate(queries):
             yield from self.answer(encoded, q, index)
+        return encoded
 
     def plan(self, settings: RunSettings, context_tokens: int, query_tokens: int) -> RunPlan:
         """The plan this engine would follow for ``settings`` (its world size, device, window)."""
@@ -107,31 +84,75 @@ class Engine:
         with torch.inference_mode():
             return (yield from modes.for_plan(plan).encode_context(runner, context, plan))
 
+    def encode_or_load(
+        self, context: list[int], plan: RunPlan, saved: StoreSpec | None
+    ) -> Generator[Event, None, EncodedContext]:
+        """Phase 1, or its result loaded from a saved context when every rank has a good file for
+        exactly this run; after encoding, each rank saves its part (``engine.saved_context``)."""
+        if saved is None or saved.max_bytes <= 0:
+            return (yield from self.encode_context(context, plan))
+        from engine.saved_context import HIT, MISS, SavedContexts
+
+        store = SavedContexts(saved, self.runner(plan), plan, context)
+        with torch.inference_mode():
+            cache, seconds = store.load()
+        if self.comm.all_true(cache is not None):
+            store.used()
+            per_rank = self.comm.gather_floats(seconds)
+            if self.comm.is_host:
+                blocks = plan.blocks_per_rank()
+                yield ContextEncoded(plan.context_tokens, plan.blocks, blocks, max(per_rank), HIT)
+            return EncodedContext(plan.context_tokens, plan, cache, max(per_rank), per_rank, HIT)
+        del cache
+        encoding = self.encode_context(context, plan)
+        while True:
+            try:
+                event = next(encoding)
+            except StopIteration as done:
+                encoded = done.value
+                break
+            yield replace(event, context_cache=MISS) if isinstance(event, ContextEncoded) else event
+        started = time.perf_counter()
+        store.save(encoded)
+        encoded.context_cache, encoded.save_s = MISS, time.perf_counter() - started
+        return encoded
+
     def answer(
         self,
         encoded: EncodedContext,
         query: list[int],
         index: int = 0,
         generation: GenerationSettings | None = None,
+        follow_up: bool = False,
     ) -> Iterator[Event]:
         """Phase 2 and decoding for one query over an encoded context, as its plan says (or with
         this query's own ``generation``, its ``max_tokens`` set: benchmarks ask each question
-        with its own answer length and stop strings)."""
+        with its own answer length and stop strings). ``follow_up``: the query continues the
+        conversation of the earlier answers (they stay in the query host's tail, and the last
+        answer's unfed token goes first); otherwise it starts afresh after the context."""
         plan = encoded.plan
         generation = generation or plan.generation
         if generation.max_tokens is None:
             raise BadSettingError("a query's own generation settings must set max_tokens")
         mode = modes.for_plan(plan)
         runner = self.runner(plan)
+        follow_up = follow_up and encoded.tail_tokens + len(encoded.pending) > 0
+        if follow_up:
+            query = encoded.pending + list(query)
         n, m = encoded.tokens, len(query)
+        start = plan.context_span + (encoded.tail_tokens if follow_up else 0)
+        if follow_up:
+            self.check_room(start + m + generation.max_tokens)
         if self.comm.is_host:
             yield QueryStarted(query=index, query_tokens=m)
         started = time.perf_counter()
         sink: list[DecodeResult] = []
         capture_s, fallback = 0.0, "no graph in this mode"
         with torch.inference_mode():
-            cache = mode.start_query(runner, encoded, m + generation.max_tokens)
-            start = plan.context_span  # n, or after the longest [anchor, block] (local positions)
+            if follow_up:
+                cache = mode.continue_query(runner, encoded, m + generation.max_tokens)
+            else:
+                cache = mode.start_query(runner, encoded, m + generation.max_tokens)
             position = start + m
             logits = runner.forward(query, start, cache)
 
@@ -159,6 +180,9 @@ class Engine:
                     step.close()
                     capture_s, fallback = step.capture_s, step.fallback_reason
         result = sink[0]
+        fed = result.tokens - (0 if result.stop_reason == "eos" else 1)  # the last one waits in pending
+        encoded.pending = result.pending
+        encoded.tail_tokens = start - plan.context_span + m + fed
         if self.comm.is_host:
             rate = (result.tokens - 1) / result.decode_s if result.tokens > 1 and result.decode_s > 0 else 0.0
             yield Stats(
@@ -181,6 +205,24 @@ class Engine:
                 positions=str(plan.positions),
                 graph_capture_s=capture_s,
                 graph_fallback=fallback,
+                context_cache=encoded.context_cache,
+                context_save_s=encoded.save_s,
+                tail_tokens=encoded.tail_tokens + len(encoded.pending),
+            )
+
+    def check_room(self, positions: int) -> None:
+        """A query (with its answer) must end within the model's window: a conversation that has
+        filled it stops here, before any rank runs a step."""
+        window = position_limit(self.model)
+        if window is not None and positions > window:
+            raise ContextTooLongError(
+                positions,
+                window,
+                0,
+                0,
+                0,
+                message=f"the conversation needs {positions:,} positions, beyond the model's window "
+                f"of {window:,}; start a new conversation or lower --max-tokens",
             )
 
     def runner(self, plan: RunPlan) -> ModelRunner:

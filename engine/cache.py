@@ -170,6 +170,28 @@ class StarCache(Cache):
             else:
                 layer.tail_k = layer.tail_v = None
 
+    def continue_query(self, capacity: int, seen: int) -> None:
+        """A follow-up in a conversation: keep the tail of the earlier turns (``seen`` tokens after
+        the context, counted on every rank) and make room for ``capacity`` more on the host, in
+        buffers of their own once the room phase 1 left is used up."""
+        self.phase = "query"
+        self.query_offset = self._query_seen = seen
+        self.graph_slot = self.graph_kv_len = None
+        need = self.tail_len + capacity
+        self.tail_capacity = max(self.tail_capacity, need)
+        if not self.comm.is_host:
+            return
+        for layer in self.layers:
+            if layer.tail_k is None or layer.tail_k.shape[2] >= need:
+                continue
+            size = max(need, 2 * layer.tail_k.shape[2])
+            for name in ("tail_k", "tail_v"):
+                old = getattr(layer, name)
+                grown = old.new_empty((*old.shape[:2], size, old.shape[3]))
+                grown[:, :, : self.tail_len] = old[:, :, : self.tail_len]
+                setattr(layer, name, grown)
+            self.joined = False
+
     # --- driven by the model --------------------------------------------------------------
     @torch.compiler.disable  # python-int offsets would make a compiled caller recompile per block
     def update(self, key_states, value_states, layer_idx: int, *args, **kwargs):

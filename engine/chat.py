@@ -24,6 +24,26 @@ def build_prompt(tokenizer, documents: str, question: str, system: str | None = 
     return f"{prefix}{documents}", f"\n\nQuestion: {question}\nAnswer:"
 
 
+_ANSWER = "\u2063STARCLI-ANSWER\u2063"
+
+
+def follow_up_text(tokenizer, question: str, after_eos: bool, system: str | None = None) -> str:
+    """The query text of a follow-up question: what the chat template puts between the end of the
+    last answer's text and the next answer (the end of the assistant's turn, the user's turn, the
+    assistant's start). ``after_eos``: the last answer ended with the end-of-sequence token, which
+    the conversation already holds, so its text is left out here."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [{"role": "user", "content": "?"}, {"role": "assistant", "content": _ANSWER}]
+        messages.append({"role": "user", "content": question})
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        _, found, tail = rendered.partition(_ANSWER)
+        if found:
+            eos = getattr(tokenizer, "eos_token", None)
+            return tail[len(eos) :] if after_eos and eos and tail.startswith(eos) else tail
+    return f"\n\nQuestion: {question}\nAnswer:"
+
+
 def encode(tokenizer, text: str) -> list[int]:
     """Token ids without extra BOS/EOS: chat templates already carry their special tokens."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])

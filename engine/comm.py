@@ -42,6 +42,10 @@ class Comm:
     def barrier(self) -> None:
         """Wait for every rank."""
 
+    def all_true(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on every rank (a barrier too): ranks that must act alike agree."""
+        return flag
+
     @property
     def can_broadcast(self) -> bool:
         """Whether ``broadcast_async`` works (a real process group behind this object)."""
@@ -92,6 +96,11 @@ class DistComm(Comm):
     def broadcast_async(self, tensor: torch.Tensor, src: int):
         source = dist.get_global_rank(self.group, src) if self.group is not None else src
         return dist.broadcast(tensor, src=source, group=self.group, async_op=True)
+
+    def all_true(self, flag: bool) -> bool:
+        t = torch.tensor([1 if flag else 0], dtype=torch.int32, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
+        return bool(t.item())
 
     def barrier(self) -> None:
         # A tiny all_reduce rather than dist.barrier(): it honours the group's timeout on every backend.

@@ -59,6 +59,7 @@ class ContextEncoded(Event):
     blocks: int
     blocks_per_rank: list[int]
     seconds: float
+    context_cache: str = "off"  # hit: loaded from a saved context (seconds to load); miss; off
 
 
 @dataclass
@@ -102,6 +103,9 @@ class Stats(Event):
     positions: str = "global"  # the positions the context was encoded at (RunPlan.positions)
     graph_capture_s: float = 0.0  # part of decode_s spent capturing the CUDA graph (once per query)
     graph_fallback: str | None = None  # why decoding ran without a CUDA graph (None: it had one)
+    context_cache: str = "off"  # hit (context_encoding_s is then the load), miss (encoded) or off
+    context_save_s: float = 0.0  # seconds spent saving the encoded context (after a miss)
+    tail_tokens: int = 0  # positions after the context used once this answer is in (a follow-up's start)
 
 
 @dataclass

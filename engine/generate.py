@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -150,6 +150,7 @@ class DecodeResult:
     stop_reason: str
     ttft_s: float
     decode_s: float
+    pending: list[int] = field(default_factory=list)  # sampled but never fed: the last token, or EOS
 
 
 def decode_loop(
@@ -177,6 +178,7 @@ def decode_loop(
     limit = settings.max_tokens
     assert limit is not None, "the run plan decides the answer's length"
     answer: list[int] = []
+    pending: list[int] = []
     while True:
         token, stop = -1, 0
         if comm.is_host:
@@ -187,6 +189,7 @@ def decode_loop(
         if count == 0:
             ttft = time.perf_counter() - started
             decode_start = time.perf_counter()
+        pending = [token]  # until step() feeds it
         if stop == 1:
             reason = "eos"
             break
@@ -204,7 +207,9 @@ def decode_loop(
         if count >= limit:
             break
         logits = step(token)
+        pending = []
     rest = stream.finish()
     if comm.is_host and rest:
         yield Token(query=query_index, token_id=-1, text=rest)
-    sink.append(DecodeResult(stream.text, count, reason, ttft, time.perf_counter() - decode_start))
+    decode_s = time.perf_counter() - decode_start
+    sink.append(DecodeResult(stream.text, count, reason, ttft, decode_s, pending))

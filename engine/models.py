@@ -71,7 +71,14 @@ CONVERSION_WAIT_S = 900.0  # how long a run waits for another's conversion befor
 def source_identity(gguf_path: Path) -> dict[str, object]:
     """What the converted model depends on, and nothing about where the file lies: its size, a
     hash of its head (metadata and the first tensors), and the package version that shipped it.
-    Every install and virtual environment with the same file shares one conversion."""
+    Every install and virtual environment with the same file shares one conversion. Hashed once
+    per process and file version (a run resolves the model several times)."""
+    stat = gguf_path.stat()
+    return dict(_source_identity(gguf_path, stat.st_size, stat.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4)
+def _source_identity(gguf_path: Path, _size: int, _mtime_ns: int) -> dict[str, object]:
     digest = hashlib.blake2b(digest_size=16)
     with gguf_path.open("rb") as handle:
         digest.update(handle.read(_HEADER_BYTES))
@@ -254,12 +261,15 @@ def torch_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.
     return getattr(torch, dtype or default_dtype(device.type))
 
 
-def _from_pretrained(path: str, dtype: torch.dtype, local_only: bool, trust_remote_code: bool):
+def _from_pretrained(
+    path: str, dtype: torch.dtype, local_only: bool, trust_remote_code: bool, tokenizer=None
+):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        path, local_files_only=local_only, trust_remote_code=trust_remote_code
-    )
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, local_files_only=local_only, trust_remote_code=trust_remote_code
+        )
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=dtype, local_files_only=local_only, trust_remote_code=trust_remote_code
     )
@@ -271,19 +281,21 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str | None = None,
     trust_remote_code: bool = False,
+    tokenizer=None,
 ) -> LoadedModel:
-    """Load model and tokenizer. A hub id is looked up in the local HF cache first; the network is
-    touched only when it is not there."""
+    """Load model and tokenizer (``tokenizer``: one already loaded for this model, kept). A hub id
+    is looked up in the local HF cache first; the network is touched only when it is not there."""
     device = torch.device(device)
     path = resolve_model_path(name)
     dtype = torch_dtype(dtype, device)
+    given = tokenizer
     try:
-        tokenizer, model = _from_pretrained(path, dtype, True, trust_remote_code)
+        tokenizer, model = _from_pretrained(path, dtype, True, trust_remote_code, given)
     except Exception as offline_error:  # noqa: BLE001 - reported below with the model's name
         if Path(path).exists():  # a local directory that fails offline fails online too
             raise ModelLoadError(f"could not load model {name!r}: {offline_error}") from offline_error
         try:
-            tokenizer, model = _from_pretrained(path, dtype, False, trust_remote_code)
+            tokenizer, model = _from_pretrained(path, dtype, False, trust_remote_code, given)
         except Exception as exc:  # noqa: BLE001
             raise ModelLoadError(f"could not load model {name!r}: {exc}") from exc
     model.to(device)

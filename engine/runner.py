@@ -29,6 +29,13 @@ class EncodedContext:
     cache: StarCache | object  # a StarCache, or transformers' DynamicCache in global mode
     seconds: float
     rank_seconds: list[float] = field(default_factory=list)  # each rank's own phase-1 time
+    context_cache: str = "off"  # hit (loaded from disk), miss (encoded, then saved) or off
+    save_s: float = 0.0
+    # A conversation (``Engine.answer(follow_up=True)``): tokens after the context that the query
+    # host's tail holds, and the sampled tokens not yet fed to the model (the last answer's final
+    # token, or its end-of-sequence token), which a follow-up feeds first.
+    tail_tokens: int = 0
+    pending: list[int] = field(default_factory=list)
 
 
 class ModelRunner:

@@ -8,11 +8,13 @@ everything, the other ranks their start, load, phase-1 progress and failures.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -52,6 +54,27 @@ def _watch_launcher(pid: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
+def follow_queries(path: Path, poll_s: float = 0.02) -> Iterator[dict]:
+    """The conversation's queries as the launcher appends them (one JSON line each), until
+    ``{"end": true}``; every rank reads the same file, so all answer the same queries in order."""
+    buffer = b""
+    with open(path, "rb") as handle:
+        while True:
+            chunk = handle.read()
+            if not chunk:
+                time.sleep(poll_s)
+                continue
+            buffer += chunk
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                if not line.strip():
+                    continue
+                turn = json.loads(line)
+                if turn.get("end"):
+                    return
+                yield turn
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     parser.add_argument("--request", required=True, help="request JSON file (engine.Request.to_json)")
@@ -61,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for a request without a run plan")
     parser.add_argument("--launcher-pid", type=int, default=None, help="exit when this process is gone")
+    parser.add_argument(
+        "--queries",
+        default=None,
+        help="a conversation: after the request's own queries, answer each JSON line appended to this "
+        'file ({"query": ids, "index": i, "follow_up": bool}) until {"end": true}',
+    )
     args = parser.parse_args(argv)
 
     writer = EventWriter(args.events)
@@ -93,10 +122,23 @@ def main(argv: list[str] | None = None) -> int:
         writer.write(weights_in)
         phase = phase_after(weights_in, phase)
         engine = Engine(loaded.model, loaded.tokenizer, comm, load_s=load_s)
-        for event in engine.run(request):
-            phase = phase_after(event, phase)
-            if comm.is_host or isinstance(event, Progress):
-                writer.write(event)
+
+        def forward(events) -> object:
+            """Write a generator's events as this rank should; return its return value."""
+            nonlocal phase
+            while True:
+                try:
+                    event = next(events)
+                except StopIteration as done:
+                    return done.value
+                phase = phase_after(event, phase)
+                if comm.is_host or isinstance(event, Progress):
+                    writer.write(event)
+
+        encoded = forward(engine.run(request))
+        if args.queries:
+            for turn in follow_queries(Path(args.queries)):
+                forward(engine.answer(encoded, turn["query"], turn["index"], follow_up=turn["follow_up"]))
         return 0
     except StarcliError as exc:
         writer.write(Failure(rank=rank, phase=phase, error_type=type(exc).__name__, message=str(exc)))

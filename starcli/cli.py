@@ -81,6 +81,17 @@ def ask(
         typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
     ] = None,
     question: Annotated[str, typer.Argument(metavar="QUESTION", help="What to ask about the sources.")] = ...,
+    also: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--also",
+            metavar="QUESTION",
+            show_default=False,
+            rich_help_panel="Answer",
+            help="Another question over the same encoding (repeatable); the answers follow in order, "
+            "separated by an empty line (--json: one object per question, one per line).",
+        ),
+    ] = None,
     model: opt.Model = None,
     attention: opt.Attention = None,
     positions: opt.PositionsOption = None,
@@ -96,6 +107,7 @@ def ask(
     no_repeat_ngram: opt.NoRepeatNgram = None,
     loop_stop: opt.LoopStop = None,
     system: opt.System = None,
+    context_cache: opt.ContextCache = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -110,6 +122,8 @@ def ask(
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
         raise typer.BadParameter("the question is empty", param_hint="QUESTION")
+    if any(not q.strip() for q in also or ()):
+        raise typer.BadParameter("the question is empty", param_hint="--also")
     if not sources and os.path.exists(question):
         # One argument naming a file: the user named a source and forgot the question. With stdin
         # piped too, reading stdin and asking it "small.txt" would be a silent guess.
@@ -123,7 +137,7 @@ def ask(
         )
         raise typer.Exit(EXIT_USAGE)
     options = dict(locals())
-    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), question, options))
+    raise typer.Exit(_run(_sources_or_stdin(ctx, sources), [question, *(also or ())], options))
 
 
 @app.command(epilog=SETTINGS_EPILOG)
@@ -148,6 +162,7 @@ def summarize(
     no_repeat_ngram: opt.NoRepeatNgram = None,
     loop_stop: opt.LoopStop = None,
     system: opt.System = None,
+    context_cache: opt.ContextCache = None,
     json: opt.Json = False,
     quiet: opt.Quiet = False,
     verbose: opt.Verbose = False,
@@ -162,6 +177,65 @@ def summarize(
     """Summarize the sources (a document, or a repository's purpose and layout)."""
     options = dict(locals())
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options))
+
+
+@app.command(no_args_is_help=True, epilog=SETTINGS_EPILOG)
+def chat(
+    ctx: typer.Context,
+    sources: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="SOURCE",
+            show_default=False,
+            help="Files or directories (not -: stdin holds the questions).",
+        ),
+    ] = None,
+    model: opt.Model = None,
+    attention: opt.Attention = None,
+    positions: opt.PositionsOption = None,
+    block_size: opt.BlockSize = None,
+    anchor_size: opt.AnchorSize = None,
+    nproc: opt.Nproc = None,
+    device: opt.Device = None,
+    max_tokens: opt.MaxTokens = None,
+    temperature: opt.Temperature = None,
+    seed: opt.Seed = None,
+    repetition_penalty: opt.RepetitionPenalty = None,
+    no_repeat_ngram: opt.NoRepeatNgram = None,
+    loop_stop: opt.LoopStop = None,
+    system: opt.System = None,
+    context_cache: opt.ContextCache = None,
+    quiet: opt.Quiet = False,
+    verbose: opt.Verbose = False,
+    include: opt.Include = None,
+    exclude: opt.Exclude = None,
+    no_gitignore: opt.NoGitignore = False,
+    skip_unreadable: opt.SkipUnreadable = False,
+    redact_secrets: opt.RedactSecrets = False,
+) -> None:
+    """Encode the sources once, then answer question after question; follow-ups see the earlier
+    turns. On a terminal: a prompt with line editing, Ctrl-D to end. Piped: one question per
+    line, each answer followed by an empty line."""
+    if "-" in (sources or ()):
+        typer.echo(
+            "Error: chat reads its questions from stdin, so a SOURCE cannot be -; "
+            "save the piped input to a file and name that file",
+            err=True,
+        )
+        raise typer.Exit(EXIT_USAGE)
+    options = dict(locals(), json=False)
+    from starcli.chat import run_chat
+
+    raise typer.Exit(_run(list(sources or ()), None, options, body=run_chat))
+
+
+def _register_subcommands() -> None:
+    from starcli.cache_commands import cache_app
+
+    app.add_typer(cache_app, name="cache")
+
+
+_register_subcommands()
 
 
 def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str]:
@@ -209,7 +283,7 @@ def _print_context(
     """Read the sources as ``ask`` would and write the context to stdout, document by document."""
     from starcli.contextformat import format_context
 
-    _, ingested = _read_sources(renderer, sources, options)
+    ingested = _read_sources(renderer, sources, options)
     renderer.print_text("")  # the reading stage is done and the display gone before stdout is written
     for piece in format_context(ingested.documents, options["layout"]):
         renderer.out.write(piece)
@@ -217,13 +291,13 @@ def _print_context(
     return EXIT_OK
 
 
-def _run(sources: list[str], question: str | None, options: dict[str, Any], execute=None) -> int:
-    """Run one command (``execute``: ``_execute`` unless given) and turn every outcome into an
-    exit code (``exit_code_for``)."""
+def _run(sources: list[str], questions: list[str] | None, options: dict[str, Any], body=None) -> int:
+    """Run one command (``body``: ``_execute`` unless given) and turn every outcome into an exit
+    code (``exit_code_for``)."""
     _keep_undecodable_bytes()
     renderer = Renderer(quiet=options["quiet"], verbose=options["verbose"], json_output=options["json"])
     try:
-        return (execute or _execute)(renderer, sources, question, options)
+        return (body or _execute)(renderer, sources, questions, options)
     except BrokenPipeError:
         silence_stdout()  # the reader went away (| head): stop quietly, as Unix tools do
         return EXIT_BROKEN_PIPE
@@ -247,60 +321,116 @@ def _run(sources: list[str], question: str | None, options: dict[str, Any], exec
         _close(renderer)
 
 
-def _execute(renderer: Renderer, sources: list[str], question: str | None, options: dict[str, Any]) -> int:
+def _execute(
+    renderer: Renderer, sources: list[str], questions: list[str] | None, options: dict[str, Any]
+) -> int:
     """Read, plan, run, print: the whole command, raising on any failure."""
     started = time.perf_counter()
     check_stdout_open(sys.stdout)  # before any work: a closed stdout is said in words, not a crash
-    settings, ingested = _read_sources(renderer, sources, options)
-
+    settings = _settings(renderer, options)
     from starcli import ingest as ingestion
     from starcli.prompt import ask_instructions, summary_instructions
 
-    options["command"] = "ask" if question else "summarize"
-    options["user_question"] = question
-    question = ask_instructions(question) if question else summary_instructions(sources)
+    ingested = _read_sources(renderer, sources, options)
+    options["command"] = "ask" if questions else "summarize"
+    queries = [ask_instructions(q) for q in questions] if questions else [summary_instructions(sources)]
     renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
-    from starcli.launch import default_nproc, resolve_device
-
-    device = resolve_device(settings.device)
-    nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
+    device, nproc = _device_and_ranks(settings)
     if options["dry_run"]:
         from starcli.prompt import estimate_plan
 
-        command = options["command"]
-        plan = estimate_plan(settings, nproc, device, ingested, None, question, command)
-        text = format_plan(plan, options["fold_below"] or 0)
+        command, longest = options["command"], max(queries, key=len)
+        plan = estimate_plan(settings, nproc, device, ingested, None, longest, command)
+        text = format_plan(plan, options.get("fold_below") or 0)
         renderer.print_json(plan) if options["json"] else renderer.print_text(text)
         return EXIT_OK
+    from engine.errors import BeyondLocalPositionsError
+    from engine.models import DEFAULT_MODEL
+    from starcli.citations import find_citations
+    from starcli.fallback import fallback_json
+
     options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
     documents_text = ingestion.render_documents(ingested.documents)
-    stats, fallback = _generate(renderer, settings, nproc, device, documents_text, question, options)
-    from starcli.citations import find_citations
+    several = len(queries) > 1
 
-    renderer.citations = find_citations(stats.answer, ingested.documents)
-    if options["json"]:
-        from engine.models import DEFAULT_MODEL
-        from starcli.fallback import fallback_json
+    def on_answer(stats, index: int | None = None, fallback=None) -> None:
+        index = stats.query if index is None else index
+        renderer.citations = find_citations(stats.answer, ingested.documents)
+        if options["json"]:
+            total_s = time.perf_counter() - started
+            data = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
+            data["citations"] = [citation.to_json() for citation in renderer.citations]
+            data.update(fallback_json(fallback))
+            renderer.print_json({**data, "question": questions[index]} if questions else data)
+        elif index == len(queries) - 1:
+            renderer.finish_answer(stats)
+        else:
+            renderer.end_answer()
 
-        total_s = time.perf_counter() - started
-        data = answer_json(stats, settings.model or DEFAULT_MODEL, ingested, total_s)
-        data["citations"] = [citation.to_json() for citation in renderer.citations]
-        renderer.print_json({**data, **fallback_json(fallback)})
-    else:
-        renderer.finish_answer(stats)
+    headers = [f"Q: {q}" for q in questions] if several and questions else None
+    try:
+        request = _make_request(renderer, settings, nproc, device, documents_text, queries, options)
+    except BeyondLocalPositionsError as exc:
+        if settings.fallback != "map-reduce":
+            raise
+        renderer.note(
+            f"the input is {exc.context_tokens + exc.query_tokens:,} tokens, "
+            f"{(exc.context_tokens + exc.query_tokens) / exc.limit:.1f}× the model's {exc.limit:,}-token "
+            "window: answering by map-reduce over window-sized parts (docs/long-inputs.md)"
+        )
+        _map_reduce_all(
+            renderer, settings, device, documents_text, questions, queries, options, on_answer, headers
+        )
+        return EXIT_OK
+    _answer_all(renderer, request, settings, options, on_answer, headers)
     return EXIT_OK
 
 
-def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any]):
-    """Settings (config file, variables, flags) and the ingested sources, skips reported:
-    ``(Settings, Ingested)``."""
+def _map_reduce_all(
+    renderer, settings, device, documents_text, questions, queries, options, on_answer, headers
+):
+    """Every question by map-reduce over window-sized parts (``starcli.fallback``), one model load."""
+    from starcli.fallback import load_engine, run_map_reduce
+    from starcli.launch import load_tokenizer
+    from starcli.prompt import model_facts
+
+    tokenizer = load_tokenizer(settings.model)
+    window, cost = model_facts(settings.model)
+    engine = load_engine(renderer, settings, device)
+    for index, query in enumerate(queries):
+        if headers:
+            renderer.begin_answer(headers[index])
+        asked = questions[index] if questions else None
+        stats, result = run_map_reduce(
+            renderer,
+            engine,
+            settings,
+            options["command"],
+            device,
+            tokenizer,
+            documents_text,
+            query,
+            asked,
+            window,
+            cost,
+        )
+        on_answer(stats, index, result)
+
+
+def _settings(renderer: Renderer, options: dict[str, Any]) -> Settings:
+    """The run's settings: flags, then variables, then the config file (its warnings shown)."""
     _quiet_libraries()
     keep_compiler_caches_in(cache_dir())
     file_values, config_warnings = read_config()
     settings = resolve({name: options.get(name) for name in OPTION_NAMES}, file_values)
     for warning in config_warnings:
         renderer.warn(warning)
+    return settings
 
+
+def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any]):
+    """Ingest the sources and report what was read and skipped (no joined text: the dry run and
+    the context command do without it)."""
     from starcli import ingest as ingestion
 
     renderer.stage("Reading sources")
@@ -311,62 +441,56 @@ def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any
         exclude=tuple(options["exclude"] or ()),
         use_gitignore=not options["no_gitignore"],
         skip_unreadable=options.get("skip_unreadable", False),
-        redact_secrets=options["redact_secrets"],
+        redact_secrets=options.get("redact_secrets", False),
     )
     renderer.report_ingest(
         ingested.documents,
         ingested.skipped,
         ingested.warnings,
-        ingested.total_tokens,
+        ingested.total_tokens if options.get("dry_run") else None,  # a run counts them exactly
         list_skips=not (options.get("dry_run") and not options["json"]),
     )
-    return settings, ingested
+    return ingested
 
 
-def _generate(
+def _device_and_ranks(settings: Settings) -> tuple[str, int]:
+    from starcli.launch import default_nproc, resolve_device
+
+    device = resolve_device(settings.device)
+    nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
+    return device, nproc
+
+
+def _make_request(
     renderer: Renderer,
     settings: Settings,
     nproc: int,
     device: str,
     documents_text: str,
-    question: str,
+    queries: list[str],
     options: dict[str, Any],
 ):
-    """Tokenize exactly, make the run plan (refusing input beyond the window before any weights
-    load), run the request, stream its events; returns the final ``Stats`` and, when the input
-    was past local positions' reach, the map-reduce that answered instead (else ``None``)."""
-    from engine.api import Request
-    from engine.errors import BeyondLocalPositionsError
-    from engine.events import Failure, Stats
+    """Tokenize exactly and make the run plan (refusing input beyond the window before any weights
+    load); the request answers every query over one encoding, saved for later runs unless off."""
+    from engine.request import Request
     from engine.runplan import make_run_plan
-    from starcli.launch import LaunchError, load_tokenizer, run_request
-    from starcli.prompt import build, model_facts, refuse_far_beyond_window
+    from starcli.launch import load_tokenizer
+    from starcli.prompt import build, model_facts, query_ids, refuse_far_beyond_window
 
     renderer.stage("Tokenizing")
     window, cost = model_facts(settings.model)
     run_settings = settings.run_settings(options["command"])
-    estimate = options["context_estimate"]
-    refuse_far_beyond_window(settings, run_settings, estimate, question, nproc, device, window)
+    if "context_estimate" in options:  # before the exact count: a far too long input stops at once
+        longest = max(queries, key=len)
+        estimate = options["context_estimate"]
+        refuse_far_beyond_window(settings, run_settings, estimate, longest, nproc, device, window)
     tokenizer = load_tokenizer(settings.model)
-    prompt = build(tokenizer, documents_text, question, settings.system)
-    n, m = len(prompt.context_ids), len(prompt.query_ids)
+    prompt = build(tokenizer, documents_text, queries[0], settings.system)
+    ids = [prompt.query_ids] + [query_ids(tokenizer, q, settings.system) for q in queries[1:]]
+    n, m = len(prompt.context_ids), max(len(q) for q in ids)
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
-    try:
-        plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
-    except BeyondLocalPositionsError:
-        if settings.fallback != "map-reduce":
-            raise
-        from starcli.fallback import run_map_reduce
-
-        renderer.note(
-            f"the input is {n + m:,} tokens, {(n + m) / window:.1f}× the model's {window:,}-token "
-            "window: answering by map-reduce over window-sized parts (docs/long-inputs.md)"
-        )
-        command, asked = options["command"], options["user_question"]
-        return run_map_reduce(
-            renderer, settings, command, device, tokenizer, documents_text, question, asked, window, cost
-        )
+    plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
     if settings.max_tokens is None and plan.max_tokens < run_settings.generation.default_max_tokens:
         renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
     if plan.positions == Positions.LOCAL and window and n + m > window and renderer.err_tty:
@@ -375,23 +499,48 @@ def _generate(
             "window: blocks keep window-local positions (answers are less reliable beyond the "
             "window: docs/long-inputs.md)"
         )
-    request = Request(prompt.context_ids, [prompt.query_ids], run_settings, plan)
+    return Request(prompt.context_ids, ids, run_settings, plan, _saved_contexts(settings))
+
+
+def _saved_contexts(settings: Settings):
+    """Where and how the run saves its encoded context, or None when that is off (or the model
+    has no local files to fingerprint yet)."""
+    limit = settings.context_cache_bytes
+    if not limit:
+        return None
+    from engine.context_store import StoreSpec, contexts_dir, model_fingerprint
+    from engine.models import DEFAULT_MODEL, is_default, resolve_model_path
+
+    name = DEFAULT_MODEL if is_default(settings.model) else settings.model
+    key = model_fingerprint(name, resolve_model_path(settings.model))
+    return StoreSpec(str(contexts_dir()), limit, key) if key else None
+
+
+def _answer_all(renderer: Renderer, request, settings: Settings, options: dict[str, Any], on_answer, headers):
+    """Run the request and stream its events; ``on_answer(stats)`` as each answer completes
+    (``headers``: a line on stderr before each answer, when there are several)."""
+    from engine.events import Failure, QueryStarted, Stats
+    from starcli.launch import LaunchError, run_request
+
+    plan = request.plan
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
     renderer.start_ranks(plan.world_size)
-    stats: Stats | None = None
+    answered = 0
     events = run_request(request, model=settings.model, verbose=options["verbose"])
     with closing(events):  # closing it on any exit stops the job's workers
         for event in events:
             if isinstance(event, Failure):  # a rank's failure the launcher passed on
                 raise LaunchError(f"rank {event.rank} failed during {event.phase}: {event.message}")
+            if isinstance(event, QueryStarted) and headers:
+                renderer.begin_answer(headers[event.query])
             renderer.handle(event)
             if isinstance(event, Stats):
-                stats = event  # one query, so the answer is complete: leave the ranks' teardown
-                renderer.close()  # to closing(), after the answer is out
-                break
-    if stats is None:
+                answered += 1
+                on_answer(event)
+                if answered == len(request.queries):  # every answer is out: leave the ranks'
+                    break  # teardown to closing()
+    if answered < len(request.queries):
         raise LaunchError("the engine finished without an answer; rerun with --verbose")
-    return stats, None
 
 
 def exit_code_for(exc: BaseException) -> int:

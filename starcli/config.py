@@ -20,6 +20,7 @@ from typing import Annotated, Any
 
 import typer
 
+from engine.context_store import parse_size
 from engine.errors import EngineError
 from engine.settings import (
     DEFAULT_REPETITION_PENALTY,
@@ -70,6 +71,8 @@ class Settings:
     no_repeat_ngram: int = 0  # 0: off
     loop_stop: bool = True  # end an answer that has begun to repeat itself
     system: str | None = None
+    context_cache: bool = True  # save phase 1's result and reuse it for the same sources (issue 14)
+    context_cache_size: str = "4GiB"  # the saved contexts' total size; least recently used go first
     # Engine options (engine.settings.EngineOptions): environment or config file, no flags.
     share_anchor: bool = _ENGINE_DEFAULTS.share_anchor
     cuda_graphs: bool = _ENGINE_DEFAULTS.cuda_graphs
@@ -99,6 +102,11 @@ class Settings:
             options=self.engine_options(),
         )
 
+    @property
+    def context_cache_bytes(self) -> int:
+        """The saved contexts' size limit in bytes; 0 when saving is off."""
+        return parse_size(str(self.context_cache_size)) if self.context_cache else 0
+
     def engine_options(self) -> EngineOptions:
         return EngineOptions(
             share_anchor=self.share_anchor,
@@ -114,10 +122,11 @@ SETTING_NAMES = tuple(f.name for f in fields(Settings))
 ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
 # Settings with no flag, read from the environment by ``resolve`` (the rest arrive through Typer).
 ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
-OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in ENGINE_OPTION_NAMES)
+NO_FLAG_NAMES = (*ENGINE_OPTION_NAMES, "context_cache_size")
+OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in NO_FLAG_NAMES)
 _INTS = {"block_size", "anchor_size", "nproc", "max_tokens", "seed", "no_repeat_ngram"}
 _FLOATS = {"temperature", "timeout", "repetition_penalty"}
-_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop"}
+_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache"}
 _MINIMUM = {
     "block_size": MIN_BLOCK_SIZE,
     "anchor_size": 0,
@@ -183,9 +192,10 @@ def resolve(
 
 
 def engine_options_from_environment(environ: dict[str, str]) -> dict[str, Any]:
-    """The engine options set by ``STARCLI_*`` variables, typed (the only place they are read)."""
+    """The settings with no flag (the engine options, the context cache's size) set by their
+    ``STARCLI_*`` variables, typed (the only place they are read)."""
     values: dict[str, Any] = {}
-    for name in ENGINE_OPTION_NAMES:
+    for name in NO_FLAG_NAMES:
         text = environ.get(ENV_VARS[name])
         if text is None or text == "":
             continue
@@ -212,6 +222,8 @@ def _checked(name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be an integer (got {value!r})")
     if name in _FLOATS and (isinstance(value, bool) or not isinstance(value, (int, float))):
         raise ConfigError(f"{where} must be a number (got {value!r})")
+    if name == "context_cache_size" and isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)  # a plain number of bytes in the config file
     if name not in _INTS | _FLOATS | _BOOLS and not isinstance(value, str):
         raise ConfigError(f"{where} must be a string (got {value!r})")
     if name in _MINIMUM and value < _MINIMUM[name]:
@@ -220,6 +232,11 @@ def _checked(name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be a positive number of seconds (got {value})")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[name])} (got {value!r})")
+    if name == "context_cache_size":
+        try:
+            parse_size(value)
+        except ValueError:
+            raise ConfigError(f"{where} must be a size such as 4GiB, 500MB or 0 (got {value!r})") from None
     return float(value) if name in _FLOATS else value
 
 
@@ -416,6 +433,17 @@ DryRun = Annotated[
         "--dry-run",
         help="Show sources, token estimates and the block plan; load no model.",
         rich_help_panel=_OUTPUT,
+    ),
+]
+ContextCache = Annotated[
+    bool | None,
+    _setting(
+        "Save the encoded context and reuse it when the same sources, model and settings come "
+        "again; the saved contexts are capped by the context-cache-size setting (default 4GiB), "
+        "least recently used go first (default: on).",
+        "--context-cache/--no-cache",
+        envvar=ENV_VARS["context_cache"],
+        panel=_OUTPUT,
     ),
 ]
 Include = Annotated[

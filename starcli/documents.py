@@ -13,7 +13,18 @@ class Document:
     path: str  # display path: "<dir as given>/<relative path>", a file as given, or "<stdin>"
     text: str  # what goes into the prompt (PDF: page texts behind "[page N]" markers)
     kind: str  # "text" | "pdf" | "stdin"
-    tokens: int  # fast estimate (starcli.tokens.estimate_tokens)
+    estimate: int | None = None  # tokens, once estimated (``tokens``)
+
+    @property
+    def tokens(self) -> int:
+        """A fast token estimate (``starcli.tokens.estimate_tokens``), made when first asked for:
+        a run that loads the model's tokenizer counts exactly and needs none before its answer
+        (building the estimate's vocabulary costs ~0.2 s); ``--dry-run`` and ``--json`` ask."""
+        if self.estimate is None:
+            from starcli.tokens import estimate_tokens
+
+            self.estimate = estimate_tokens(self.text)
+        return self.estimate
 
 
 class SkipKind(Enum):

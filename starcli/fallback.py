@@ -19,8 +19,26 @@ from starcli.prompt import Prompt
 from starcli.render import Renderer
 
 
+def load_engine(renderer: Renderer, settings, device: str):
+    """The model, loaded once in this process for every part and question."""
+    from engine.api import Engine
+    from engine.models import load_model
+    from engine.runplan import default_dtype
+    from starcli.launch import LaunchError
+
+    renderer.stage("Loading weights")
+    started = time.perf_counter()
+    try:
+        loaded = load_model(settings.model, device, default_dtype(device))
+    except Exception as exc:  # noqa: BLE001 - ModelLoadError and friends: one line, exit 1
+        raise LaunchError(str(exc)) from exc
+    load_s = time.perf_counter() - started
+    return Engine(loaded.model, loaded.tokenizer, load_s=load_s)
+
+
 def run_map_reduce(
     renderer: Renderer,
+    engine,
     settings,
     command: str,
     device: str,
@@ -31,21 +49,12 @@ def run_map_reduce(
     window: int,
     cost,
 ) -> tuple[Stats, MapReduceResult]:
-    """Answer by map-reduce; returns the final pass's ``Stats`` (a not-found answer gets one made
+    """Answer by map-reduce; returns the answer's ``Stats`` (a not-found answer gets one made
     here, with ``stop_reason`` ``not_found``) and what every part answered."""
-    from engine.api import Engine, Request
-    from engine.models import load_model
-    from engine.runplan import default_dtype, make_run_plan
-    from starcli.launch import LaunchError
+    from engine.request import Request
+    from engine.runplan import make_run_plan
 
-    renderer.stage("Loading weights")
-    started = time.perf_counter()
-    try:
-        loaded = load_model(settings.model, device, default_dtype(device))
-    except Exception as exc:  # noqa: BLE001 - ModelLoadError and friends: one line, exit 1
-        raise LaunchError(str(exc)) from exc
-    load_s = time.perf_counter() - started
-    engine = Engine(loaded.model, loaded.tokenizer, load_s=load_s)
+    load_s = engine.load_s
     base = settings.run_settings(command)
 
     def answer(prompt: Prompt, max_tokens: int) -> Iterator[Event]:

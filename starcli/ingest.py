@@ -333,7 +333,7 @@ def _convert(
             return
         if note:
             out.warnings.append(f"{display}: {note}")
-        out.documents.append(Document(display, text, kind, estimate_tokens(text)))
+        out.documents.append(Document(display, text, kind))
     except InputError:
         raise
     except Exception as exc:  # noqa: BLE001 - hostile input must end in a reason, not a traceback
@@ -358,7 +358,7 @@ def _convert_pdf(data: bytes, display: str, out: Ingested, *, named: bool, redac
     for reason in dict.fromkeys(pdf.skipped_pages.values()):  # each reason once, in page order
         numbers = [n for n, why in pdf.skipped_pages.items() if why == reason]
         out.warnings.append(f"{display}: {_pages(numbers, 'skipped')} ({reason})")
-    out.documents.append(Document(display, text, "pdf", estimate_tokens(text)))
+    out.documents.append(Document(display, text, "pdf"))
 
 
 def _without_secrets(

@@ -9,6 +9,7 @@ a second Ctrl-C (or SIGTERM) during that teardown waits for it to finish.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -21,16 +22,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import engine.errors as engine_errors
-from engine.api import Engine, Request
-from engine.events import Event, Failure, Loaded, Progress, Started, event_from_dict, phase_after
+from engine.request import Request
+
+if TYPE_CHECKING:  # the engine imports torch and transformers' model code: the ranks' business
+    from engine.api import Engine
+from engine.events import Event, Failure, Loaded, Progress, Started, Stats, event_from_dict, phase_after
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 POLL_S = 0.02
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
 TERM_GRACE_S = 3.0
 FAILURE_GRACE_S = 2.0
+END_GRACE_S = 10.0  # a conversation's ranks exit on their own once told it has ended
 _HELD = (signal.SIGINT, signal.SIGTERM)  # during teardown: acted on once it is done
 # A SIGKILL that nobody sent is most often the kernel's out-of-memory killer.
 _OOM_KILLER_NOTE = (
@@ -78,8 +84,10 @@ def default_nproc(device: str) -> int:
     return 1
 
 
+@functools.lru_cache(maxsize=2)
 def load_tokenizer(model: str | None):
-    """The model's tokenizer without its weights (exact token counts before anything heavy)."""
+    """The model's tokenizer without its weights (exact token counts before anything heavy);
+    loaded once per process (the in-process rank uses it too)."""
     from transformers import AutoTokenizer
 
     from engine.models import resolve_model_path
@@ -98,6 +106,28 @@ def run_request(request: Request, *, model: str | None, verbose: bool = False) -
     """Yield the job's events as they happen (each rank's ``Started`` and ``Loaded`` first) for a
     request carrying its run plan. Raises EngineError subclasses for bad requests, LaunchError for
     runtime failures, KeyboardInterrupt once every worker is gone."""
+    _check_plan(request)
+    if request.plan.world_size == 1:
+        yield from InProcessSession(request, model).start()
+    else:
+        job = TorchrunJob(request, model, verbose)
+        try:
+            yield from job.events()
+        finally:
+            job.close()
+
+
+def start_session(request: Request, *, model: str | None, verbose: bool = False):
+    """A conversation over one encoding (``starcli chat``): ``start()`` yields the request's events
+    (load, encode, its queries' answers), ``ask()`` those of one more query, ``close()`` ends it;
+    with several ranks they stay up between queries."""
+    _check_plan(request)
+    if request.plan.world_size == 1:
+        return InProcessSession(request, model)
+    return TorchrunSession(request, model, verbose)
+
+
+def _check_plan(request: Request) -> None:
     plan = request.plan
     if plan is None:
         raise engine_errors.BadSettingError(
@@ -112,29 +142,74 @@ def run_request(request: Request, *, model: str | None, verbose: bool = False) -
             raise engine_errors.BadSettingError(
                 f"--nproc {wanted} needs {wanted} GPUs but {visible} are visible; lower --nproc"
             )
-    if plan.world_size == 1:
-        yield from _run_in_process(request, model)
-    else:
-        job = TorchrunJob(request, model, verbose)
+
+
+class InProcessSession:
+    """One rank in this process: the model and the encoded context stay in memory between queries."""
+
+    def __init__(self, request: Request, model: str | None):
+        self.request, self.model = request, model
+        self.engine: Engine | None = None
+
+    def start(self) -> Iterator[Event]:
+        from engine.api import Engine
+        from engine.models import load_model
+
+        plan = self.request.plan
+        yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
+        started = time.perf_counter()
+        try:  # the tokenizer the CLI counted with, not loaded twice
+            loaded = load_model(self.model, plan.device, plan.dtype, tokenizer=load_tokenizer(self.model))
+        except engine_errors.ModelLoadError as exc:
+            raise LaunchError(str(exc)) from exc
+        load_s = time.perf_counter() - started
+        yield Loaded(rank=0, seconds=load_s)
+        self.engine = Engine(loaded.model, loaded.tokenizer, load_s=load_s)
+        yield from self.engine.run(self.request)
+
+    def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
+        yield from self.engine.answer(self.engine.encoded, query, index, follow_up=follow_up)
+
+    def close(self, graceful: bool = True) -> None:
+        self.engine = None
+
+
+class TorchrunSession:
+    """Several ranks kept up between queries: each query is a line appended to a file every rank
+    follows (``python -m engine --queries``); an end line lets them exit on their own."""
+
+    def __init__(self, request: Request, model: str | None, verbose: bool):
+        self.request = request
+        self.job = TorchrunJob(request, model, verbose, conversation=True)
+        self.events = self.job.events()
+
+    def _one_answer(self) -> Iterator[Event]:
+        for event in self.events:
+            yield event
+            if isinstance(event, Stats):
+                return
+        raise LaunchError("the ranks stopped before answering; rerun with --verbose")
+
+    def start(self) -> Iterator[Event]:
+        for _ in self.request.queries:
+            yield from self._one_answer()
+
+    def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
+        self.job.send({"query": query, "index": index, "follow_up": follow_up})
+        yield from self._one_answer()
+
+    def close(self, graceful: bool = True) -> None:
+        """Ask the ranks to finish and give them a moment to exit cleanly (``graceful``: the
+        conversation ended; otherwise, as after Ctrl-C or a failure, they are stopped at once),
+        then tear down the rest."""
         try:
-            yield from job.events()
+            self.job.send({"end": True})
+            if graceful:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.job.proc.wait(timeout=END_GRACE_S)
         finally:
-            job.close()
-
-
-def _run_in_process(request: Request, model: str | None) -> Iterator[Event]:
-    from engine.models import load_model
-
-    plan = request.plan
-    yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
-    started = time.perf_counter()
-    try:
-        loaded = load_model(model, plan.device, plan.dtype)
-    except engine_errors.ModelLoadError as exc:
-        raise LaunchError(str(exc)) from exc
-    load_s = time.perf_counter() - started
-    yield Loaded(rank=0, seconds=load_s)
-    yield from Engine(loaded.model, loaded.tokenizer, load_s=load_s).run(request)
+            self.events.close()
+            self.job.close()
 
 
 class TorchrunJob:
@@ -142,13 +217,16 @@ class TorchrunJob:
     turned into one error by ``raise_outcome()``, torn down (every process, the temp dir) by
     ``close()``."""
 
-    def __init__(self, request: Request, model: str | None, verbose: bool):
+    def __init__(self, request: Request, model: str | None, verbose: bool, conversation: bool = False):
         self.plan, self.verbose = request.plan, verbose
         self.workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
         self.request_path, self.events_path = self.workdir / "request.json", self.workdir / "events.jsonl"
         self.stderr_path = self.workdir / "stderr.log"
+        self.queries_path = self.workdir / "queries.jsonl" if conversation else None
         self.request_path.write_text(request.to_json())
         self.events_path.touch()
+        if self.queries_path is not None:
+            self.queries_path.touch()
         self.pids: set[int] = set()
         self.phases: dict[int, str] = {}
         self.failure: Failure | None = None
@@ -182,7 +260,17 @@ class TorchrunJob:
             "--launcher-pid",
             str(os.getpid()),
         ]
+        if self.queries_path is not None:
+            cmd += ["--queries", str(self.queries_path)]
         return cmd + (["--model", model] if model else [])
+
+    def send(self, message: dict) -> None:
+        """Append one line for the ranks of a conversation (one write: they never see half)."""
+        fd = os.open(self.queries_path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, (json.dumps(message) + "\n").encode())
+        finally:
+            os.close(fd)
 
     def _environment(self) -> dict[str, str]:
         threads = os.environ.get("OMP_NUM_THREADS", str(_threads_per_rank(self.plan.world_size)))

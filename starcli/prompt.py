@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.chat import build_prompt, encode
+from engine.chat import build_prompt, encode, follow_up_text
 from engine.plan import CostModel
 
 # How a question reaches the model: after the documents (phase 1 never sees it), with a short
@@ -71,6 +71,19 @@ def build(tokenizer, documents_text: str, question: str, system: str | None = No
     context_text, query_text = build_prompt(tokenizer, documents_text, question, system)
     context_ids = _encode_context(tokenizer, context_text, documents_text)
     return Prompt(context_text, query_text, context_ids, encode(tokenizer, query_text))
+
+
+def query_ids(tokenizer, question: str, system: str | None = None) -> list[int]:
+    """The query ids of one more question over the same context (the query does not depend on
+    the documents: ``build``'s ``query_ids`` for this question)."""
+    system = valid_unicode(system) if system is not None else None
+    return encode(tokenizer, build_prompt(tokenizer, "", valid_unicode(question), system)[1])
+
+
+def follow_up_ids(tokenizer, question: str, after_eos: bool, system: str | None = None) -> list[int]:
+    """The query ids of a follow-up in a conversation (``engine.chat.follow_up_text``)."""
+    system = valid_unicode(system) if system is not None else None
+    return encode(tokenizer, follow_up_text(tokenizer, valid_unicode(question), after_eos, system))
 
 
 def _encode_context(tokenizer, context_text: str, documents_text: str) -> list[int]:

@@ -105,19 +105,8 @@ class Renderer:
         self.quiet, self.verbose, self.json_output = quiet, verbose, json_output
         self.err = Console(file=self.err_stream, highlight=False, soft_wrap=True, emoji=False)
         self.progress: Progress | None = None
-        if self.err_tty and not quiet:
-            self.progress = Progress(
-                _Status(),
-                TextColumn("{task.description}", markup=False),
-                _Bar(bar_width=30),
-                TextColumn("{task.fields[count]}"),
-                TimeElapsedColumn(),
-                _TimeLeft(),
-                console=self.err,
-                get_time=clock,
-                redirect_stdout=False,  # stdout is the answer's alone, never drawn into the display
-            )
-            self.progress.start()
+        self._clock = clock
+        self.resume_progress()
         self._task: TaskID | None = None
         self._stage = ""
         self.world_size = 1
@@ -143,6 +132,24 @@ class Renderer:
         self._finish_stage()
         label = printable(description)
         self._task = self.progress.add_task(label, total=total, count="", bar=total is not None)
+
+    def resume_progress(self) -> None:
+        """Show the stage display (on a terminal, without --quiet): at the start, and again after a
+        pause (``chat`` takes it down while a question is typed)."""
+        if self.progress is not None or not self.err_tty or self.quiet:
+            return
+        self.progress = Progress(
+            _Status(),
+            TextColumn("{task.description}", markup=False),
+            _Bar(bar_width=30),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            _TimeLeft(),
+            console=self.err,
+            get_time=self._clock,
+            redirect_stdout=False,  # stdout is the answer's alone, never drawn into the display
+        )
+        self.progress.start()
 
     def start_ranks(self, world_size: int) -> None:
         """The engine job is launched: torchrun's ranks take seconds to start, then each loads the
@@ -233,11 +240,19 @@ class Renderer:
         self.err.print(f"Error: {printable(message)}", style="bold red", markup=False)
 
     def report_ingest(
-        self, documents: list, skipped: list, warnings: list[str], tokens: int, *, list_skips: bool = True
+        self,
+        documents: list,
+        skipped: list,
+        warnings: list[str],
+        tokens: int | None,
+        *,
+        list_skips: bool = True,
     ) -> None:
-        """What was read and what was left out: a summary line, every skip with ``--verbose``
+        """What was read and what was left out: a summary line (with the estimated tokens, unless
+        ``None``: a run that counts them exactly moments later), every skip with ``--verbose``
         (``list_skips`` off when the output lists them anyway, as ``--dry-run``'s plan does)."""
-        self.update_stage(f"Read {_plural(len(documents), 'file')} (~{tokens:,} tokens)")
+        estimate = f" (~{tokens:,} tokens)" if tokens is not None else ""
+        self.update_stage(f"Read {_plural(len(documents), 'file')}{estimate}")
         for warning in warnings:
             self.warn(warning)
         if not skipped or not list_skips:
@@ -361,6 +376,28 @@ class Renderer:
             return
         write_all(self.out, text)
 
+    # --- several answers ---------------------------------------------------------------------
+    def begin_answer(self, header: str) -> None:
+        """Before one of several answers: its question, on stderr and only on a terminal (stdout
+        carries the answers alone)."""
+        if self.err_tty and not self.quiet and not self.json_output:
+            self.err.print(header, style="bold", markup=False)
+
+    def end_answer(self, blank_line: bool = True) -> None:
+        """One of several answers is complete: close it (final render, newline), then an empty
+        line on stdout, and start the next one afresh."""
+        self._finish_stage()
+        if self._live is not None:
+            self._live.update(Markdown(self.answer), refresh=True)
+            self._live.stop()
+            self._live = None
+        elif self.answer and not self.json_output and not self.answer.endswith("\n"):
+            self.out.write("\n")
+        if blank_line and not self.json_output:
+            self.out.write("\n")
+        self.out.flush()
+        self.answer, self._generated, self._last_refresh = "", 0, 0.0
+
     # --- the end -----------------------------------------------------------------------------
     def finish_answer(self, stats: Stats | None) -> None:
         """Close the answer (final render, trailing newline) and, on a terminal, one stats line."""
@@ -444,6 +481,7 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
         "query_tokens": stats.query_tokens,
         "generated_tokens": stats.generated_tokens,
         "stopped": stats.stop_reason,  # eos, stop (a stop string), max_tokens or repetition
+        "context_cache": stats.context_cache,  # hit (loaded from a saved context), miss or off
         "sources": [{"path": str(d.path), "tokens": d.tokens} for d in ingested.documents],
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in ingested.skipped],
         "timings": {

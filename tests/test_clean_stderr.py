@@ -29,6 +29,7 @@ COMMANDS = {
     "ask --dry-run --json": (["ask", "-", QUESTION, "--dry-run", "--json"], NOTE),
     "ask on 2 ranks": (["ask", "-", QUESTION, "--nproc", "2", "--block-size", "128"], NOTE * 4),
     "ask, global attention": (["ask", "-", QUESTION, "--attention", "global"], NOTE),
+    "chat, piped questions": (["chat", str(SAMPLES / "report.pdf")], "Who chaired it?\nWhen?\n"),
 }
 
 

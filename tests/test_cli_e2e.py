@@ -89,6 +89,8 @@ def test_ask_pdf_json_holds_the_fact_and_the_contract_keys():
         "sources": list,
         "skipped": list,
         "timings": dict,
+        "context_cache": str,
+        "question": str,
     }
     assert set(data) == set(types)
     assert all(isinstance(data[key], kind) for key, kind in types.items())

@@ -219,8 +219,9 @@ def test_two_runs_at_once_share_nothing(tmp_path, journal):
     """Two two-rank runs at once on one machine, with one shared TMPDIR: a rendezvous port and a
     temp dir each, the same answer, and afterwards nothing in TMPDIR. HOME, the XDG dirs and the
     working directory are private and watched: nothing is written there (the model comes from
-    the existing cache). Every non-loopback connection, in the CLI, torchrun and the ranks, is
-    refused and recorded: there must be none."""
+    the existing cache), and in the cache only the saved context: one complete entry, both runs
+    having written the same files by rename. Every non-loopback connection, in the CLI, torchrun
+    and the ranks, is refused and recorded: there must be none."""
     from engine.models import cache_dir
 
     names = ("home", "xdg-cache", "xdg-config", "cwd")
@@ -246,7 +247,14 @@ def test_two_runs_at_once_share_nothing(tmp_path, journal):
     assert all(b"Traceback" not in job.stderr for job in jobs)
     assert_clean(jobs[0])  # the shared TMPDIR is empty: both runs' dirs and torchrun's logs gone
     for folder, before in watched.items():
-        assert snapshot(folder) == before, f"{folder} changed"
+        after = snapshot(folder)
+        if folder == cache:
+            saved = sorted(p for p in after if p.startswith("contexts/") and p not in before)
+            after = {p: t for p, t in after.items() if not p.startswith("contexts")}
+            files = sorted(Path(p).name for p in saved if p.count("/") == 2)
+            assert files == ["entry.json", "rank-0-of-2.safetensors", "rank-1-of-2.safetensors"], saved
+            before = {p: t for p, t in before.items() if not p.startswith("contexts")}
+        assert after == before, f"{folder} changed"
     assert not network_log.exists(), network_log.read_text()
 
 

@@ -147,6 +147,7 @@ def test_answer_json_has_exactly_the_contract_keys():
     data = answer_json(_stats(), "smollm2", ingested, 1.5)
     assert set(data) == {
         "answer",
+        "context_cache",
         "model",
         "attention",
         "block_size",

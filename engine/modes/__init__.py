@@ -3,6 +3,7 @@
 - ``encode_context(runner, context, plan)``: phase 1, a generator of events that returns an
   ``EncodedContext``;
 - ``start_query(runner, encoded, capacity)``: the cache a query and its answer extend;
+- ``continue_query(runner, encoded, capacity)``: the same with a conversation's earlier turns kept;
 - ``decode_step(runner, cache, position, eager)``: the per-token step (``eager`` or a faster one).
 
 ``for_plan`` picks the module once, from the run plan.

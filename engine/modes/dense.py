@@ -42,6 +42,13 @@ def start_query(runner: ModelRunner, encoded: EncodedContext, capacity: int) -> 
     return cache
 
 
+def continue_query(runner: ModelRunner, encoded: EncodedContext, capacity: int) -> DynamicCache:
+    """The context's cache with the conversation so far, with room for ``capacity`` more."""
+    runner.use_dense_attention()
+    reserve_tokens(encoded.cache, capacity)
+    return encoded.cache
+
+
 def decode_step(
     runner: ModelRunner, cache, position: int, eager: Callable[[int], torch.Tensor]
 ) -> Callable[[int], torch.Tensor]:

@@ -12,12 +12,12 @@ from collections.abc import Generator
 from engine.attention import ATTN_NAME
 from engine.cache import StarCache
 from engine.events import Event, Progress
-from engine.modes.star import decode_step, start_query
+from engine.modes.star import continue_query, decode_step, start_query
 from engine.plan import ZigzagLayout
 from engine.runner import EncodedContext, ModelRunner, finish_phase1
 from engine.runplan import RunPlan
 
-__all__ = ["decode_step", "encode_context", "start_query"]
+__all__ = ["continue_query", "decode_step", "encode_context", "start_query"]
 
 
 def encode_context(

@@ -80,6 +80,14 @@ def start_query(runner: ModelRunner, encoded: EncodedContext, capacity: int) -> 
     return cache
 
 
+def continue_query(runner: ModelRunner, encoded: EncodedContext, capacity: int) -> StarCache:
+    """The rank's cache with the conversation so far, ready for ``capacity`` more tokens."""
+    runner.use_attention(ATTN_NAME)
+    cache = encoded.cache
+    cache.continue_query(capacity, encoded.tail_tokens)
+    return cache
+
+
 def decode_step(
     runner: ModelRunner, cache: StarCache, position: int, eager: Callable[[int], torch.Tensor]
 ) -> graphs.DecodeStep:
