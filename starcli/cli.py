@@ -349,7 +349,10 @@ def _execute(
     from starcli.citations import find_citations
     from starcli.fallback import fallback_json
 
-    options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
+    if _may_refuse_for_length(settings):  # an estimate then stops a far too long input before the exact count
+        options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
+    else:
+        _check_map_reduce_reach(settings, ingested, options["command"])
     documents_text = ingestion.render_documents(ingested.documents)
     several = len(queries) > 1
 
@@ -384,6 +387,28 @@ def _execute(
         return EXIT_OK
     _answer_all(renderer, request, settings, options, on_answer, headers)
     return EXIT_OK
+
+
+def _may_refuse_for_length(settings: Settings) -> bool:
+    """Whether any input length can be refused: not with star attention, automatic positions and
+    the map-reduce fallback (the defaults), which answer at any length."""
+    answers_any_length = (
+        settings.fallback == "map-reduce" and settings.positions == "auto" and settings.attention == "star"
+    )
+    return not answers_any_length
+
+
+def _check_map_reduce_reach(settings: Settings, ingested, command: str) -> None:
+    """Refuse up front an input too large even for map-reduce (``starcli.mapreduce.MAX_PARTS``),
+    estimating only when the text is long enough that it might be: a normal run counts once."""
+    from starcli.ingest import estimate_context_tokens
+    from starcli.mapreduce import MAX_PARTS, check_part_count
+    from starcli.prompt import model_facts
+
+    window, _ = model_facts(settings.model)
+    chars = sum(len(doc.text) for doc in ingested.documents)
+    if window and chars > MAX_PARTS * window:  # under ~1 character a token, it cannot be too long
+        check_part_count(estimate_context_tokens(ingested.documents), 64, window, command)
 
 
 def _map_reduce_all(

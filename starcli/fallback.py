@@ -64,8 +64,10 @@ def run_map_reduce(
         yield from engine.run(Request(prompt.context_ids, [prompt.query_ids], run, plan))
 
     def on_part(index: int, total: int) -> None:
-        renderer.stage(f"Reading part {index + 1} of {total}", total=total)
-        renderer.update_stage(done=index, total=total)
+        """One stage for every part, its bar and time left counting parts done."""
+        if index == 0:
+            renderer.stage(f"Map-reduce over {total} parts", total=total)
+        renderer.update_stage(f"Map-reduce: reading part {index + 1} of {total}", done=index, total=total)
 
     def on_final(event: Event) -> None:
         if event.kind in ("token", "query_started", "stats"):

@@ -42,7 +42,10 @@ REDUCE_SUMMARIZE = (
     "Above are summaries of consecutive parts of one long input. Combine them into one summary: "
     "what it is, then its main points, keeping key names and numbers exact."
 )
-MAP_ANSWER_TOKENS = {"ask": 96, "summarize": 160}  # each part's answer: a finding, not an essay
+MAP_ANSWER_TOKENS = {"ask": 96, "summarize": 160}
+# Past this many parts a run is refused up front: each part is a window-sized pass (about half a
+# minute for the default model on 2 CPU cores), so 512 parts (4M tokens at 8K) is hours already.
+MAX_PARTS = 512  # each part's answer: a finding, not an essay
 PART_MARGIN = 32  # tokens kept free: a part re-tokenizes a few tokens longer at its cut edges
 _HEADER = re.compile(r"^===== (.+) =====$", re.MULTILINE)  # starcli.ingest.render_documents' header
 
@@ -99,7 +102,8 @@ def split_parts(tokenizer, documents_text: str, budget: int) -> list[Part]:
     first = 0
     while first < n:
         header = _header_before(documents_text, starts[first]) if first else None
-        room = budget - (_count(tokenizer, header) + 1 if header else 0)
+        line = f"===== {header} (continued) =====\n" if header else None
+        room = budget - _count(tokenizer, line)
         last = min(n, first + max(room, budget // 2))
         if last < n:
             cut = documents_text.rfind("\n", starts[first + (last - first) * 4 // 5], starts[last])
@@ -108,8 +112,8 @@ def split_parts(tokenizer, documents_text: str, budget: int) -> list[Part]:
         begin = starts[first]
         end = starts[last] if last < n else len(documents_text)
         text = documents_text[begin:end]
-        if header and not text.startswith("===== "):
-            text = f"===== {header} (continued) =====\n{text}"
+        if line and not text.startswith("===== "):
+            text = line + text
         parts.append(Part(len(parts), text, first, last))
         first = last
     return parts
@@ -141,6 +145,19 @@ def estimated_parts(context_tokens: int, query_tokens: int, window: int, command
     return max(1, -(-context_tokens // per_part))
 
 
+def check_part_count(context_tokens: int, query_tokens: int, window: int, command: str = "ask") -> None:
+    """Refuse (``InputError``, exit 2) an input that would need more than ``MAX_PARTS`` parts."""
+    from starcli.documents import InputError
+
+    parts = estimated_parts(context_tokens, query_tokens, window, command)
+    if parts > MAX_PARTS:
+        raise InputError(
+            f"the input is about {context_tokens:,} tokens: map-reduce over the model's {window:,}-token "
+            f"window would take about {parts:,} passes (at most {MAX_PARTS:,}); narrow the input "
+            "(--include/--exclude, fewer sources) or use a model with a longer context (--model)"
+        )
+
+
 def is_not_found(answer: str) -> bool:
     """Whether a part's answer says it found nothing: ``NOT FOUND`` near its start, or nothing."""
     head = answer.strip().upper().replace("*", "")
@@ -149,6 +166,7 @@ def is_not_found(answer: str) -> bool:
 
 _NUMBER = re.compile(r"\d[\d,._]*\d|\d")
 _WORD = re.compile(r"[^\W\d_]{4,}")
+_YES_NO = re.compile(r"(?i)(yes|no)\b.{0,40}")
 
 
 def grounded(answer: str, part_text: str, question: str) -> bool:
@@ -166,8 +184,8 @@ def grounded(answer: str, part_text: str, question: str) -> bool:
         return numbers <= held
     asked = {w.lower() for w in _WORD.findall(question)}
     words = {w.lower() for w in _WORD.findall(answer)} - asked
-    if not words:
-        return True
+    if not words:  # nothing to look for: only a plain yes or no stands on its own
+        return _YES_NO.fullmatch(answer.strip()) is not None
     text = part_text.lower()
     return sum(w in text for w in words) * 2 >= len(words)
 
@@ -267,7 +285,7 @@ def map_reduce(
     prompt = _prefixed(tokenizer, prompt, answer_prefix)
     room = window - len(prompt.context_ids) - len(prompt.query_ids)
     if room < 16:  # findings longer than the window: reduce them again, as parts of their own
-        return map_reduce(
+        inner = map_reduce(
             tokenizer,
             answer,
             findings_text(findings, summarize),
@@ -280,6 +298,7 @@ def map_reduce(
             on_part=on_part,
             on_final=on_final,
         )
+        return MapReduceResult(parts, findings, answers, inner.answer, inner.stats, inner.final_pass)
     stats = None
     for event in answer(prompt, min(room, final_tokens)):
         if isinstance(event, Failure):

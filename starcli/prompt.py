@@ -226,8 +226,9 @@ def estimate_plan(
     except BeyondLocalPositionsError as exc:
         if settings.fallback != "map-reduce":
             raise _refused(exc, counted["exact"]) from None
-        from starcli.mapreduce import estimated_parts
+        from starcli.mapreduce import check_part_count, estimated_parts
 
+        check_part_count(context_tokens, query_tokens, window, command)  # refused as the run would
         fallback = {
             "fallback": "map-reduce",
             "parts": estimated_parts(context_tokens, query_tokens, window, command),
