@@ -91,6 +91,8 @@ def test_ask_pdf_json_holds_the_fact_and_the_contract_keys():
         "timings": dict,
         "context_cache": str,
         "question": str,
+        "citations": list,  # issue 19: [{path, page?, line?, verified}]
+        "fallback": type(None),  # issue 13: "map-reduce" past the window, else null
     }
     assert set(data) == set(types)
     assert all(isinstance(data[key], kind) for key, kind in types.items())
