@@ -66,7 +66,7 @@ def run_chat(renderer: Renderer, sources: list[str], _questions: None, options: 
     from starcli.launch import LaunchError, load_tokenizer, start_session
     from starcli.prompt import ask_instructions, follow_up_ids, query_ids
 
-    wrapped = ask_instructions(first)
+    wrapped = ask_instructions(first, settings.model)
     request = cli._make_request(renderer, settings, nproc, device, documents_text, [wrapped], options)
     tokenizer = load_tokenizer(settings.model)
     plan = request.plan
@@ -98,7 +98,7 @@ def run_chat(renderer: Renderer, sources: list[str], _questions: None, options: 
             question = next(asked, None)
             if question is None:
                 break
-            wrapped = ask_instructions(question)
+            wrapped = ask_instructions(question, settings.model)
             query = follow_up_ids(tokenizer, wrapped, stats.stop_reason == "eos", settings.system)
             room = plan.context_span + stats.tail_tokens + len(query) + plan.max_tokens
             follow_up = plan.window is None or room <= plan.window

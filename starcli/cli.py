@@ -333,9 +333,13 @@ def _execute(
 
     ingested = _read_sources(renderer, sources, options)
     options["command"] = "ask" if questions else "summarize"
-    queries = [ask_instructions(q) for q in questions] if questions else [summary_instructions(sources)]
     renderer.stage("Loading libraries")  # torch and transformers: seconds, only once the input is good
     device, nproc = _device_and_ranks(settings)
+    queries = (
+        [ask_instructions(q, settings.model) for q in questions]
+        if questions
+        else [summary_instructions(sources)]
+    )
     if options["dry_run"]:
         from starcli.prompt import estimate_plan
 

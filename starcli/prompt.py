@@ -18,7 +18,11 @@ from engine.plan import CostModel
 # How a question reaches the model: after the documents (phase 1 never sees it), with a short
 # instruction that keeps small models on the documents instead of their own recollections, and
 # asks for citations in the forms the context marks (starcli.citations checks them).
-ASK_TEMPLATE = (
+ASK_TEMPLATE = "Answer the question using the documents above.\n\nQuestion: {question}"
+# The same, asking for citations (issue 19). Not for the default 135M model: with this sentence it
+# answered samples/tinyrepo's port question by echoing the question (tests/test_cli_e2e.py), so
+# there the context's [page N] / [line N] marks alone invite citations, which are checked either way.
+ASK_CITE_TEMPLATE = (
     "Answer the question using the documents above. Cite where each fact comes from as "
     "[page N] for a PDF or path:line for other files.\n\nQuestion: {question}"
 )
@@ -53,9 +57,13 @@ class Prompt:
     query_ids: list[int]
 
 
-def ask_instructions(question: str) -> str:
-    """The user's question wrapped in ``ASK_TEMPLATE``."""
-    return ASK_TEMPLATE.format(question=question.strip())
+def ask_instructions(question: str, model: str | None = None) -> str:
+    """The user's question wrapped in ``ASK_CITE_TEMPLATE`` for a named model, ``ASK_TEMPLATE``
+    for the default one (see the note above the templates)."""
+    from engine.models import is_default
+
+    template = ASK_TEMPLATE if is_default(model) else ASK_CITE_TEMPLATE
+    return template.format(question=question.strip())
 
 
 def summary_instructions(sources: list[str]) -> str:
