@@ -26,6 +26,7 @@ class Started(Event):
     rank: int
     pid: int
     world_size: int
+    node: int = 0  # torchrun's group rank: which machine of a multi-node job it runs on
 
 
 @dataclass

@@ -197,6 +197,19 @@ class Renderer:
         self.progress.stop_task(self._task)
         self._task = None
 
+    def mute(self) -> None:
+        """Say nothing but errors until ``unmute`` (a node of a multi-node job that may not hold
+        the answer: which one does is known only once its ranks are up)."""
+        self.stop_progress()
+        self.quiet = True
+
+    def unmute(self, quiet: bool) -> None:
+        """Back to showing stages (unless ``quiet``), from the one running now."""
+        self.quiet = quiet
+        self.resume_progress()
+        if self.progress is not None and self._stage:
+            self.stage(self._stage)
+
     def stop_progress(self) -> None:
         """Take the display down. A stage still running did not finish (the run ended some other
         way: SIGTERM, a closed pipe): it is marked ``stopped``, never given a ✓."""
