@@ -392,21 +392,29 @@ class TorchrunJob:
     def _raise_node_fault(self, log: str, failure: Failure | None, timeout_s: float) -> None:
         """Across machines: a node that never joined the rendezvous, or one that this node's ranks
         lost (died, or its network failed), named by its node number and ranks."""
-        if self.node is None and "RendezvousTimeoutError" in log:
-            raise LaunchError(
-                f"not every one of the {self.nodes.count} nodes joined the rendezvous at "
-                f"{self.nodes.endpoint} (id {self.nodes.job_id!r}) within {timeout_s:g} s; start the "
-                "same command on every node, and check that they reach that port"
-            )
-        if "RendezvousConnectionError" in log or (self.node is None and "RendezvousError" in log):
-            raise LaunchError(
-                f"could not reach the rendezvous at {self.nodes.endpoint}; check the host, that the "
-                "port is open, and that the node at that address has started"
-            )
-        if failure is None or _request_error(failure) or self.node is None:
+        if self.node is None:  # no rank of this node started: the rendezvous did not complete
+            if "RendezvousTimeoutError" in log:
+                raise LaunchError(
+                    f"not every one of the {self.nodes.count} nodes joined the rendezvous at "
+                    f"{self.nodes.endpoint} (id {self.nodes.job_id!r}) within {timeout_s:g} s; start "
+                    "the same command on every node, and check that they reach that port"
+                )
+            if "RendezvousConnectionError" in log or "RendezvousError" in log:
+                raise LaunchError(
+                    f"could not reach the rendezvous at {self.nodes.endpoint}; check the host, that "
+                    "the port is open, and that the node at that address has started"
+                )
             return
-        if not (_TIMEOUT.search(failure.message) or _PEER_LOST.search(failure.message)):
+        if failure is not None and _request_error(failure):
             return
+        if failure is not None:  # this node's own failure speaks for itself, unless it is the other's echo
+            lost = bool(_TIMEOUT.search(failure.message) or _PEER_LOST.search(failure.message))
+        else:  # torchrun lost the store at the endpoint: the node holding it went away
+            lost = "RendezvousConnectionError" in log and bool(self.phases)
+        if not lost:
+            return
+        rank = failure.rank if failure is not None else min(self.phases)
+        phase = failure.phase if failure is not None else self.phases[rank]
         others = [node for node in range(self.nodes.count) if node != self.node]
         if len(others) == 1:
             ranks = self.node_ranks(others[0])
@@ -415,7 +423,7 @@ class TorchrunJob:
         else:
             lost = "another node (one of nodes " + ", ".join(map(str, others)) + ")"
         raise LaunchError(
-            f"rank {failure.rank} on node {self.node} lost contact with {lost} during {failure.phase}: "
+            f"rank {rank} on node {self.node} lost contact with {lost} during {phase}: "
             f"it stopped or its network failed (collective timeout {timeout_s:g} s); "
             "see that node's own error, or rerun with --verbose"
         )

@@ -61,6 +61,10 @@ def node(tmp_path: Path, name: str, model: str, source: Path, port: int, *flags:
     return CliJob(tmp_path / name, *args, STARCLI_TIMEOUT=str(TIMEOUT_S), **env)
 
 
+def has_event(job: CliJob, kind: str) -> bool:
+    return any(event["event"] == kind for event in job.events())
+
+
 def dense_answer(model_dir: str, source: Path, block: int) -> tuple[str, int]:
     """The dense model's greedy answer to the prompt the CLI builds, and the context's length."""
     from transformers import AutoTokenizer, LlamaForCausalLM
@@ -119,8 +123,13 @@ def test_a_node_killed_mid_run_ends_the_other_within_the_timeout(tiny_model_dir,
     doomed = node(
         tmp_path, "doomed", tiny_model_dir, doc, port, "--block-size", "128", STARCLI_TEST_STALL="60"
     )
-    doomed.wait_for_event(lambda e: e["event"] == "progress", "the doomed node's phase 1", timeout=60)
-    survivor.wait_for_event(lambda e: e["event"] == "loaded", "the survivor's model load", timeout=60)
+    try:
+        doomed.wait_for(lambda: has_event(doomed, "progress"), "the doomed node's phase 1", timeout=90)
+        survivor.wait_for(lambda: has_event(survivor, "loaded"), "the survivor's model load", timeout=30)
+    except AssertionError:
+        for job in (survivor, doomed):
+            job.proc.kill()
+        raise
     lost_rank = next(e["rank"] for e in doomed.events() if e["event"] == "started")
     killed_at = time.monotonic()
     for pid in [doomed.pid, *processes_mentioning(str(doomed.tmpdir))]:
@@ -131,6 +140,7 @@ def test_a_node_killed_mid_run_ends_the_other_within_the_timeout(tiny_model_dir,
     code = survivor.finish(timeout=TIMEOUT_S + 20)
     elapsed = time.monotonic() - killed_at
     doomed.finish(timeout=10)
+    print(f"the survivor exited {elapsed:.1f} s after the kill (timeout {TIMEOUT_S} s)")
     assert code == 1
     assert elapsed < TIMEOUT_S + 10, elapsed  # the timeout, and the teardown's few seconds
     errors = survivor.error_lines()
