@@ -22,6 +22,8 @@ import pytest
 from tests.clijob import CliJob
 from tests.procs import processes_mentioning
 
+pytestmark = pytest.mark.slow  # two CLIs, two torchruns and their ranks: ~20-40 s a test on 2 cores
+
 TEXT = "The lighthouse keeper logged a storm on the ninth of May. The lamp was replaced in June.\n"
 QUESTION = "When was the storm?"
 STEPS = 6
