@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -25,7 +26,7 @@ import torch.distributed as dist
 from engine.api import Engine, Request
 from engine.comm import Comm, DistComm
 from engine.errors import InputMismatchError, OutOfMemoryError, StarcliError, is_out_of_memory
-from engine.events import Event, Failure, Loaded, Progress, Started, phase_after
+from engine.events import Event, Failure, Joined, Loaded, Progress, Started, phase_after
 from engine.models import load_model
 
 
@@ -82,7 +83,7 @@ def _digest(value: object) -> int:
     return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
 
 
-def check_same_input(request: Request, device: torch.device, per_node: int) -> None:
+def check_same_input(request: Request, device: torch.device, per_node: int, hosts: list[str]) -> None:
     """On several machines every node tokenizes its own sources: before any work, all ranks
     compare the hashes of their token ids and run plans (one all-gather), and every rank stops
     with the same error, naming the first node that differs from node 0, if any does."""
@@ -95,8 +96,9 @@ def check_same_input(request: Request, device: torch.device, per_node: int) -> N
         if tokens_differ or plan_differs:
             what = "sources (token ids)" if tokens_differ else "settings (run plan)"
             raise InputMismatchError(
-                f"node {rank // per_node} (rank {rank}) read different {what} from node 0; every node "
-                "must read identical sources with the same model, flags and settings"
+                f"node {rank // per_node} ({hosts[rank]}, rank {rank}) read different {what} from node 0 "
+                f"({hosts[0]}); every node must read identical sources with the same model, flags and "
+                "settings"
             )
 
 
@@ -142,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             comm = DistComm(device)
             if per_node < world:  # several machines: each read its own sources
-                check_same_input(request, device, per_node)
+                hosts: list[str] = [""] * world
+                dist.all_gather_object(hosts, socket.gethostname())
+                if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                    writer.write(Joined(hosts=hosts))
+                check_same_input(request, device, per_node, hosts)
         phase = "model load"
         started = time.perf_counter()
         loaded = load_model(args.model, device, plan.dtype if plan else None)

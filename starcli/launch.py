@@ -33,7 +33,17 @@ from engine.request import Request
 
 if TYPE_CHECKING:  # the engine imports torch and transformers' model code: the ranks' business
     from engine.api import Engine
-from engine.events import Event, Failure, Loaded, Progress, Started, Stats, event_from_dict, phase_after
+from engine.events import (
+    Event,
+    Failure,
+    Joined,
+    Loaded,
+    Progress,
+    Started,
+    Stats,
+    event_from_dict,
+    phase_after,
+)
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 POLL_S = 0.02
@@ -253,6 +263,7 @@ class TorchrunJob:
     ):
         self.plan, self.verbose, self.nodes = request.plan, verbose, nodes
         self.node: int | None = None  # this machine's node number, once its first rank is up
+        self.hosts: list[str] = []  # every rank's machine, once the ranks have joined
         self.workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
         self.request_path, self.events_path = self.workdir / "request.json", self.workdir / "events.jsonl"
         self.stderr_path = self.workdir / "stderr.log"
@@ -340,6 +351,9 @@ class TorchrunJob:
                 self.pids.add(event.pid)
                 self.node = event.node
                 self.phases[event.rank] = "startup"
+            elif isinstance(event, Joined):
+                self.hosts = event.hosts
+                continue  # the launcher's business, not the display's
             else:
                 self._note_phase(event)
             yield event
@@ -419,7 +433,8 @@ class TorchrunJob:
         if len(others) == 1:
             ranks = self.node_ranks(others[0])
             span = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
-            lost = f"node {others[0]} ({span})"
+            host = f"{self.hosts[ranks[0]]}, " if self.hosts else ""
+            lost = f"node {others[0]} ({host}{span})"
         else:
             lost = "another node (one of nodes " + ", ".join(map(str, others)) + ")"
         raise LaunchError(

@@ -113,7 +113,10 @@ def test_nodes_that_read_different_sources_both_stop_with_one_error(tiny_model_d
     assert [job.finish(timeout=60) for job in jobs] == [2, 2]
     for job in jobs:
         assert job.stderr.decode().count("Error:") == 1, job.stderr.decode()
-        assert "node 1 (rank 1) read different sources (token ids) from node 0" in job.stderr.decode()
+        host = socket.gethostname()  # each node is named by its number and machine
+        assert f"node 1 ({host}, rank 1) read different sources (token ids) from node 0 ({host})" in (
+            job.stderr.decode()
+        )
 
 
 def test_a_node_killed_mid_run_ends_the_other_within_the_timeout(tiny_model_dir, doc, tmp_path):
@@ -147,7 +150,8 @@ def test_a_node_killed_mid_run_ends_the_other_within_the_timeout(tiny_model_dir,
     assert elapsed < TIMEOUT_S + 10, elapsed  # the timeout, and the teardown's few seconds
     errors = survivor.error_lines()
     assert len(errors) == 1, survivor.stderr.decode()
-    assert f"lost contact with node {lost_rank} (rank {lost_rank})" in errors[0], errors[0]  # a rank a node
+    lost = f"lost contact with node {lost_rank} ({socket.gethostname()}, rank {lost_rank})"  # a rank a node
+    assert lost in errors[0], errors[0]
     assert "Traceback" not in survivor.stderr.decode()
 
 
