@@ -573,7 +573,9 @@ def _answer_all(renderer: Renderer, request, settings: Settings, options: dict[s
     plan = request.plan
     several_nodes = settings.nnodes > 1
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
-    renderer.start_ranks(plan.world_size)
+    if several_nodes:  # the stages count what this node's ranks report: theirs, not all
+        renderer.ranks_here, renderer.total_blocks = plan.world_size // settings.nnodes, None
+    renderer.start_ranks(renderer.ranks_here or plan.world_size)
     answered, holds_host = 0, not several_nodes
     events = run_request(request, model=settings.model, verbose=options["verbose"], nodes=_nodes(settings))
     with closing(events):  # closing it on any exit stops the job's workers

@@ -110,6 +110,7 @@ class Renderer:
         self._task: TaskID | None = None
         self._stage = ""
         self.world_size = 1
+        self.ranks_here: int | None = None  # on one node of several: its ranks, the ones it hears from
         self.total_blocks: int | None = None
         self._ranks_up: set[int] = set()
         self._loaded_at: dict[int, float] = {}  # rank: when its weights were in (its phase 1 began)
@@ -300,7 +301,7 @@ class Renderer:
             self._finish_stage()  # the answer is complete
 
     def _rank_started(self, event: Started) -> None:
-        self.world_size = event.world_size
+        self.world_size = min(event.world_size, self.ranks_here or event.world_size)
         self._ranks_up.add(event.rank)
         if self.world_size > 1:
             self._enter(STARTING)
