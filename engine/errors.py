@@ -62,6 +62,11 @@ class UnsupportedModelError(EngineError):
         super().__init__(f"model type {model_type!r} is not supported: {feature}")
 
 
+class InputMismatchError(EngineError):
+    """The nodes of a multi-node job read different input (token ids or run plan): each node reads
+    and tokenizes its own sources, so they must be identical everywhere (exit 2)."""
+
+
 class ModelLoadError(StarcliError):
     """The model or tokenizer could not be loaded (a runtime failure: exit 1)."""
 
@@ -94,6 +99,7 @@ _REGISTRY: dict[str, type[StarcliError]] = {
         BadSettingError,
         ContextTooLongError,
         UnsupportedModelError,
+        InputMismatchError,
         ModelLoadError,
         RankError,
         OutOfMemoryError,

@@ -26,6 +26,7 @@ class Started(Event):
     rank: int
     pid: int
     world_size: int
+    node: int = 0  # torchrun's group rank: which machine of a multi-node job it runs on
 
 
 @dataclass
@@ -109,6 +110,15 @@ class Stats(Event):
 
 
 @dataclass
+class Joined(Event):
+    """The ranks of a multi-node job found each other: ``hosts[r]`` is rank r's machine, so that a
+    launcher can name the machine of a node it loses."""
+
+    kind: ClassVar[str] = "joined"
+    hosts: list[str]
+
+
+@dataclass
 class Failure(Event):
     """A rank failed; the launcher turns this into one ``Error:`` line."""
 
@@ -133,7 +143,8 @@ def phase_after(event: Event, phase: str) -> str:
 
 
 _KINDS = {
-    cls.kind: cls for cls in (Started, Loaded, Progress, ContextEncoded, QueryStarted, Token, Stats, Failure)
+    cls.kind: cls
+    for cls in (Started, Loaded, Progress, ContextEncoded, QueryStarted, Token, Stats, Joined, Failure)
 }
 
 

@@ -8,8 +8,10 @@ everything, the other ranks their start, load, phase-1 progress and failures.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -23,8 +25,8 @@ import torch.distributed as dist
 
 from engine.api import Engine, Request
 from engine.comm import Comm, DistComm
-from engine.errors import OutOfMemoryError, StarcliError, is_out_of_memory
-from engine.events import Event, Failure, Loaded, Progress, Started, phase_after
+from engine.errors import InputMismatchError, OutOfMemoryError, StarcliError, is_out_of_memory
+from engine.events import Event, Failure, Joined, Loaded, Progress, Started, phase_after
 from engine.models import load_model
 
 
@@ -75,6 +77,31 @@ def follow_queries(path: Path, poll_s: float = 0.02) -> Iterator[dict]:
                 yield turn
 
 
+def _digest(value: object) -> int:
+    """A 63-bit hash of ``value``'s JSON: the same on every machine for the same value."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") >> 1
+
+
+def check_same_input(request: Request, device: torch.device, per_node: int, hosts: list[str]) -> None:
+    """On several machines every node tokenizes its own sources: before any work, all ranks
+    compare the hashes of their token ids and run plans (one all-gather), and every rank stops
+    with the same error, naming the first node that differs from node 0, if any does."""
+    plan = request.plan.to_dict() if request.plan else None
+    mine = torch.tensor([_digest([request.context, request.queries]), _digest(plan)], device=device)
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, mine)
+    for rank, theirs in enumerate(gathered):
+        tokens_differ, plan_differs = (bool(x) for x in (theirs != gathered[0]).tolist())
+        if tokens_differ or plan_differs:
+            what = "sources (token ids)" if tokens_differ else "settings (run plan)"
+            raise InputMismatchError(
+                f"node {rank // per_node} ({hosts[rank]}, rank {rank}) read different {what} from node 0 "
+                f"({hosts[0]}); every node must read identical sources with the same model, flags and "
+                "settings"
+            )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     parser.add_argument("--request", required=True, help="request JSON file (engine.Request.to_json)")
@@ -95,11 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     writer = EventWriter(args.events)
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    node = int(os.environ.get("GROUP_RANK", "0"))
     phase = "startup"
     if args.launcher_pid:
         _watch_launcher(args.launcher_pid)
     try:
-        writer.write(Started(rank=rank, pid=os.getpid(), world_size=world))
+        writer.write(Started(rank=rank, pid=os.getpid(), world_size=world, node=node))
         request = Request.from_json(Path(args.request).read_text())
         plan = request.plan
         options = plan.options if plan else request.settings.options
@@ -114,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                 timeout=timedelta(seconds=options.collective_timeout_s),
             )
             comm = DistComm(device)
+            if per_node < world:  # several machines: each read its own sources
+                hosts: list[str] = [""] * world
+                dist.all_gather_object(hosts, socket.gethostname())
+                if int(os.environ.get("LOCAL_RANK", "0")) == 0:
+                    writer.write(Joined(hosts=hosts))
+                check_same_input(request, device, per_node, hosts)
         phase = "model load"
         started = time.perf_counter()
         loaded = load_model(args.model, device, plan.dtype if plan else None)

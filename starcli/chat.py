@@ -18,6 +18,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from starcli.config import ConfigError
 from starcli.render import Renderer
 
 PROMPT = "> "
@@ -48,6 +49,8 @@ def run_chat(renderer: Renderer, sources: list[str], _questions: None, options: 
     from starcli import cli
 
     settings = cli._settings(renderer, options)
+    if settings.nnodes > 1:  # its questions are typed on one machine: the ranks follow a local file
+        raise ConfigError("starcli chat runs on one machine; set nnodes to 1 (or use ask --also)")
     from starcli.ingest import render_documents
 
     documents_text = render_documents(cli._read_sources(renderer, sources, options).documents)

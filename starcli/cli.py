@@ -22,7 +22,7 @@ from engine.paths import cache_dir, keep_compiler_caches_in
 from engine.settings import Attention, Positions
 from starcli import __version__, helpformat
 from starcli import config as opt
-from starcli.config import OPTION_NAMES, Settings, read_config, resolve
+from starcli.config import OPTION_NAMES, ConfigError, Settings, read_config, resolve
 from starcli.escaping import printable
 from starcli.output import check_stdout_open
 from starcli.render import Renderer, answer_json, format_plan
@@ -99,6 +99,9 @@ def ask(
     block_size: opt.BlockSize = None,
     anchor_size: opt.AnchorSize = None,
     nproc: opt.Nproc = None,
+    nnodes: opt.Nnodes = None,
+    rdzv_endpoint: opt.RdzvEndpoint = None,
+    rdzv_id: opt.RdzvId = None,
     device: opt.Device = None,
     max_tokens: opt.MaxTokens = None,
     temperature: opt.Temperature = None,
@@ -154,6 +157,9 @@ def summarize(
     block_size: opt.BlockSize = None,
     anchor_size: opt.AnchorSize = None,
     nproc: opt.Nproc = None,
+    nnodes: opt.Nnodes = None,
+    rdzv_endpoint: opt.RdzvEndpoint = None,
+    rdzv_id: opt.RdzvId = None,
     device: opt.Device = None,
     max_tokens: opt.MaxTokens = None,
     temperature: opt.Temperature = None,
@@ -328,6 +334,8 @@ def _execute(
     started = time.perf_counter()
     check_stdout_open(sys.stdout)  # before any work: a closed stdout is said in words, not a crash
     settings = _settings(renderer, options)
+    if settings.nnodes > 1 and not options["verbose"]:
+        renderer.mute()  # until this node turns out to hold the answer (_answer_all)
     from starcli import ingest as ingestion
     from starcli.prompt import ask_instructions, summary_instructions
 
@@ -380,6 +388,12 @@ def _execute(
     except BeyondLocalPositionsError as exc:
         if settings.fallback != "map-reduce":
             raise
+        if settings.nnodes > 1:
+            raise ConfigError(
+                f"the input is {exc.context_tokens + exc.query_tokens:,} tokens, past 2x the model's "
+                f"{exc.limit:,}-token window, where map-reduce answers on one machine only: drop "
+                "--nnodes, or shorten the input"
+            ) from exc
         renderer.note(
             f"the input is {exc.context_tokens + exc.query_tokens:,} tokens, "
             f"{(exc.context_tokens + exc.query_tokens) / exc.limit:.1f}× the model's {exc.limit:,}-token "
@@ -487,7 +501,14 @@ def _device_and_ranks(settings: Settings) -> tuple[str, int]:
 
     device = resolve_device(settings.device)
     nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
-    return device, nproc
+    return device, nproc * settings.nnodes  # every node's ranks: the plan spreads blocks over them all
+
+
+def _nodes(settings: Settings):
+    """The machines the job spans (``starcli.launch.Nodes``)."""
+    from starcli.launch import Nodes
+
+    return Nodes(settings.nnodes, settings.rdzv_endpoint, settings.rdzv_id)
 
 
 def _make_request(
@@ -547,27 +568,42 @@ def _saved_contexts(settings: Settings):
 
 def _answer_all(renderer: Renderer, request, settings: Settings, options: dict[str, Any], on_answer, headers):
     """Run the request and stream its events; ``on_answer(stats)`` as each answer completes
-    (``headers``: a line on stderr before each answer, when there are several)."""
-    from engine.events import Failure, QueryStarted, Stats
+    (``headers``: a line on stderr before each answer, when there are several). On several nodes
+    only the one whose ranks include the query host (the last rank) answers; it shows the stages
+    from the moment it knows, and the others stay quiet."""
+    from engine.events import Failure, QueryStarted, Started, Stats
     from starcli.launch import LaunchError, run_request
 
     plan = request.plan
+    several_nodes = settings.nnodes > 1
     renderer.total_blocks = plan.world_size if plan.attention == Attention.RING else plan.blocks
-    renderer.start_ranks(plan.world_size)
-    answered = 0
-    events = run_request(request, model=settings.model, verbose=options["verbose"])
+    if several_nodes:  # the stages count what this node's ranks report: theirs, not all
+        renderer.ranks_here, renderer.total_blocks = plan.world_size // settings.nnodes, None
+    renderer.start_ranks(renderer.ranks_here or plan.world_size)
+    answered, holds_host = 0, not several_nodes
+    events = run_request(request, model=settings.model, verbose=options["verbose"], nodes=_nodes(settings))
     with closing(events):  # closing it on any exit stops the job's workers
         for event in events:
             if isinstance(event, Failure):  # a rank's failure the launcher passed on
                 raise LaunchError(f"rank {event.rank} failed during {event.phase}: {event.message}")
+            if isinstance(event, Started) and event.rank == event.world_size - 1 and several_nodes:
+                holds_host = True
+                renderer.unmute(options["quiet"])
             if isinstance(event, QueryStarted) and headers:
                 renderer.begin_answer(headers[event.query])
             renderer.handle(event)
             if isinstance(event, Stats):
                 answered += 1
                 on_answer(event)
-                if answered == len(request.queries):  # every answer is out: leave the ranks'
-                    break  # teardown to closing()
+                # Every answer is out: leave the ranks' teardown to closing(). On several nodes
+                # torchrun ends by itself once every node is done; stopping it early would be
+                # another node's error.
+                if answered == len(request.queries) and not several_nodes:
+                    break
+    if not holds_host:
+        if options["verbose"]:
+            renderer.note(f"done: the answer is printed on the node holding rank {plan.world_size - 1}")
+        return
     if answered < len(request.queries):
         raise LaunchError("the engine finished without an answer; rerun with --verbose")
 

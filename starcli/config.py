@@ -63,6 +63,9 @@ class Settings:
     block_size: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
+    nnodes: int = 1  # machines in the job; past 1, torchrun's c10d rendezvous at rdzv_endpoint
+    rdzv_endpoint: str | None = None  # HOST:PORT every node reaches (one node's address)
+    rdzv_id: str = "starcli"  # names the job at the endpoint: the same on every node
     device: str = "auto"
     max_tokens: int | None = None  # None: ANSWER_TOKENS for the command, fitted to the window
     temperature: float = 0.0
@@ -124,13 +127,14 @@ ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
 ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
 NO_FLAG_NAMES = (*ENGINE_OPTION_NAMES, "context_cache_size")
 OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in NO_FLAG_NAMES)
-_INTS = {"block_size", "anchor_size", "nproc", "max_tokens", "seed", "no_repeat_ngram"}
+_INTS = {"block_size", "anchor_size", "nproc", "nnodes", "max_tokens", "seed", "no_repeat_ngram"}
 _FLOATS = {"temperature", "timeout", "repetition_penalty"}
 _BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache"}
 _MINIMUM = {
     "block_size": MIN_BLOCK_SIZE,
     "anchor_size": 0,
     "nproc": 1,
+    "nnodes": 1,
     "max_tokens": 1,
     "temperature": 0,
     "repetition_penalty": 1,
@@ -188,7 +192,22 @@ def resolve(
     merged.update(engine_options_from_environment(os.environ if environ is None else environ))
     for name, value in merged.items():
         _checked(name, value, f"--{name.replace('_', '-')}")
-    return replace(Settings(), **merged)
+    settings = replace(Settings(), **merged)
+    _check_nodes(settings)
+    return settings
+
+
+def _check_nodes(settings: Settings) -> None:
+    """Several nodes need an endpoint every node can reach, and an attention mode that spans ranks."""
+    if settings.nnodes == 1:
+        return
+    if not settings.rdzv_endpoint:
+        raise ConfigError(
+            f"--nnodes {settings.nnodes} needs --rdzv-endpoint HOST:PORT, an address of one of the "
+            "nodes that every node reaches (the same on every node)"
+        )
+    if settings.attention == AttentionMode.GLOBAL.value:
+        raise ConfigError("--attention global runs on one rank; drop --nnodes or use star or ring")
 
 
 def engine_options_from_environment(environ: dict[str, str]) -> dict[str, Any]:
@@ -232,12 +251,22 @@ def _checked(name: str, value: Any, where: str) -> Any:
         raise ConfigError(f"{where} must be a positive number of seconds (got {value})")
     if name in _CHOICES and value not in _CHOICES[name]:
         raise ConfigError(f"{where} must be one of {', '.join(_CHOICES[name])} (got {value!r})")
+    if name == "rdzv_endpoint" and not _is_endpoint(value):
+        raise ConfigError(f"{where} must be HOST:PORT, such as node1:29400 (got {value!r})")
+    if name == "rdzv_id" and not value.strip():
+        raise ConfigError(f"{where} must not be empty")
     if name == "context_cache_size":
         try:
             parse_size(value)
         except ValueError:
             raise ConfigError(f"{where} must be a size such as 4GiB, 500MB or 0 (got {value!r})") from None
     return float(value) if name in _FLOATS else value
+
+
+def _is_endpoint(value: str) -> bool:
+    """``HOST:PORT`` with a port number (``[::1]:29400`` for an IPv6 address)."""
+    host, _, port = value.rpartition(":")
+    return bool(host.strip("[]")) and port.isdigit() and 0 < int(port) < 65536
 
 
 # --- the command-line options shared by ask and summarize --------------------------------------
@@ -333,6 +362,39 @@ Nproc = Annotated[
         envvar=ENV_VARS["nproc"],
         metavar="N",
         min=1,
+    ),
+]
+_NODES = "Several machines"
+Nnodes = Annotated[
+    int | None,
+    _setting(
+        "Machines in the job; run the same command on each (default: 1). Past 1, torchrun's c10d "
+        "rendezvous at --rdzv-endpoint joins them; --nproc is the ranks per machine. The answer "
+        "prints on the machine holding the last rank; the others print nothing but errors.",
+        envvar=ENV_VARS["nnodes"],
+        panel=_NODES,
+        metavar="N",
+        min=1,
+    ),
+]
+RdzvEndpoint = Annotated[
+    str | None,
+    _setting(
+        "HOST:PORT of one of the machines, which every machine reaches (the rendezvous; needed "
+        "with --nnodes).",
+        envvar=ENV_VARS["rdzv_endpoint"],
+        panel=_NODES,
+        metavar="HOST:PORT",
+    ),
+]
+RdzvId = Annotated[
+    str | None,
+    _setting(
+        "A name for the job at the endpoint, the same on every machine, e.g. $SLURM_JOB_ID "
+        "(default: starcli).",
+        envvar=ENV_VARS["rdzv_id"],
+        panel=_NODES,
+        metavar="ID",
     ),
 ]
 Device = Annotated[

@@ -1,7 +1,10 @@
 """Run an engine request: in this process for one rank, as a supervised torchrun job for several.
 
 The torchrun job gets a private temp dir (request file, event file, torchrun's own logs), a free
-rendezvous port (``--standalone``) and our pid so its ranks exit if we die. Events are read back
+rendezvous port (``--standalone``) and our pid so its ranks exit if we die. On several machines
+(``Nodes``) the same command runs on each: every node's torchrun joins the c10d rendezvous at one
+endpoint, every node tokenizes its own sources (the ranks check that all read the same), and the
+node whose ranks include the query host (the last rank) gets the answer's events. Events are read back
 from the JSON-lines file as the ranks append them. Any failure or Ctrl-C tears the whole job down;
 a second Ctrl-C (or SIGTERM) during that teardown waits for it to finish.
 """
@@ -21,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,11 +33,23 @@ from engine.request import Request
 
 if TYPE_CHECKING:  # the engine imports torch and transformers' model code: the ranks' business
     from engine.api import Engine
-from engine.events import Event, Failure, Loaded, Progress, Started, Stats, event_from_dict, phase_after
+from engine.events import (
+    Event,
+    Failure,
+    Joined,
+    Loaded,
+    Progress,
+    Started,
+    Stats,
+    event_from_dict,
+    phase_after,
+)
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
 
 POLL_S = 0.02
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
+# How gloo and NCCL say that a peer went away (its process died, or its machine or network did).
+_PEER_LOST = re.compile(r"connection (closed|reset)|broken pipe|by peer|remote process exited", re.IGNORECASE)
 TERM_GRACE_S = 3.0
 FAILURE_GRACE_S = 2.0
 END_GRACE_S = 10.0  # a conversation's ranks exit on their own once told it has ended
@@ -42,6 +58,19 @@ _HELD = (signal.SIGINT, signal.SIGTERM)  # during teardown: acted on once it is 
 _OOM_KILLER_NOTE = (
     "; if memory ran out (the OOM killer sends SIGKILL), try a smaller --block-size or a shorter input"
 )
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The machines of a job: one (``torchrun --standalone``), or ``count`` joined by torchrun's c10d
+    rendezvous at ``endpoint`` (``HOST:PORT``) under ``job_id``, the same command on each."""
+
+    count: int = 1
+    endpoint: str | None = None
+    job_id: str = "starcli"
+
+
+ONE_NODE = Nodes()
 
 
 class LaunchError(engine_errors.RankError):
@@ -102,15 +131,18 @@ def load_tokenizer(model: str | None):
             raise engine_errors.ModelLoadError(f"could not load the tokenizer of {model!r}: {exc}") from exc
 
 
-def run_request(request: Request, *, model: str | None, verbose: bool = False) -> Iterator[Event]:
+def run_request(
+    request: Request, *, model: str | None, verbose: bool = False, nodes: Nodes = ONE_NODE
+) -> Iterator[Event]:
     """Yield the job's events as they happen (each rank's ``Started`` and ``Loaded`` first) for a
     request carrying its run plan. Raises EngineError subclasses for bad requests, LaunchError for
-    runtime failures, KeyboardInterrupt once every worker is gone."""
-    _check_plan(request)
+    runtime failures, KeyboardInterrupt once every worker is gone. On several ``nodes`` this
+    node's ranks' events only: the answer's where the query host is among them."""
+    _check_plan(request, nodes)
     if request.plan.world_size == 1:
         yield from InProcessSession(request, model).start()
     else:
-        job = TorchrunJob(request, model, verbose)
+        job = TorchrunJob(request, model, verbose, nodes=nodes)
         try:
             yield from job.events()
         finally:
@@ -127,18 +159,22 @@ def start_session(request: Request, *, model: str | None, verbose: bool = False)
     return TorchrunSession(request, model, verbose)
 
 
-def _check_plan(request: Request) -> None:
+def _check_plan(request: Request, nodes: Nodes = ONE_NODE) -> None:
     plan = request.plan
     if plan is None:
         raise engine_errors.BadSettingError(
             "run_request needs a request with its run plan (engine.make_run_plan)"
         )
+    if plan.world_size % nodes.count:
+        raise engine_errors.BadSettingError(
+            f"{plan.world_size} ranks do not split evenly over {nodes.count} nodes"
+        )
     if plan.device == "cuda":
         import torch
 
         visible = torch.cuda.device_count()
-        if plan.world_size > visible:
-            wanted = plan.world_size
+        if plan.world_size // nodes.count > visible:
+            wanted = plan.world_size // nodes.count
             raise engine_errors.BadSettingError(
                 f"--nproc {wanted} needs {wanted} GPUs but {visible} are visible; lower --nproc"
             )
@@ -217,8 +253,17 @@ class TorchrunJob:
     turned into one error by ``raise_outcome()``, torn down (every process, the temp dir) by
     ``close()``."""
 
-    def __init__(self, request: Request, model: str | None, verbose: bool, conversation: bool = False):
-        self.plan, self.verbose = request.plan, verbose
+    def __init__(
+        self,
+        request: Request,
+        model: str | None,
+        verbose: bool,
+        conversation: bool = False,
+        nodes: Nodes = ONE_NODE,
+    ):
+        self.plan, self.verbose, self.nodes = request.plan, verbose, nodes
+        self.node: int | None = None  # this machine's node number, once its first rank is up
+        self.hosts: list[str] = []  # every rank's machine, once the ranks have joined
         self.workdir = Path(tempfile.mkdtemp(prefix="starcli-run-"))
         self.request_path, self.events_path = self.workdir / "request.json", self.workdir / "events.jsonl"
         self.stderr_path = self.workdir / "stderr.log"
@@ -246,8 +291,8 @@ class TorchrunJob:
             sys.executable,
             "-m",
             "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={self.plan.world_size}",
+            *self._rendezvous(),
+            f"--nproc-per-node={self.plan.world_size // self.nodes.count}",
             "--max-restarts=0",
             "--monitor-interval=0.1",
             f"--log-dir={self.workdir / 'torchrun'}",  # else a torchelastic_* dir is left in $TMPDIR per run
@@ -263,6 +308,25 @@ class TorchrunJob:
         if self.queries_path is not None:
             cmd += ["--queries", str(self.queries_path)]
         return cmd + (["--model", model] if model else [])
+
+    def _rendezvous(self) -> list[str]:
+        """One node: a private rendezvous on a free port. Several: c10d at the shared endpoint,
+        where every node must arrive within the collective timeout (not torchrun's 600 s)."""
+        if self.nodes.count == 1:
+            return ["--standalone"]
+        wait_s = max(1, round(self.plan.options.collective_timeout_s))
+        return [
+            f"--nnodes={self.nodes.count}",
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={self.nodes.endpoint}",
+            f"--rdzv-id={self.nodes.job_id}",
+            f"--rdzv-conf=join_timeout={wait_s},read_timeout={wait_s}",
+        ]
+
+    def node_ranks(self, node: int) -> range:
+        """The global ranks on ``node``: torchrun numbers each node's ranks after the lower nodes'."""
+        per_node = self.plan.world_size // self.nodes.count
+        return range(node * per_node, (node + 1) * per_node)
 
     def send(self, message: dict) -> None:
         """Append one line for the ranks of a conversation (one write: they never see half)."""
@@ -285,7 +349,11 @@ class TorchrunJob:
                 continue
             if isinstance(event, Started):
                 self.pids.add(event.pid)
+                self.node = event.node
                 self.phases[event.rank] = "startup"
+            elif isinstance(event, Joined):
+                self.hosts = event.hosts
+                continue  # the launcher's business, not the display's
             else:
                 self._note_phase(event)
             yield event
@@ -312,6 +380,8 @@ class TorchrunJob:
             sys.stderr.write(log)
         failure = self.failure
         timeout_s = self.plan.options.collective_timeout_s
+        if self.nodes.count > 1:
+            self._raise_node_fault(log, failure, timeout_s)
         if failure is not None and (_TIMEOUT.search(failure.message) or _request_error(failure)):
             _raise_failure(failure, timeout_s)
         # torchrun tears the survivors down with SIGTERM; any other signal death is the cause
@@ -332,6 +402,46 @@ class TorchrunJob:
         else:
             where, phase = f"torchrun exited with code {self.proc.returncode}", "startup"
         raise LaunchError(f"{where} during {phase}; rerun with --verbose for the ranks' logs")
+
+    def _raise_node_fault(self, log: str, failure: Failure | None, timeout_s: float) -> None:
+        """Across machines: a node that never joined the rendezvous, or one that this node's ranks
+        lost (died, or its network failed), named by its node number and ranks."""
+        if self.node is None:  # no rank of this node started: the rendezvous did not complete
+            if "RendezvousTimeoutError" in log:
+                raise LaunchError(
+                    f"not every one of the {self.nodes.count} nodes joined the rendezvous at "
+                    f"{self.nodes.endpoint} (id {self.nodes.job_id!r}) within {timeout_s:g} s; start "
+                    "the same command on every node, and check that they reach that port"
+                )
+            if "RendezvousConnectionError" in log or "RendezvousError" in log:
+                raise LaunchError(
+                    f"could not reach the rendezvous at {self.nodes.endpoint}; check the host, that "
+                    "the port is open, and that the node at that address has started"
+                )
+            return
+        if failure is not None and _request_error(failure):
+            return
+        if failure is not None:  # this node's own failure speaks for itself, unless it is the other's echo
+            lost = bool(_TIMEOUT.search(failure.message) or _PEER_LOST.search(failure.message))
+        else:  # torchrun lost the store at the endpoint: the node holding it went away
+            lost = "RendezvousConnectionError" in log and bool(self.phases)
+        if not lost:
+            return
+        rank = failure.rank if failure is not None else min(self.phases)
+        phase = failure.phase if failure is not None else self.phases[rank]
+        others = [node for node in range(self.nodes.count) if node != self.node]
+        if len(others) == 1:
+            ranks = self.node_ranks(others[0])
+            span = f"rank {ranks[0]}" if len(ranks) == 1 else f"ranks {ranks[0]}-{ranks[-1]}"
+            host = f"{self.hosts[ranks[0]]}, " if self.hosts else ""
+            lost = f"node {others[0]} ({host}{span})"
+        else:
+            lost = "another node (one of nodes " + ", ".join(map(str, others)) + ")"
+        raise LaunchError(
+            f"rank {rank} on node {self.node} lost contact with {lost} during {phase}: "
+            f"it stopped or its network failed (collective timeout {timeout_s:g} s); "
+            "see that node's own error, or rerun with --verbose"
+        )
 
     def close(self) -> None:
         with _signals_held():

@@ -110,6 +110,7 @@ class Renderer:
         self._task: TaskID | None = None
         self._stage = ""
         self.world_size = 1
+        self.ranks_here: int | None = None  # on one node of several: its ranks, the ones it hears from
         self.total_blocks: int | None = None
         self._ranks_up: set[int] = set()
         self._loaded_at: dict[int, float] = {}  # rank: when its weights were in (its phase 1 began)
@@ -196,6 +197,19 @@ class Renderer:
         self.progress.update(self._task, description=f"{task.description} · {reason}", failed=True)
         self.progress.stop_task(self._task)
         self._task = None
+
+    def mute(self) -> None:
+        """Say nothing but errors until ``unmute`` (a node of a multi-node job that may not hold
+        the answer: which one does is known only once its ranks are up)."""
+        self.stop_progress()
+        self.quiet = True
+
+    def unmute(self, quiet: bool) -> None:
+        """Back to showing stages (unless ``quiet``), from the one running now."""
+        self.quiet = quiet
+        self.resume_progress()
+        if self.progress is not None and self._stage:
+            self.stage(self._stage)
 
     def stop_progress(self) -> None:
         """Take the display down. A stage still running did not finish (the run ended some other
@@ -287,7 +301,7 @@ class Renderer:
             self._finish_stage()  # the answer is complete
 
     def _rank_started(self, event: Started) -> None:
-        self.world_size = event.world_size
+        self.world_size = min(event.world_size, self.ranks_here or event.world_size)
         self._ranks_up.add(event.rank)
         if self.world_size > 1:
             self._enter(STARTING)

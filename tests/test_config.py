@@ -91,3 +91,20 @@ def test_bad_file_values_are_errors(tmp_path, text, fragment):
 def test_given_values_are_checked_too():
     with pytest.raises(ConfigError, match="--nproc must be at least 1"):
         resolve({"nproc": 0})
+
+
+def test_several_nodes_come_from_file_variable_or_flag_and_need_an_endpoint(tmp_path, monkeypatch):
+    path = tmp_path / "config.toml"
+    path.write_text('nnodes = 2\nrdzv-endpoint = "node1:29400"\nrdzv-id = "job-7"\n')
+    settings = resolve({}, read_config(path)[0])
+    assert (settings.nnodes, settings.rdzv_endpoint, settings.rdzv_id) == (2, "node1:29400", "job-7")
+    assert resolve({"nnodes": 4}, read_config(path)[0]).nnodes == 4  # a flag (or variable) beats the file
+    assert config.ENV_VARS["rdzv_endpoint"] == "STARCLI_RDZV_ENDPOINT"
+    with pytest.raises(ConfigError, match="--nnodes 2 needs --rdzv-endpoint HOST:PORT"):
+        resolve({"nnodes": 2})
+    with pytest.raises(ConfigError, match="must be HOST:PORT"):
+        resolve({"nnodes": 2, "rdzv_endpoint": "node1"})
+    with pytest.raises(ConfigError, match="--attention global runs on one rank"):
+        resolve({"nnodes": 2, "rdzv_endpoint": "[::1]:29400", "attention": "global"})
+    with pytest.raises(ConfigError, match="--nnodes must be at least 1"):
+        resolve({"nnodes": 0})

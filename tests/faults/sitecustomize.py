@@ -7,6 +7,9 @@ memory than any machine has in its second forward pass of that phase, so the all
 fails as it does when memory runs out (torch's CPU allocator raises a RuntimeError; CUDA's raises
 ``torch.OutOfMemoryError``).
 
+``STARCLI_TEST_STALL=SECONDS``: every rank of the run sleeps that long in its second phase-1 forward
+pass (the multi-node tests set it on one node only, to stop that node while the other waits).
+
 ``STARCLI_TEST_NETWORK_LOG=PATH``: every connection to an address that is not loopback is refused
 and recorded in PATH (one line per attempt, with the process's pid and argv).
 """
@@ -36,6 +39,25 @@ def _inject_oom(rank: str, phase: str) -> None:
         return forward(self, ids, position, cache)
 
     ModelRunner.forward = failing_forward
+
+
+def _inject_stall(seconds: str) -> None:
+    import time
+
+    from engine.cache import StarCache
+    from engine.runner import ModelRunner
+
+    forward = ModelRunner.forward
+    calls = []
+
+    def stalling_forward(self, ids, position, cache):
+        if isinstance(cache, StarCache) and cache.phase in ("anchor", "block"):
+            calls.append(position)
+            if len(calls) == 2:
+                time.sleep(float(seconds))
+        return forward(self, ids, position, cache)
+
+    ModelRunner.forward = stalling_forward
 
 
 def _guard_network(log_path: str) -> None:
@@ -74,3 +96,5 @@ if os.environ.get("STARCLI_TEST_NETWORK_LOG"):
     _guard_network(os.environ["STARCLI_TEST_NETWORK_LOG"])
 if os.environ.get("STARCLI_TEST_OOM") and "RANK" in os.environ:
     _inject_oom(*os.environ["STARCLI_TEST_OOM"].split(":"))
+if os.environ.get("STARCLI_TEST_STALL") and "RANK" in os.environ:
+    _inject_stall(os.environ["STARCLI_TEST_STALL"])
