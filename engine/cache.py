@@ -123,6 +123,9 @@ class StarCache(Cache):
         self.query_offset = 0
         self._query_seen = 0
         self.eager_only = False  # a layer uses an attention variant: no CUDA-graph decode step
+        # Phase 1 under the delta correction (kernels.delta): every this-many-th block row exact
+        # over all earlier context; 0 is plain Star. One rank: the earlier blocks are this rank's.
+        self.delta_stride = 0
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
@@ -140,6 +143,15 @@ class StarCache(Cache):
             return self.anchor_recv.kv(layer_idx)
         layer = self.layers[layer_idx]
         return layer.anchor_k, layer.anchor_v
+
+    def earlier_kv(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The KV of every context token before the block being encoded, at this layer (the delta
+        correction), or None where there is none. Blocks are encoded in order through every layer,
+        so at block ``i`` the buffer already holds blocks ``0..i-1`` at every layer."""
+        layer = self.layers[layer_idx]
+        if layer.context_k is None or self.block_offset == 0:
+            return None
+        return layer.context_k[:, :, : self.block_offset], layer.context_v[:, :, : self.block_offset]
 
     def drop_anchor(self) -> None:
         for share in (self.anchor_send, self.anchor_recv):

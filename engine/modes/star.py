@@ -14,6 +14,7 @@ from engine.cache import AnchorShare, StarCache
 from engine.events import Event, Progress
 from engine.runner import EncodedContext, ModelRunner, finish_phase1
 from engine.runplan import RunPlan
+from engine.settings import Correction
 
 
 def encode_context(
@@ -28,6 +29,7 @@ def encode_context(
     layers, room = runner.model.config.num_hidden_layers, plan.query_tokens + plan.max_tokens
     cache = StarCache(layers, comm, stop - start, len(context), tail_room=room)
     cache.context_spans = ((start, stop),)
+    cache.delta_stride = plan.delta_stride if plan.correction == Correction.DELTA else 0
     started = time.perf_counter()
     share = _anchor_share(runner, plan, cache)
     if share is None and layout.rank_needs_anchor(rank) and own[0] != 0:
