@@ -18,6 +18,7 @@ from transformers import AttentionInterface
 
 from engine import variant_attention as variants
 from engine.cache import StarCache
+from engine.delta_ranks import delta_attention
 from engine.errors import UnsupportedModelError
 from engine.modelcall import current_attention_kwargs
 from engine.ring_attention import ring_attention
@@ -72,6 +73,8 @@ def star_attention_forward(
             out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)
     elif star_cache.phase == "ring":
         out = ring_attention(query, key, value, scale, star_cache.comm, star_cache.ring_layout)
+    elif star_cache.phase == "delta":
+        out = delta_attention(star_cache, module.layer_idx, query, key, value, scale)
     else:
         out = _query_attention(star_cache, module.layer_idx, query, key, value, scale)
     return out.transpose(1, 2).contiguous(), None

@@ -179,11 +179,6 @@ def _correction(settings: RunSettings, attention: Attention, positions: Position
             f"--correction {correction} needs global positions (under local positions the blocks "
             "share positions, so there is no exact attention to correct towards); use --positions global"
         )
-    if world > 1:
-        raise BadSettingError(
-            f"--correction {correction} runs on one rank so far, not {world}; use --nproc 1 "
-            "or --correction none"
-        )
     if settings.delta_stride < 1:
         raise BadSettingError(f"the delta stride must be at least 1 (got {settings.delta_stride})")
     return correction

@@ -40,7 +40,7 @@ class Correction(StrEnum):
     NONE = "none"  # the paper: each block sees the anchor and itself
     # Delta Attention (Willette, Lee, Hwang 2025): exact attention for every ``delta_stride``-th
     # row of a block over all earlier context, its difference to Star's output added to the rows
-    # after it (kernels.delta). One rank only so far.
+    # after it (kernels.delta; over several ranks engine.delta_ranks).
     DELTA = "delta"
 
 

@@ -340,7 +340,7 @@ CorrectionOption = Annotated[
     _setting(
         "delta: correct star's phase 1 (Delta Attention): every --delta-stride-th row of a block "
         "is computed exactly over all earlier blocks and its difference to star's output is added "
-        "to the rows after it; one rank and global positions only (default: none).",
+        "to the rows after it; global positions only (default: none).",
         envvar=ENV_VARS["correction"],
         metavar="[" + "|".join(CORRECTIONS) + "]",
         callback=_one_of(CORRECTIONS),

@@ -52,7 +52,7 @@ def test_stride_one_answers_as_dense_and_has_its_own_saved_context(tiny_model_di
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["--nproc", "2"], "runs on one rank so far"),
+        (["--positions", "local"], "needs global positions"),
         (["--attention", "ring"], "corrects star attention"),
         (["--delta-stride", "0"], "--delta-stride"),
     ],

@@ -136,17 +136,15 @@ def test_kernel_rows_get_the_delta_of_the_sampled_row_at_or_before_them():
 @pytest.mark.parametrize(
     "change, words",
     [
-        ({"world": 2}, "one rank"),
         ({"positions": Positions.LOCAL}, "global positions"),
         ({"attention": Attention.RING}, "corrects star"),
         ({"delta_stride": 0}, "at least 1"),
     ],
 )
 def test_plan_refuses_what_the_correction_cannot_run(change, words):
-    world = change.pop("world", 1)
     run = RunSettings(**{"correction": Correction.DELTA, "block_size": 16, **change})
     with pytest.raises(BadSettingError, match=words):
-        make_run_plan(run, 100, 4, world)
+        make_run_plan(run, 100, 4, 2)
 
 
 def test_plan_carries_the_correction_through_the_request():
