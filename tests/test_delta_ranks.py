@@ -58,7 +58,7 @@ def _rank(rank, procs, init_file, out_path):
             start, stop = plan.layout.rank_span(rank)
             layers = [encoded.cache.context_kv(i) for i in range(3)]
             kv = [tuple(None if t is None else t.clone() for t in pair) for pair in layers]
-            events = engine.run(Request(ctx, [QUERY], run_settings(block, anchor, stride)))
+            events = engine.answer(encoded, QUERY)  # over this very encoding
             tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
             torch.save({"span": (start, stop), "kv": kv, "tokens": tokens}, f"{out_path}.{case}.{rank}")
     finally:
