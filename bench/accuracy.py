@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from bench.accuracy_run import CONFIGS, DENSE, run_sample
+from bench.accuracy_run import ALL_CONFIGS, CONFIGS, DENSE, run_sample
 from bench.ruler.tasks import SUITES, make_sample
 
 MAIN_SUITES = ("single", "noise", "essay")
@@ -83,6 +83,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--side-samples", type=int, nargs="+", default=None, help="side-suite samples")
     parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=[c.label for c in CONFIGS],
+        choices=[c.label for c in ALL_CONFIGS],
+        metavar="LABEL",
+        help="main-suite configurations (default: dense and plain Star); "
+        "also: " + ", ".join(repr(c.label) for c in ALL_CONFIGS if c not in CONFIGS),
+    )
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -95,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     from engine import Engine
     from engine.models import load_model
 
+    main_configs = tuple(c for c in ALL_CONFIGS if c.label in args.configs)
     samples = per_length(args.samples, args.lengths, "--samples")
     side = per_length(args.side_samples or args.samples, args.lengths, "--side-samples")
     loaded = load_model(args.model, device=args.device)
@@ -121,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
         "samples": samples,
         "side_samples": side,
         "main_suites": list(MAIN_SUITES),
-        "configs": [c.label for c in CONFIGS],
+        "configs": [c.label for c in main_configs],
         "side_configs": [c.label for c in SIDE_CONFIGS],
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "status": "running",
@@ -139,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
             status = "stopped at the time budget"
             break
         sample = make_sample(suite, loaded.tokenizer, length, args.seed, index)
-        configs = CONFIGS if suite in MAIN_SUITES else SIDE_CONFIGS
+        configs = main_configs if suite in MAIN_SUITES else SIDE_CONFIGS
         unit_start = time.perf_counter()
         records = run_sample(engine, sample, configs)
         data["records"].extend(records)

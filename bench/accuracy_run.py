@@ -25,6 +25,7 @@ class Config:
     mode: str
     block_div: int | None = None
     anchor_div: int | None = None  # None: anchor = block
+    delta_stride: int | None = None  # the delta correction's stride (issue 15); None: plain Star
 
     def sizes(self, n: int) -> tuple[int, int | None]:
         if self.block_div is None:
@@ -41,6 +42,13 @@ CONFIGS = (
     Config("star n/2", "star", 2),
     Config("star n/4 a=n/16", "star", 4, 16),
 )
+# Star with the delta correction of phase 1 (issue 15; --configs picks them, not by default).
+CORRECTED = tuple(
+    Config(f"star n/{div} delta {stride}", "star", div, delta_stride=stride)
+    for div in (8, 4)
+    for stride in (16, 64, 256)
+)
+ALL_CONFIGS = CONFIGS + CORRECTED
 
 
 def drain(gen: Generator):
@@ -64,6 +72,7 @@ def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
             block_size=block if config.mode == "star" else None,
             anchor_size=anchor if config.mode == "star" else None,
             generation=GenerationSettings.plain(max_tokens=longest),
+            **({"correction": "delta", "delta_stride": config.delta_stride} if config.delta_stride else {}),
         )
         plan = engine.plan(settings, n, max(len(q) for q in sample.query_ids))
         started = time.perf_counter()
@@ -85,6 +94,7 @@ def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
                     "mode": config.mode,
                     "block_size": plan.block_size,
                     "anchor_size": plan.layout.anchor,
+                    "delta_stride": plan.delta_stride,
                     "context_tokens": n,
                     "prompt_tokens": n + len(query_ids),
                     "depths": question.depths,

@@ -18,6 +18,8 @@ from transformers import AttentionInterface
 
 from engine import variant_attention as variants
 from engine.cache import StarCache
+from engine.delta_ranks import delta_attention
+from engine.errors import UnsupportedModelError
 from engine.modelcall import current_attention_kwargs
 from engine.ring_attention import ring_attention
 from engine.variant_attention import Variant, variant_of
@@ -25,6 +27,7 @@ from kernels import (
     attention_with_lse,
     block_attention,
     decode_attention,
+    delta_block_attention,
     empty_partial,
     merge_partials,
 )
@@ -50,6 +53,10 @@ def star_attention_forward(
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     variant = variant_of(module, kwargs)
     if not variant.plain:
+        if star_cache.delta_stride:
+            config = getattr(module, "config", None)
+            model_type = getattr(config, "model_type", None) or type(module).__name__
+            raise UnsupportedModelError(model_type, "--correction delta with " + variant.name)
         star_cache.eager_only = True
         out = _variant_attention(variant, star_cache, module.layer_idx, query, key, value, scale)
         return out.transpose(1, 2).contiguous(), None
@@ -57,9 +64,17 @@ def star_attention_forward(
         out, _ = attention_with_lse(query, key, value, scale, causal=True)
     elif star_cache.phase == "block":
         anchor_k, anchor_v = star_cache.anchor_kv(module.layer_idx)
-        out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)
+        earlier = star_cache.earlier_kv(module.layer_idx) if star_cache.delta_stride else None
+        if earlier is not None:
+            out = delta_block_attention(
+                query, key, value, anchor_k, anchor_v, *earlier, scale, star_cache.delta_stride
+            )
+        else:
+            out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)
     elif star_cache.phase == "ring":
         out = ring_attention(query, key, value, scale, star_cache.comm, star_cache.ring_layout)
+    elif star_cache.phase == "delta":
+        out = delta_attention(star_cache, module.layer_idx, query, key, value, scale)
     else:
         out = _query_attention(star_cache, module.layer_idx, query, key, value, scale)
     return out.transpose(1, 2).contiguous(), None

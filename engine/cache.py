@@ -11,7 +11,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.comm import Comm
 
-Phase = Literal["anchor", "block", "query", "ring"]
+Phase = Literal["anchor", "block", "query", "ring", "delta"]
 
 
 class StarLayer(CacheLayerMixin):
@@ -123,6 +123,11 @@ class StarCache(Cache):
         self.query_offset = 0
         self._query_seen = 0
         self.eager_only = False  # a layer uses an attention variant: no CUDA-graph decode step
+        # Phase 1 under the delta correction (kernels.delta): every this-many-th block row exact
+        # over all earlier context; 0 is plain Star. One rank encodes block by block (earlier_kv),
+        # several ranks layer-synchronously (engine.delta_ranks).
+        self.delta_stride = 0
+        self.delta_blocks = None  # engine.delta_ranks.DeltaBlocks while phase is "delta" (several ranks)
 
     # --- driven by the engine -------------------------------------------------------------
     def start_block(self, offset: int) -> None:
@@ -140,6 +145,15 @@ class StarCache(Cache):
             return self.anchor_recv.kv(layer_idx)
         layer = self.layers[layer_idx]
         return layer.anchor_k, layer.anchor_v
+
+    def earlier_kv(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The KV of every context token before the block being encoded, at this layer (the delta
+        correction), or None where there is none. Blocks are encoded in order through every layer,
+        so at block ``i`` the buffer already holds blocks ``0..i-1`` at every layer."""
+        layer = self.layers[layer_idx]
+        if layer.context_k is None or self.block_offset == 0:
+            return None
+        return layer.context_k[:, :, : self.block_offset], layer.context_v[:, :, : self.block_offset]
 
     def drop_anchor(self) -> None:
         for share in (self.anchor_send, self.anchor_recv):
@@ -200,7 +214,7 @@ class StarCache(Cache):
         if self.phase == "anchor":
             layer.anchor_k, layer.anchor_v = key_states, value_states
             return key_states, value_states
-        if self.phase in ("block", "ring"):  # ring mode keeps this rank's zigzag chunks the same way
+        if self.phase in ("block", "ring", "delta"):  # ring and delta: all this rank's tokens at once
             if layer.context_k is None:
                 size = self.local_context + self.tail_room
                 shape = (*key_states.shape[:2], size, key_states.shape[3])

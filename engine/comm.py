@@ -46,6 +46,10 @@ class Comm:
         """Whether ``flag`` holds on every rank (a barrier too): ranks that must act alike agree."""
         return flag
 
+    def all_gather_rows(self, tensor: torch.Tensor, dim: int, same_size: bool = False) -> list[torch.Tensor]:
+        """Every rank's ``tensor``, which may differ in length along ``dim`` (unless ``same_size``)."""
+        return [tensor]
+
     @property
     def can_broadcast(self) -> bool:
         """Whether ``broadcast_async`` works (a real process group behind this object)."""
@@ -88,6 +92,21 @@ class DistComm(Comm):
         out = [torch.empty_like(t) for _ in range(self.world_size)]
         dist.all_gather(out, t, group=self.group)
         return [float(x.item()) for x in out]
+
+    def all_gather_rows(self, tensor: torch.Tensor, dim: int, same_size: bool = False) -> list[torch.Tensor]:
+        tensor = tensor.to(self.device)
+        if same_size:
+            gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
+            dist.all_gather(gathered, tensor.contiguous(), group=self.group)
+            return gathered
+        sizes = [int(s) for s in self.gather_floats(float(tensor.shape[dim]))]
+        longest = max(1, *sizes)  # no zero-sized messages
+        shape = list(tensor.shape)
+        shape[dim] = longest - tensor.shape[dim]
+        padded = torch.cat([tensor, tensor.new_zeros(shape)], dim=dim).contiguous()
+        gathered = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(gathered, padded, group=self.group)
+        return [g.narrow(dim, 0, size) for g, size in zip(gathered, sizes, strict=True)]
 
     @property
     def can_broadcast(self) -> bool:

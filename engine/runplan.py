@@ -20,6 +20,7 @@ from engine.settings import (
     MIN_ANSWER_TOKENS,
     MIN_LOCAL_BLOCK,
     Attention,
+    Correction,
     EngineOptions,
     GenerationSettings,
     Positions,
@@ -51,6 +52,8 @@ class RunPlan:
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     options: EngineOptions = field(default_factory=EngineOptions)
     window: int | None = None  # the model's position limit the plan was checked against
+    correction: Correction = Correction.NONE  # phase 1's correction (star only; kernels.delta)
+    delta_stride: int = 0  # Correction.DELTA: every this-many-th block row is computed exactly
 
     @property
     def blocks(self) -> int:
@@ -93,6 +96,7 @@ class RunPlan:
                 "layout": BlockPlan(**layout),
                 "generation": GenerationSettings.from_dict(data["generation"]),
                 "options": EngineOptions.from_dict(data["options"]),
+                "correction": Correction(data.get("correction", Correction.NONE)),
             }
         )
 
@@ -140,6 +144,7 @@ def make_run_plan(
         context_tokens=context_tokens,
     )
     anchor = layout.anchor_size if attention == Attention.STAR else 0
+    correction = _correction(settings, attention, positions, world_size)
     return RunPlan(
         attention=attention,
         positions=positions,
@@ -154,7 +159,29 @@ def make_run_plan(
         generation=GenerationSettings(**{**asdict(settings.generation), "max_tokens": max_tokens}),
         options=settings.options,
         window=window,
+        correction=correction,
+        delta_stride=settings.delta_stride if correction == Correction.DELTA else 0,
     )
+
+
+def _correction(settings: RunSettings, attention: Attention, positions: Positions, world: int) -> Correction:
+    """The phase-1 correction asked for, or the error saying why it cannot run here."""
+    correction = _choice(Correction, settings.correction)
+    if correction == Correction.NONE:
+        return correction
+    if attention != Attention.STAR:
+        raise BadSettingError(
+            f"--correction {correction} corrects star attention's phase 1; {attention} attention "
+            "needs none (use --correction none)"
+        )
+    if positions != Positions.GLOBAL:
+        raise BadSettingError(
+            f"--correction {correction} needs global positions (under local positions the blocks "
+            "share positions, so there is no exact attention to correct towards); use --positions global"
+        )
+    if settings.delta_stride < 1:
+        raise BadSettingError(f"the delta stride must be at least 1 (got {settings.delta_stride})")
+    return correction
 
 
 def _choice(kind, value):

@@ -59,6 +59,7 @@ def context_key(spec: StoreSpec, plan: RunPlan, context: list[int], runner: Mode
         "layout": asdict(plan.layout),
         "world": plan.world_size,
         "window": plan.window,
+        "correction": [str(plan.correction), plan.delta_stride],
         "options": [options.share_anchor, options.compile, options.fused, str(options.kernels)],
     }
     return context_store.entry_key(json.loads(json.dumps(parts)))

@@ -34,6 +34,16 @@ class Positions(StrEnum):
     LOCAL = "local"
 
 
+class Correction(StrEnum):
+    """What corrects Star's phase-1 approximation (star attention only)."""
+
+    NONE = "none"  # the paper: each block sees the anchor and itself
+    # Delta Attention (Willette, Lee, Hwang 2025): exact attention for every ``delta_stride``-th
+    # row of a block over all earlier context, its difference to Star's output added to the rows
+    # after it (kernels.delta; over several ranks engine.delta_ranks).
+    DELTA = "delta"
+
+
 class Kernels(StrEnum):
     """Attention kernels: the fastest for the device, or float32 math everywhere (debugging)."""
 
@@ -59,6 +69,7 @@ MIN_ANSWER_TOKENS = 16  # below this much room an answer is not worth generating
 MAX_AUTO_LOCAL_MULTIPLE = 1.0
 MIN_LOCAL_BLOCK = 256  # local positions: below this, the window is too small for blocks at all
 MIN_BLOCK_SIZE = 128  # the CLI's floor: a block is a forward pass, so tiny blocks only cost time
+DEFAULT_DELTA_STRIDE = 64  # the paper's gamma: ~1.5% of a block's query rows computed exactly
 DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0  # long phase-1 blocks on slow CPUs must fit inside
 
 
@@ -144,6 +155,8 @@ class RunSettings:
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     generation: GenerationSettings = field(default_factory=GenerationSettings)
     options: EngineOptions = field(default_factory=EngineOptions)
+    correction: Correction = Correction.NONE
+    delta_stride: int = DEFAULT_DELTA_STRIDE  # rows per exact row under Correction.DELTA
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,4 +170,6 @@ class RunSettings:
             anchor_size=data.get("anchor_size"),
             generation=GenerationSettings.from_dict(data.get("generation", {})),
             options=EngineOptions.from_dict(data.get("options", {})),
+            correction=Correction(data.get("correction", Correction.NONE)),
+            delta_stride=data.get("delta_stride", DEFAULT_DELTA_STRIDE),
         )

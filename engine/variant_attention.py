@@ -33,6 +33,12 @@ class Variant:
     def plain(self) -> bool:
         return self.window is None and self.softcap is None and self.sinks is None
 
+    @property
+    def name(self) -> str:
+        """What this variant uses, in words (for a refusal)."""
+        used = [("sliding-window", self.window), ("soft-capped", self.softcap), ("sink", self.sinks)]
+        return ", ".join(word for word, value in used if value is not None) + " attention layers"
+
     def attend(self, q, k, v, scale: float, q_start: int, k_start: int) -> tuple[torch.Tensor, torch.Tensor]:
         return positioned_attention_with_lse(q, k, v, scale, q_start, k_start, self.window, self.softcap)
 

@@ -1,5 +1,6 @@
 """Attention kernels with log-sum-exp and the LSE merge; no dependency on engine or starcli."""
 
+from kernels.delta import delta_block_attention
 from kernels.dispatch import (
     attention_with_lse,
     attention_with_lse_upto,
@@ -17,6 +18,7 @@ __all__ = [
     "attention_with_lse_upto",
     "block_attention",
     "decode_attention",
+    "delta_block_attention",
     "empty_partial",
     "merge_partials",
     "positioned_attention_with_lse",

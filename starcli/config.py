@@ -23,9 +23,11 @@ import typer
 from engine.context_store import parse_size
 from engine.errors import EngineError
 from engine.settings import (
+    DEFAULT_DELTA_STRIDE,
     DEFAULT_REPETITION_PENALTY,
     MIN_BLOCK_SIZE,
     REPETITION_WINDOW,
+    Correction,
     EngineOptions,
     GenerationSettings,
     Kernels,
@@ -41,6 +43,7 @@ DEVICES = ("auto", "cpu", "cuda")
 ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
 POSITION_MODES: tuple[str, ...] = ("auto", *(p.value for p in Positions))
 FALLBACKS: tuple[str, ...] = ("map-reduce", "refuse")
+CORRECTIONS: tuple[str, ...] = tuple(c.value for c in Correction)
 _ENGINE_DEFAULTS = EngineOptions()
 # The answer's default length per command (an explicit --max-tokens is honoured or refused; a
 # default is lowered to the room the model's window leaves): a question wants a short answer, and
@@ -62,6 +65,8 @@ class Settings:
     fallback: str = "map-reduce"  # past 2x the window with positions auto: map-reduce or refuse
     block_size: int | None = None  # None: engine.plan.default_block_size (n/4W, 4K..16K)
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
+    correction: str = Correction.NONE.value  # delta: correct phase 1 from exact rows (issue 15)
+    delta_stride: int = DEFAULT_DELTA_STRIDE
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     nnodes: int = 1  # machines in the job; past 1, torchrun's c10d rendezvous at rdzv_endpoint
     rdzv_endpoint: str | None = None  # HOST:PORT every node reaches (one node's address)
@@ -103,6 +108,8 @@ class Settings:
             anchor_size=self.anchor_size,
             generation=generation,
             options=self.engine_options(),
+            correction=Correction(self.correction),
+            delta_stride=self.delta_stride,
         )
 
     @property
@@ -127,12 +134,22 @@ ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
 ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
 NO_FLAG_NAMES = (*ENGINE_OPTION_NAMES, "context_cache_size")
 OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in NO_FLAG_NAMES)
-_INTS = {"block_size", "anchor_size", "nproc", "nnodes", "max_tokens", "seed", "no_repeat_ngram"}
+_INTS = {
+    "block_size",
+    "anchor_size",
+    "delta_stride",
+    "nproc",
+    "nnodes",
+    "max_tokens",
+    "seed",
+    "no_repeat_ngram",
+}
 _FLOATS = {"temperature", "timeout", "repetition_penalty"}
 _BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache"}
 _MINIMUM = {
     "block_size": MIN_BLOCK_SIZE,
     "anchor_size": 0,
+    "delta_stride": 1,
     "nproc": 1,
     "nnodes": 1,
     "max_tokens": 1,
@@ -145,6 +162,7 @@ _CHOICES = {
     "attention": ATTENTION_MODES,
     "positions": POSITION_MODES,
     "fallback": FALLBACKS,
+    "correction": CORRECTIONS,
     "device": DEVICES,
     "kernels": tuple(k.value for k in Kernels),
 }
@@ -353,6 +371,27 @@ AnchorSize = Annotated[
         envvar=ENV_VARS["anchor_size"],
         metavar="TOKENS",
         min=0,
+    ),
+]
+CorrectionOption = Annotated[
+    str | None,
+    _setting(
+        "delta: correct star's phase 1 (Delta Attention): every --delta-stride-th row of a block "
+        "is computed exactly over all earlier blocks and its difference to star's output is added "
+        "to the rows after it; global positions only (default: none).",
+        envvar=ENV_VARS["correction"],
+        metavar="[" + "|".join(CORRECTIONS) + "]",
+        callback=_one_of(CORRECTIONS),
+    ),
+]
+DeltaStride = Annotated[
+    int | None,
+    _setting(
+        f"With --correction delta: rows per exactly computed row; 1 is dense attention "
+        f"(default: {DEFAULT_DELTA_STRIDE}).",
+        envvar=ENV_VARS["delta_stride"],
+        metavar="N",
+        min=1,
     ),
 ]
 Nproc = Annotated[

@@ -254,6 +254,8 @@ def estimate_plan(
         "world_size": plan.world_size,
         "block_size": plan.block_size,
         "anchor_size": plan.anchor_size,
+        "correction": str(plan.correction),
+        "delta_stride": plan.delta_stride,
         "positions": str(plan.positions),
         "window": window,
         "sources": [{"path": path, "tokens": tokens} for path, tokens in sources],

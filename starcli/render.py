@@ -547,6 +547,7 @@ def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
         lines.append(
             f"Attention: star, {_plural(plan['blocks'], 'block')} of {plan['block_size']:,} tokens, "
             f"anchor {plan['anchor_size']:,}, {plan['positions']} positions"
+            + (f", delta correction every {plan['delta_stride']} rows" if plan.get("delta_stride") else "")
         )
     for span in plan["ranks"]:
         if not span["blocks"]:

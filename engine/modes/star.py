@@ -11,9 +11,11 @@ import torch
 from engine import graphs
 from engine.attention import ATTN_NAME
 from engine.cache import AnchorShare, StarCache
+from engine.delta_ranks import DeltaBlocks, exchange
 from engine.events import Event, Progress
 from engine.runner import EncodedContext, ModelRunner, finish_phase1
 from engine.runplan import RunPlan
+from engine.settings import Correction
 
 
 def encode_context(
@@ -28,7 +30,13 @@ def encode_context(
     layers, room = runner.model.config.num_hidden_layers, plan.query_tokens + plan.max_tokens
     cache = StarCache(layers, comm, stop - start, len(context), tail_room=room)
     cache.context_spans = ((start, stop),)
+    cache.delta_stride = plan.delta_stride if plan.correction == Correction.DELTA else 0
     started = time.perf_counter()
+    if cache.delta_stride and comm.world_size > 1:
+        yield from _encode_layer_synchronous(runner, context, plan, cache)
+        cache.drop_anchor()
+        runner.synchronize()
+        return (yield from finish_phase1(runner, plan, cache, started, time.perf_counter() - started))
     share = _anchor_share(runner, plan, cache)
     if share is None and layout.rank_needs_anchor(rank) and own[0] != 0:
         cache.phase = "anchor"
@@ -48,6 +56,43 @@ def encode_context(
     cache.drop_anchor()
     runner.synchronize()
     return (yield from finish_phase1(runner, plan, cache, started, time.perf_counter() - started))
+
+
+def _encode_layer_synchronous(
+    runner: ModelRunner, context: list[int], plan: RunPlan, cache: StarCache
+) -> Generator[Event, None, None]:
+    """The delta correction on several ranks (``engine.delta_ranks``): all of this rank's blocks in
+    one forward pass, so that every layer's exchange of sampled rows meets every rank at that
+    layer. Each rank computes its own anchor (a broadcast would interleave with the exchange)."""
+    layout, rank = plan.layout, runner.comm.rank
+    own = layout.ranks[rank]
+    start, stop = layout.rank_span(rank)
+    if layout.rank_needs_anchor(rank) and own[0] != 0:
+        cache.phase = "anchor"
+        runner.forward(context[: layout.anchor], 0, cache)
+        yield Progress(stage="anchor", done=1, total=1, rank=rank, tokens=layout.anchor)
+    blocks = [layout.blocks[i] for i in own]
+    spans = tuple((b_start - start, b_stop - start, b_start) for b_start, b_stop in blocks)
+    cache.delta_blocks = DeltaBlocks(spans, start, layout.anchor, cache.delta_stride)
+    cache.phase, cache.block_offset = "delta", 0
+    if own:
+        runner.forward(context[start:stop], start, cache)
+    else:
+        _take_part_without_blocks(runner, cache)
+    cache.delta_blocks = None
+    yield Progress(stage="phase1", done=len(own), total=len(own), rank=rank, tokens=stop - start)
+
+
+def _take_part_without_blocks(runner: ModelRunner, cache: StarCache) -> None:
+    """A rank holding no block still joins every layer's exchange (with no rows and no keys)."""
+    config = runner.model.config
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    dtype = next(runner.model.parameters()).dtype
+    rows = torch.empty((1, heads, 0, head_dim), dtype=dtype, device=runner.device)
+    cut = torch.zeros(0, dtype=torch.long)
+    for _ in range(config.num_hidden_layers):
+        exchange(cache.comm, rows, cut, None, None, 0, 1.0)
 
 
 def _anchor_share(runner: ModelRunner, plan: RunPlan, cache: StarCache) -> AnchorShare | None:
