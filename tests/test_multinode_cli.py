@@ -76,7 +76,8 @@ def dense_answer(model_dir: str, source: Path, block: int) -> tuple[str, int]:
     from tests.helpers import dense_greedy
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    prompt = build(tokenizer, render_documents(ingest([str(source)]).documents), ask_instructions(QUESTION))
+    question = ask_instructions(QUESTION, model_dir)  # the named model is asked to cite, as the CLI does
+    prompt = build(tokenizer, render_documents(ingest([str(source)]).documents), question)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     tokens = dense_greedy(model, prompt.context_ids + prompt.query_ids, STEPS)
     if tokenizer.eos_token_id in tokens:
