@@ -60,18 +60,20 @@ def context_key(spec: StoreSpec, plan: RunPlan, context: list[int], runner: Mode
         "world": plan.world_size,
         "window": plan.window,
         "correction": [str(plan.correction), plan.delta_stride],
+        "kv_dtype": str(plan.kv_dtype),
         "options": [options.share_anchor, options.compile, options.fused, str(options.kernels)],
     }
     return context_store.entry_key(json.loads(json.dumps(parts)))
 
 
-def kv_bytes(config, tokens: int, dtype: torch.dtype) -> int:
-    """The KV of ``tokens`` context tokens over every layer (what all ranks save together)."""
+def kv_bytes(config, tokens: int, dtype: torch.dtype, fp8: bool = False) -> int:
+    """The KV of ``tokens`` context tokens over every layer (what all ranks save together); fp8:
+    one byte an element plus a float32 scale per token and head (``kernels.quant``)."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    element = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * tokens * element
+    per_head = head_dim + 4 if fp8 else head_dim * torch.empty((), dtype=dtype).element_size()
+    return 2 * config.num_hidden_layers * kv_heads * per_head * tokens
 
 
 def savable(encoded: EncodedContext) -> bool:
@@ -121,6 +123,9 @@ def _tensors_and_meta(encoded: EncodedContext) -> tuple[dict[str, torch.Tensor],
             k, v = cache.context_kv(i)
             if k is not None:
                 tensors[f"k.{i}"], tensors[f"v.{i}"] = k, v
+            scales = cache.context_scales(i)
+            if scales is not None:  # fp8 KV: the per-token scales beside the values
+                tensors[f"ks.{i}"], tensors[f"vs.{i}"] = scales
         meta = {
             "kind": "star",
             "layers": len(cache.layers),
@@ -128,6 +133,7 @@ def _tensors_and_meta(encoded: EncodedContext) -> tuple[dict[str, torch.Tensor],
             "local_context": cache.local_context,
             "context_tokens": cache.context_tokens,
             "spans": [list(span) for span in cache.context_spans],
+            "kv_fp8": cache.kv_fp8,
         }
         return tensors, meta
     for i, layer in enumerate(cache.layers):
@@ -153,9 +159,19 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
         if names != set(meta["crc"]):
             raise ValueError("tensors missing or extra")
 
+        fp8 = kind == "star" and plan.kv_fp8
+        if kind == "star" and meta.get("kv_fp8", False) != fp8:
+            raise ValueError("another KV dtype's entry")
+
         def tensor(name: str) -> torch.Tensor:
             value = handle.get_tensor(name)
-            if value.dtype != dtype or value.dim() != 4 or value.shape[2] != meta["context_len"]:
+            scale = name.startswith(("ks.", "vs."))
+            want = torch.float32 if scale else (torch.float8_e4m3fn if fp8 else dtype)
+            if (
+                value.dtype != want
+                or value.dim() != (3 if scale else 4)
+                or value.shape[2] != meta["context_len"]
+            ):
                 raise ValueError(f"{name}: unexpected shape or dtype")
             if _crc(value) != meta["crc"][name]:
                 raise ValueError(f"{name}: checksum mismatch")
@@ -173,9 +189,11 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
         local = sum(layout.blocks[i][1] - layout.blocks[i][0] for i in layout.ranks[rank])  # ring: 2 chunks
         if meta["local_context"] != local or meta["context_tokens"] != plan.context_tokens:
             raise ValueError("another plan's entry")
-        cache = StarCache(layers, runner.comm, meta["local_context"], meta["context_tokens"], tail_room=room)
+        cache = StarCache(
+            layers, runner.comm, meta["local_context"], meta["context_tokens"], tail_room=room, kv_fp8=fp8
+        )
         cache.context_spans = tuple(tuple(span) for span in meta["spans"])
-        if names and len(names) != 2 * layers:
+        if names and len(names) != (4 if fp8 else 2) * layers:
             raise ValueError("layers missing")
         for i, layer in enumerate(cache.layers if names else ()):
             k, v = tensor(f"k.{i}"), tensor(f"v.{i}")
@@ -184,6 +202,11 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
             layer.context_v = v.new_empty((*v.shape[:2], size, v.shape[3]))
             layer.context_k[:, :, : k.shape[2]] = k
             layer.context_v[:, :, : v.shape[2]] = v
+            if fp8:
+                layer.context_ks = layer.context_k.new_empty(layer.context_k.shape[:3], dtype=torch.float32)
+                layer.context_vs = layer.context_v.new_empty(layer.context_v.shape[:3], dtype=torch.float32)
+                layer.context_ks[:, :, : k.shape[2]] = tensor(f"ks.{i}")
+                layer.context_vs[:, :, : v.shape[2]] = tensor(f"vs.{i}")
             layer.is_initialized = True
         cache.context_len = meta["context_len"]
         return cache
@@ -204,7 +227,7 @@ class SavedContexts:
         comm = runner.comm
         self.path = context_store.rank_file(self.directory, self.key, comm.rank, comm.world_size)
         dtype = next(runner.model.parameters()).dtype
-        self.bytes = kv_bytes(runner.model.config, plan.context_tokens, dtype)
+        self.bytes = kv_bytes(runner.model.config, plan.context_tokens, dtype, plan.kv_fp8)
 
     def load(self) -> tuple[object | None, float]:
         """This rank's cache (or None) and the seconds it took."""

@@ -44,6 +44,16 @@ class Correction(StrEnum):
     DELTA = "delta"
 
 
+class KVDtype(StrEnum):
+    """How the context's KV cache is stored (phase 1 writes it, phase 2 and decoding read it)."""
+
+    AUTO = "auto"  # the model's dtype: exact
+    # float8 e4m3 with one scale per token and KV head (kernels.quant): half of bf16's bytes, so
+    # twice the context per GPU and half the KV read per decode step; not exact. Star and ring
+    # attention only (dense attention keeps transformers' own cache).
+    FP8 = "fp8"
+
+
 class Kernels(StrEnum):
     """Attention kernels: the fastest for the device, or float32 math everywhere (debugging)."""
 
@@ -157,6 +167,7 @@ class RunSettings:
     options: EngineOptions = field(default_factory=EngineOptions)
     correction: Correction = Correction.NONE
     delta_stride: int = DEFAULT_DELTA_STRIDE  # rows per exact row under Correction.DELTA
+    kv_dtype: KVDtype = KVDtype.AUTO
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,4 +183,5 @@ class RunSettings:
             options=EngineOptions.from_dict(data.get("options", {})),
             correction=Correction(data.get("correction", Correction.NONE)),
             delta_stride=data.get("delta_stride", DEFAULT_DELTA_STRIDE),
+            kv_dtype=KVDtype(data.get("kv_dtype", KVDtype.AUTO)),
         )
