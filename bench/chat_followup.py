@@ -11,10 +11,7 @@ question over the context and the earlier turns) and to its last.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+from bench.run_report import run_header, write_report  # noqa: E402
 
 QUESTIONS = (
     "What is the serial number of the new lamp?",
@@ -73,18 +72,8 @@ def main() -> None:
             }
         )
     session.close()
-    result = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "doc": os.path.relpath(args.doc, ROOT),
-        "context_tokens": len(prompt.context_ids),
-        "turns": turns,
-    }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    result = {**run_header(args.doc), "context_tokens": len(prompt.context_ids), "turns": turns}
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,10 +13,8 @@ beside the encoding time the miss reported. Prints (and writes with ``--out``) o
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 sys.path.insert(0, str(ROOT))
+
+from bench.run_report import run_header, write_report  # noqa: E402
 
 QUESTIONS = ("What is the serial number of the new lamp?", "Who wrote the logbook?")
 
@@ -115,10 +115,7 @@ def main() -> None:
         fresh = cli(cache, args.doc, q2, args.max_tokens, "--no-cache") if args.fresh else None
         entry = entry_times(cache, args.doc, q2, args.load_reps)
     result = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "doc": os.path.relpath(args.doc, ROOT),
+        **run_header(args.doc),
         "questions": [q1, q2],
         "max_tokens": args.max_tokens,
         "first": first,
@@ -129,10 +126,7 @@ def main() -> None:
         "entry": entry,
         "encode_over_load": first["context_encoding_s"] / entry["load_median_s"],
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

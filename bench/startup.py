@@ -18,10 +18,8 @@ Two measurements:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from bench.run_report import run_header, write_report  # noqa: E402
+
 QUESTION = "Who wrote the logbook?"
 
 
@@ -123,20 +124,14 @@ def main() -> None:
         warm_json = first_byte(cache, args.doc, QUESTION, args.max_tokens, "--json")
         warm_stages = stages(cache, args.doc)
     result = {
-        "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "doc": os.path.relpath(args.doc, ROOT),
+        **run_header(args.doc),
         "question": QUESTION,
         "max_tokens": args.max_tokens,
         "cold": {"text": cold, "json": cold_json},
         "warm": {"text": warm, "json": warm_json},
         "warm_stages": warm_stages,
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    write_report(result, args.out)
 
 
 if __name__ == "__main__":

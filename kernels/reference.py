@@ -34,25 +34,45 @@ def attention_with_lse_math(
     v: torch.Tensor,
     scale: float,
     causal: bool = False,
+    *,
+    q_start: int | None = None,
+    k_start: int = 0,
+    window: int | None = None,
+    softcap: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Softmax attention computed in float32 with explicit scores; returns (O in q's dtype, LSE fp32)."""
+    """Softmax attention computed in float32 with explicit scores; returns (O in q's dtype, LSE fp32).
+
+    The one float32 ground truth: every masked variant is this loop with another mask. By default
+    the mask is ``causal`` (bottom-right) or none. Given ``q_start``, queries and keys sit on one
+    axis instead (query ``i`` at ``q_start + i``, key ``j`` at ``k_start + j``): a key is visible
+    when it does not follow the query and, with ``window``, lies fewer than ``window`` tokens before
+    it; ``softcap`` applies ``cap * tanh(s / cap)`` to the scaled scores before the mask
+    (``kernels.variants.masked_attention_with_lse_math``).
+    """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     if lk == 0 or lq == 0:
         return empty_partial(q, v.shape[-1])
+    if q_start is None and causal:
+        q_start, k_start = lk - lq, 0  # bottom-right: the queries are the keys' last lq positions
     groups = hq // hkv
     # [B, Hkv, G, Lq, D] lets every query head of a group share its KV head without copying K/V.
     qg = q.float().reshape(b, hkv, groups, lq, d)
     kf, vf = k.float(), v.float()
+    cols = torch.arange(lk, device=q.device).unsqueeze(0) + k_start
     chunk = max(1, _SCORE_BUDGET // max(1, hq * lk * b))
     outs, lses = [], []
     for start in range(0, lq, chunk):
         stop = min(lq, start + chunk)
         scores = torch.einsum("bhgqd,bhkd->bhgqk", qg[:, :, :, start:stop], kf) * scale
-        if causal:
-            rows = torch.arange(start, stop, device=q.device).unsqueeze(1) + (lk - lq)
-            cols = torch.arange(lk, device=q.device).unsqueeze(0)
-            scores = scores.masked_fill(cols > rows, float("-inf"))
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        if q_start is not None:
+            rows = torch.arange(start, stop, device=q.device).unsqueeze(1) + q_start
+            hidden = cols > rows
+            if window is not None:
+                hidden = hidden | (cols <= rows - window)
+            scores = scores.masked_fill(hidden, float("-inf"))
         lse = torch.logsumexp(scores, dim=-1)
         # A fully masked row has lse = -inf; exp(-inf - -inf) would be NaN, so shift by 0 there.
         safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from kernels.dispatch import attention_with_lse, reference_only
-from kernels.reference import _SCORE_BUDGET, empty_partial
+from kernels.reference import attention_with_lse_math, empty_partial
 
 
 def sink_partial(
@@ -84,32 +84,8 @@ def masked_attention_with_lse_math(
     window: int | None,
     softcap: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float32 ground truth for ``positioned_attention_with_lse``: explicit scores and mask."""
-    b, hq, lq, d = q.shape
-    hkv, lk = k.shape[1], k.shape[2]
-    if lk == 0 or lq == 0:
-        return empty_partial(q, v.shape[-1])
-    groups = hq // hkv
-    qg = q.float().reshape(b, hkv, groups, lq, d)
-    kf, vf = k.float(), v.float()
-    cols = torch.arange(lk, device=q.device).unsqueeze(0) + k_start
-    chunk = max(1, _SCORE_BUDGET // max(1, hq * lk * b))
-    outs, lses = [], []
-    for start in range(0, lq, chunk):
-        stop = min(lq, start + chunk)
-        scores = torch.einsum("bhgqd,bhkd->bhgqk", qg[:, :, :, start:stop], kf) * scale
-        if softcap is not None:
-            scores = torch.tanh(scores / softcap) * softcap
-        rows = torch.arange(start, stop, device=q.device).unsqueeze(1) + q_start
-        hidden = cols > rows
-        if window is not None:
-            hidden = hidden | (cols <= rows - window)
-        scores = scores.masked_fill(hidden, float("-inf"))
-        lse = torch.logsumexp(scores, dim=-1)
-        safe = torch.where(torch.isinf(lse), torch.zeros_like(lse), lse)
-        probs = torch.exp(scores - safe.unsqueeze(-1))
-        outs.append(torch.einsum("bhgqk,bhkd->bhgqd", probs, vf))
-        lses.append(lse)
-    out = torch.cat(outs, dim=3).reshape(b, hq, lq, v.shape[-1])
-    lse = torch.cat(lses, dim=3).reshape(b, hq, lq)
-    return out.to(q.dtype), lse
+    """The float32 ground truth for ``positioned_attention_with_lse``: explicit scores and mask
+    (``kernels.reference.attention_with_lse_math`` with positions, the one copy of that math)."""
+    return attention_with_lse_math(
+        q, k, v, scale, q_start=q_start, k_start=k_start, window=window, softcap=softcap
+    )

@@ -24,6 +24,7 @@ from starcli import __version__, helpformat
 from starcli import config as opt
 from starcli.config import OPTION_NAMES, ConfigError, Settings, read_config, resolve
 from starcli.escaping import printable
+from starcli.optionsets import CHAT, CONTEXT, RUN, takes
 from starcli.output import check_stdout_open
 from starcli.render import Renderer, answer_json, format_plan
 
@@ -74,6 +75,7 @@ def _main(
 
 
 @app.command(no_args_is_help=True, epilog=SETTINGS_EPILOG)
+@takes(RUN)
 def ask(
     ctx: typer.Context,
     sources: Annotated[
@@ -92,37 +94,7 @@ def ask(
             "separated by an empty line (--json: one object per question, one per line).",
         ),
     ] = None,
-    model: opt.Model = None,
-    attention: opt.Attention = None,
-    positions: opt.PositionsOption = None,
-    fallback: opt.FallbackOption = None,
-    block_size: opt.BlockSize = None,
-    anchor_size: opt.AnchorSize = None,
-    correction: opt.CorrectionOption = None,
-    delta_stride: opt.DeltaStride = None,
-    nproc: opt.Nproc = None,
-    nnodes: opt.Nnodes = None,
-    rdzv_endpoint: opt.RdzvEndpoint = None,
-    rdzv_id: opt.RdzvId = None,
-    device: opt.Device = None,
-    max_tokens: opt.MaxTokens = None,
-    temperature: opt.Temperature = None,
-    seed: opt.Seed = None,
-    repetition_penalty: opt.RepetitionPenalty = None,
-    no_repeat_ngram: opt.NoRepeatNgram = None,
-    loop_stop: opt.LoopStop = None,
-    system: opt.System = None,
-    context_cache: opt.ContextCache = None,
-    json: opt.Json = False,
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
-    dry_run: opt.DryRun = False,
-    fold_below: opt.FoldBelow = None,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    no_gitignore: opt.NoGitignore = False,
-    skip_unreadable: opt.SkipUnreadable = False,
-    redact_secrets: opt.RedactSecrets = False,
+    **options: Any,
 ) -> None:
     """Answer QUESTION about the sources; the answer streams to stdout."""
     if not question.strip():
@@ -141,55 +113,25 @@ def ask(
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    options = dict(locals())
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), [question, *(also or ())], options))
 
 
 @app.command(epilog=SETTINGS_EPILOG)
+@takes(RUN)
 def summarize(
     ctx: typer.Context,
     sources: Annotated[
         list[str] | None,
         typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
     ] = None,
-    model: opt.Model = None,
-    attention: opt.Attention = None,
-    positions: opt.PositionsOption = None,
-    fallback: opt.FallbackOption = None,
-    block_size: opt.BlockSize = None,
-    anchor_size: opt.AnchorSize = None,
-    correction: opt.CorrectionOption = None,
-    delta_stride: opt.DeltaStride = None,
-    nproc: opt.Nproc = None,
-    nnodes: opt.Nnodes = None,
-    rdzv_endpoint: opt.RdzvEndpoint = None,
-    rdzv_id: opt.RdzvId = None,
-    device: opt.Device = None,
-    max_tokens: opt.MaxTokens = None,
-    temperature: opt.Temperature = None,
-    seed: opt.Seed = None,
-    repetition_penalty: opt.RepetitionPenalty = None,
-    no_repeat_ngram: opt.NoRepeatNgram = None,
-    loop_stop: opt.LoopStop = None,
-    system: opt.System = None,
-    context_cache: opt.ContextCache = None,
-    json: opt.Json = False,
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
-    dry_run: opt.DryRun = False,
-    fold_below: opt.FoldBelow = None,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    no_gitignore: opt.NoGitignore = False,
-    skip_unreadable: opt.SkipUnreadable = False,
-    redact_secrets: opt.RedactSecrets = False,
+    **options: Any,
 ) -> None:
     """Summarize the sources (a document, or a repository's purpose and layout)."""
-    options = dict(locals())
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options))
 
 
 @app.command(no_args_is_help=True, epilog=SETTINGS_EPILOG)
+@takes(CHAT)
 def chat(
     ctx: typer.Context,
     sources: Annotated[
@@ -200,30 +142,7 @@ def chat(
             help="Files or directories (not -: stdin holds the questions).",
         ),
     ] = None,
-    model: opt.Model = None,
-    attention: opt.Attention = None,
-    positions: opt.PositionsOption = None,
-    block_size: opt.BlockSize = None,
-    anchor_size: opt.AnchorSize = None,
-    correction: opt.CorrectionOption = None,
-    delta_stride: opt.DeltaStride = None,
-    nproc: opt.Nproc = None,
-    device: opt.Device = None,
-    max_tokens: opt.MaxTokens = None,
-    temperature: opt.Temperature = None,
-    seed: opt.Seed = None,
-    repetition_penalty: opt.RepetitionPenalty = None,
-    no_repeat_ngram: opt.NoRepeatNgram = None,
-    loop_stop: opt.LoopStop = None,
-    system: opt.System = None,
-    context_cache: opt.ContextCache = None,
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    no_gitignore: opt.NoGitignore = False,
-    skip_unreadable: opt.SkipUnreadable = False,
-    redact_secrets: opt.RedactSecrets = False,
+    **options: Any,
 ) -> None:
     """Encode the sources once, then answer question after question; follow-ups see the earlier
     turns. On a terminal: a prompt with line editing, Ctrl-D to end. Piped: one question per
@@ -235,7 +154,7 @@ def chat(
             err=True,
         )
         raise typer.Exit(EXIT_USAGE)
-    options = dict(locals(), json=False)
+    options = dict(options, json=False)
     from starcli.chat import run_chat
 
     raise typer.Exit(_run(list(sources or ()), None, options, body=run_chat))
@@ -268,6 +187,7 @@ def _sources_or_stdin(ctx: typer.Context, sources: list[str] | None) -> list[str
 
 
 @app.command("context")
+@takes(CONTEXT)
 def context_command(
     ctx: typer.Context,
     sources: Annotated[
@@ -275,17 +195,11 @@ def context_command(
         typer.Argument(metavar="SOURCE", show_default=False, help="Files, directories or - (stdin)."),
     ] = None,
     layout: opt.ContextFormat = "text",
-    quiet: opt.Quiet = False,
-    verbose: opt.Verbose = False,
-    include: opt.Include = None,
-    exclude: opt.Exclude = None,
-    no_gitignore: opt.NoGitignore = False,
-    skip_unreadable: opt.SkipUnreadable = False,
-    redact_secrets: opt.RedactSecrets = False,
+    **options: Any,
 ) -> None:
     """Print the documents exactly as the model reads them, after every filter (secrets,
     .gitignore, binaries, --include/--exclude); skips are listed on stderr as for ask."""
-    options = dict(locals(), json=False)
+    options = dict(options, layout=layout, json=False)
     raise typer.Exit(_run(_sources_or_stdin(ctx, sources), None, options, _print_context))
 
 
