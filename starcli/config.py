@@ -31,6 +31,7 @@ from engine.settings import (
     EngineOptions,
     GenerationSettings,
     Kernels,
+    KVDtype,
     Positions,
     RunSettings,
 )
@@ -44,6 +45,7 @@ ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
 POSITION_MODES: tuple[str, ...] = ("auto", *(p.value for p in Positions))
 FALLBACKS: tuple[str, ...] = ("map-reduce", "refuse")
 CORRECTIONS: tuple[str, ...] = tuple(c.value for c in Correction)
+KV_DTYPES: tuple[str, ...] = tuple(k.value for k in KVDtype)
 _ENGINE_DEFAULTS = EngineOptions()
 # The answer's default length per command (an explicit --max-tokens is honoured or refused; a
 # default is lowered to the room the model's window leaves): a question wants a short answer, and
@@ -67,6 +69,7 @@ class Settings:
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     correction: str = Correction.NONE.value  # delta: correct phase 1 from exact rows (issue 15)
     delta_stride: int = DEFAULT_DELTA_STRIDE
+    kv_dtype: str = KVDtype.AUTO.value  # fp8: the context's KV in e4m3, half of bf16's memory (issue 16)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     nnodes: int = 1  # machines in the job; past 1, torchrun's c10d rendezvous at rdzv_endpoint
     rdzv_endpoint: str | None = None  # HOST:PORT every node reaches (one node's address)
@@ -110,6 +113,7 @@ class Settings:
             options=self.engine_options(),
             correction=Correction(self.correction),
             delta_stride=self.delta_stride,
+            kv_dtype=KVDtype(self.kv_dtype),
         )
 
     @property
@@ -163,6 +167,7 @@ _CHOICES = {
     "positions": POSITION_MODES,
     "fallback": FALLBACKS,
     "correction": CORRECTIONS,
+    "kv_dtype": KV_DTYPES,
     "device": DEVICES,
     "kernels": tuple(k.value for k in Kernels),
 }
@@ -392,6 +397,17 @@ DeltaStride = Annotated[
         envvar=ENV_VARS["delta_stride"],
         metavar="N",
         min=1,
+    ),
+]
+KVDtypeOption = Annotated[
+    str | None,
+    _setting(
+        "How the context's KV cache is stored: auto (the model's dtype, exact) or fp8 (e4m3 with a "
+        "scale per token: half of bf16's memory and decode reads, not exact; star and ring "
+        "attention) (default: auto).",
+        envvar=ENV_VARS["kv_dtype"],
+        metavar="[" + "|".join(KV_DTYPES) + "]",
+        callback=_one_of(KV_DTYPES),
     ),
 ]
 Nproc = Annotated[

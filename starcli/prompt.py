@@ -256,6 +256,7 @@ def estimate_plan(
         "anchor_size": plan.anchor_size,
         "correction": str(plan.correction),
         "delta_stride": plan.delta_stride,
+        "kv_dtype": str(plan.kv_dtype),
         "positions": str(plan.positions),
         "window": window,
         "sources": [{"path": path, "tokens": tokens} for path, tokens in sources],

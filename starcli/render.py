@@ -542,12 +542,16 @@ def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
         lines.append("Dry run: no model was loaded.")
         return "\n".join(lines) + "\n"
     if plan["attention"] != "star":
-        lines.append(f"Attention: {plan['attention']}; {_plural(plan['blocks'], 'block')}")
+        lines.append(
+            f"Attention: {plan['attention']}; {_plural(plan['blocks'], 'block')}"
+            + (", fp8 KV cache" if plan.get("kv_dtype") == "fp8" else "")
+        )
     else:
         lines.append(
             f"Attention: star, {_plural(plan['blocks'], 'block')} of {plan['block_size']:,} tokens, "
             f"anchor {plan['anchor_size']:,}, {plan['positions']} positions"
             + (f", delta correction every {plan['delta_stride']} rows" if plan.get("delta_stride") else "")
+            + (", fp8 KV cache" if plan.get("kv_dtype") == "fp8" else "")
         )
     for span in plan["ranks"]:
         if not span["blocks"]:
