@@ -105,28 +105,57 @@ def profile_steps(engine, encoded, query: list[int], steps: int) -> dict:
 
 
 def sweep_fp8(length: int) -> dict:
-    """The split-KV launch shapes over an fp8 KV of ``length`` keys (8 KV heads, D = 128)."""
+    """The split-KV launch shapes over an fp8 KV of ``length`` keys (8 KV heads, D = 128), widening
+    e4m3 to fp16 or bf16, K loaded as columns or rows; the fastest is kept for the runs."""
     from kernels import quantize_fp8
     from kernels import triton_attention as tri
 
     q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
     (k, ks), (v, vs) = (quantize_fp8(torch.randn(1, 8, length, 128, device="cuda")) for _ in range(2))
-    base, timings = dict(tri.DECODE_CONFIG), {}
-    for block_n in (64, 128, 256):
-        for warps in (4, 8):
-            for per_sm in (1, 2, 4):
-                tri.DECODE_CONFIG.update(
-                    {"block_n": block_n, "num_warps": warps, "num_stages": 3, "programs_per_sm": per_sm}
-                )
-                try:
-                    us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
-                except Exception:  # noqa: BLE001 - a shape the compiler refuses
-                    continue
-                timings[f"n{block_n}-w{warps}-p{per_sm}"] = us
-    tri.DECODE_CONFIG.update(base)
-    read = 2 * 8 * length * (128 + 4)
+    timings = {}
+    for f16 in (True, False):
+        for k_rows in (False, True):
+            for block_n in (64, 128, 256):
+                for warps in (4, 8):
+                    for per_sm in (1, 2):
+                        cfg = {
+                            "block_n": block_n,
+                            "num_warps": warps,
+                            "num_stages": 3,
+                            "programs_per_sm": per_sm,
+                        }
+                        tri.FP8_DECODE_CONFIG.update(cfg, k_rows=k_rows, f16=f16)
+                        try:
+                            us = graph_us(
+                                lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs))
+                            )
+                        except Exception:  # noqa: BLE001 - a shape the compiler refuses
+                            continue
+                        wide, layout = "f16" if f16 else "bf16", "rows" if k_rows else "cols"
+                        timings[f"{wide}-{layout}-n{block_n}-w{warps}-p{per_sm}"] = us
     best = min(timings, key=timings.get)
+    wide, layout, n, w, p_ = best.split("-")
+    tri.FP8_DECODE_CONFIG.update(
+        block_n=int(n[1:]),
+        num_warps=int(w[1:]),
+        num_stages=3,
+        programs_per_sm=int(p_[1:]),
+        k_rows=layout == "rows",
+        f16=wide == "f16",
+    )
+    read = 2 * 8 * length * (128 + 4)
     return {"keys": length, "all_us": timings, "best": best, "best_gbps": read / timings[best] / 1e3}
+
+
+def sweep_bf16(length: int) -> dict:
+    """bench/speed.py's sweep of the bf16 launch shapes at ``length`` keys (keeps the fastest)."""
+    from bench.speed import sweep_decode
+
+    q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(1, 8, length, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    out = sweep_decode(q, k, v)
+    out["best_gbps"] = 2 * k.numel() * 2 / out["best_us"] / 1e3
+    return out
 
 
 def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, profile_tokens: int) -> dict:
@@ -199,10 +228,18 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        result["sweep_fp8_128k"] = sweep_fp8(131072)
-    except Exception as exc:  # noqa: BLE001 - keep the runs
-        result["sweep_fp8_128k"] = {"error": repr(exc)}
+    for name, sweep in (("sweep_fp8_128k", sweep_fp8), ("sweep_bf16_128k", sweep_bf16)):
+        try:
+            result[name] = sweep(131072)
+        except Exception as exc:  # noqa: BLE001 - keep the runs
+            result[name] = {"error": repr(exc)}
+        print(name, {k: v for k, v in result[name].items() if k != "all_us" and k != "all"}, flush=True)
+    from kernels import triton_attention as tri
+
+    result["decode_config"], result["fp8_decode_config"] = (
+        dict(tri.DECODE_CONFIG),
+        dict(tri.FP8_DECODE_CONFIG),
+    )
     for n, kv in runs:
         try:
             row = run(engine, model, n, args.block, kv, args.decode_tokens, args.profile_tokens)

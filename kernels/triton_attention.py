@@ -25,6 +25,16 @@ _LOG2E = 1.4426950408889634
 # program per SM was fastest timed inside a CUDA graph on an H100 at 128K keys: 189 µs (2.84 TB/s)
 # against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md).
 DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
+# The same over an fp8 KV (half the bytes a key, more widening work a byte): from the sweep of
+# bench/decode_profile.py on an H200 (docs/benchmarks.md). ``f16``: widen e4m3 to fp16, not bf16.
+FP8_DECODE_CONFIG = {
+    "block_n": 128,
+    "num_warps": 4,
+    "num_stages": 3,
+    "programs_per_sm": 2,
+    "k_rows": False,
+    "f16": True,
+}
 
 
 @triton.jit
@@ -58,6 +68,7 @@ def _split_kv_kernel(
     D: tl.constexpr,
     HAS_LEN: tl.constexpr,
     QUANT: tl.constexpr,
+    F16: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
@@ -90,15 +101,27 @@ def _split_kv_kernel(
     v_base = V + b * sv_b + h * sv_h
     ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
     vs_base = V_SCALE + b * ss_b + h * ss_h
+    if QUANT and F16:
+        # fp8 KV: e4m3 widens to fp16 in one instruction (to bf16 it takes several, which made the
+        # kernel compute-bound), so the dots run in fp16; each query row is scaled into fp16's range
+        # first and its scale folded back into the scores.
+        q_amax = tl.max(tl.abs(q.to(tl.float32)), 1)
+        q_scale = tl.where(q_amax > 0, q_amax, 1.0)
+        qd = (q.to(tl.float32) / q_scale[:, None]).to(tl.float16)
+        row_scale = q_scale * scale_log2
+    else:
+        qd = q
+        row_scale = tl.full([BLOCK_M], 1.0, tl.float32) * scale_log2
     for n in range(start, end, BLOCK_N):
         cols = n + tl.arange(0, BLOCK_N)
         col_ok = cols < end
         if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
             k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k.to(q.dtype))) * scale_log2
+            s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
         else:
             k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
-            s = tl.dot(q, k.to(q.dtype)) * scale_log2
+            s = tl.dot(qd, k.to(qd.dtype))
+        s = s * row_scale[:, None]
         if QUANT:  # the key's scale multiplies its column of scores
             s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
         s = tl.where(col_ok[None, :], s, float("-inf"))
@@ -109,7 +132,7 @@ def _split_kv_kernel(
         v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
         if QUANT:  # the value's scale multiplies its column of probabilities
             pv = p * tl.load(vs_base + cols, mask=col_ok, other=0.0)[None, :]
-            acc = acc * alpha[:, None] + tl.dot(pv.to(q.dtype), v.to(q.dtype))
+            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype))
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -293,11 +316,11 @@ def merge_pair(
     return out, out_lse
 
 
-def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None):
+def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None, fp8: bool = False):
     """(block_m, block_n, m_tiles, splits, chunk, warps, stages) of one split-KV launch."""
     m_rows = (q.shape[1] // hkv) * q.shape[2]
     block_m = max(16, triton.next_power_of_2(min(m_rows, 64)))
-    cfg = DECODE_CONFIG
+    cfg = FP8_DECODE_CONFIG if fp8 else DECODE_CONFIG
     small = block_m <= 16
     block_n = cfg["block_n"] if small else 32
     m_tiles = triton.cdiv(m_rows, block_m)
@@ -352,7 +375,8 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None) 
         QUANT=scales is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        K_ROWS=bool(DECODE_CONFIG.get("k_rows", False)),
+        K_ROWS=bool((FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG).get("k_rows", False)),
+        F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         num_warps=warps,
         num_stages=stages,
     )
@@ -381,7 +405,7 @@ def split_kv_attention(
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     q, k, v = _last_dim_contiguous(q, k, v)
-    shape = _launch_shape(q, b, hkv, lk, splits)
+    shape = _launch_shape(q, b, hkv, lk, splits, fp8=kv_scales is not None)
     n_splits, m_rows = shape[3], (hq // hkv) * lq
     o_part = torch.empty((n_splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
     l_part = torch.empty((n_splits, b, hkv, m_rows), dtype=torch.float32, device=q.device)
@@ -421,7 +445,7 @@ def decode_attention(
         out = q.new_zeros(b, hq, lq, d)
         return out, torch.full((b, hq, lq), float("-inf"), dtype=torch.float32, device=q.device)
     hkv = parts[0][0].shape[1]
-    shapes = [_launch_shape(q, b, hkv, k.shape[2], None) for k, _, _, _ in parts]
+    shapes = [_launch_shape(q, b, hkv, k.shape[2], None, fp8=sc is not None) for k, _, _, sc in parts]
     total = sum(s[3] for s in shapes)
     m_rows = (hq // hkv) * lq
     o_part = torch.empty((total, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
