@@ -1,6 +1,6 @@
 """Attention kernels with log-sum-exp and the LSE merge; no dependency on engine or starcli."""
 
-from kernels.delta import delta_block_attention
+from kernels.delta import delta_block_attention, spread_deltas
 from kernels.dispatch import (
     attention_with_lse,
     attention_with_lse_upto,
@@ -23,5 +23,6 @@ __all__ = [
     "merge_partials",
     "positioned_attention_with_lse",
     "sink_partial",
+    "spread_deltas",
     "use_reference_kernels",
 ]
