@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     report = {"command": "python -m bench.delta_comm " + " ".join(argv or sys.argv[1:]), "runs": []}
     report["torch"], report["cpu_count"] = torch.__version__, os.cpu_count()
+    report["load_average_before"] = os.getloadavg()
     for world in args.ranks:
         settings = {k: v for k, v in vars(args).items() if k != "out"}
         settings["block"] = args.block or default_block_size(args.context, world)
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
             f"{max(r['exchange_ms_median'] or 0 for r in run['per_rank']):.0f} ms",
             flush=True,
         )
+    report["load_average_after"] = os.getloadavg()
     shape = dict(SHAPE_8B, heads=args.heads, head_dim=args.head_dim)
     report["formula"] = formula_table(args.formula_contexts, args.formula_ranks, args.formula_strides, shape)
     args.out.parent.mkdir(parents=True, exist_ok=True)
