@@ -129,6 +129,8 @@ def run_units(
     context = multiprocessing.get_context("spawn")  # CUDA does not survive fork
     with context.Pool(args.jobs, _start_worker, (args, deadline)) as pool:
         yield from pool.imap_unordered(_run_in_worker, units, chunksize=1)
+        pool.close()  # let the workers exit on their own (terminating them leaks their semaphores)
+        pool.join()
 
 
 def save(path: Path, data: dict) -> None:

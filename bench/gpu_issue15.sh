@@ -69,6 +69,6 @@ stamp "   exit $? (budget $minutes min)"
 stamp "4. reports"
 timeout 60 $PY -m bench.accuracy_report "$OUT/accuracy-issue15.json" --md "$OUT/accuracy-issue15.md" \
   --png "$OUT/accuracy-issue15.png" --delta-md "$OUT/accuracy-delta.md" --delta-png "$OUT/accuracy-delta.png" \
-  --speed "$OUT/speed-delta.json" >> "$OUT/steps.log" 2>&1
+  --speed "$OUT/speed-delta.json" --probe "$OUT/delta-probe.json" >> "$OUT/steps.log" 2>&1
 timeout 30 $PY bench/speed_report.py "$OUT/speed-delta.json" --md "$OUT/speed-delta.md" >> "$OUT/steps.log" 2>&1
 stamp "done"
