@@ -32,7 +32,8 @@ def test_delta_pairs_split_over_ranks_by_the_keys_each_holds():
 
 def test_phase1_ratio_is_best_over_best_at_the_same_shape():
     def run(stride, seconds, block=16384):
-        return {"mode": "star", "context": 8, "block": block, "gpus": 1, "delta_stride": stride, "phase1_s": seconds}
+        shape = {"mode": "star", "context": 8, "block": block, "gpus": 1}
+        return {**shape, "delta_stride": stride, "phase1_s": seconds}
 
     runs = [run(0, 5.0), run(0, 4.0), run(64, 4.6), run(64, 4.4), run(64, 9.0, block=32768)]
     compare_to_plain(runs)
