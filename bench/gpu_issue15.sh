@@ -60,7 +60,7 @@ if command -v nvidia-smi > /dev/null && [ "${SMOKE:-0}" != 1 ]; then
   nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 5 > "$OUT/gpu-util.csv" 2>&1 &
   util_pid=$!
 fi
-minutes=$(awk -v s="$(left)" 'BEGIN { m = (s - 75) / 60; print (m > 0.5 ? m : 0.5) }')
+minutes=$(awk -v s="$(left)" 'BEGIN { m = (s - 100) / 60; print (m > 0.5 ? m : 0.5) }')
 timeout $(($(left) - 20)) $PY -m bench.accuracy "${ACCURACY[@]}" --configs "${CONFIGS[@]}" --seed 2 \
   --jobs "$JOBS" --minutes "$minutes" --out "$OUT/accuracy-issue15.json" > "$OUT/accuracy.log" 2>&1
 stamp "   exit $? (budget $minutes min)"
