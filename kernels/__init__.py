@@ -1,6 +1,6 @@
 """Attention kernels with log-sum-exp and the LSE merge; no dependency on engine or starcli."""
 
-from kernels.delta import delta_block_attention
+from kernels.delta import delta_block_attention, spread_deltas
 from kernels.dispatch import (
     attention_with_lse,
     attention_with_lse_fp8,
@@ -29,5 +29,6 @@ __all__ = [
     "positioned_attention_with_lse",
     "quantize_fp8",
     "sink_partial",
+    "spread_deltas",
     "use_reference_kernels",
 ]
