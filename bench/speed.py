@@ -55,17 +55,19 @@ class StubTokenizer:
         return "." * len(ids)
 
 
-def build_model(max_positions: int, layers: int | None = None):
+def build_model(max_positions: int, layers: int | None = None, device: str = "cuda", **shape_overrides):
+    """Random weights at the 8B shape (``shape_overrides``: other sizes), drawn on ``device`` in
+    bf16 on a GPU, float32 on CPU (the CPU smoke runs of the benchmarks)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    shape = dict(LLAMA_8B, num_hidden_layers=layers or LLAMA_8B["num_hidden_layers"])
+    shape = dict(LLAMA_8B, num_hidden_layers=layers or LLAMA_8B["num_hidden_layers"], **shape_overrides)
     config = LlamaConfig(**shape, max_position_embeddings=max_positions, eos_token_id=None)
     config.rope_parameters = {"rope_type": "default", "rope_theta": shape["rope_theta"]}
     default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
+    torch.set_default_dtype(torch.bfloat16 if device == "cuda" else torch.float32)
     try:
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(config)  # weights drawn on the GPU, in bf16
+        with torch.device(device):
+            model = LlamaForCausalLM(config)  # weights drawn on the device
     finally:
         torch.set_default_dtype(default)
     return model.eval()
