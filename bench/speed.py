@@ -101,12 +101,18 @@ class StubTokenizer:
 
 
 def build_model(
-    max_positions: int, layers: int | None = None, shape_name: str = "llama-8b", device: str = "cuda"
+    max_positions: int,
+    layers: int | None = None,
+    shape_name: str = "llama-8b",
+    device: str = "cuda",
+    **shape_overrides,
 ):
+    """Random weights at a named shape (``shape_overrides``: other sizes), drawn on ``device`` in
+    bf16 on a GPU, float32 on CPU (the CPU smoke runs of the benchmarks)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     base = SHAPES[shape_name]
-    shape = dict(base, num_hidden_layers=layers or base["num_hidden_layers"])
+    shape = dict(base, num_hidden_layers=layers or base["num_hidden_layers"], **shape_overrides)
     config = LlamaConfig(**shape, max_position_embeddings=max_positions, eos_token_id=None)
     config.rope_parameters = {"rope_type": "default", "rope_theta": shape["rope_theta"]}
     default = torch.get_default_dtype()

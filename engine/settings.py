@@ -80,6 +80,10 @@ MAX_AUTO_LOCAL_MULTIPLE = 1.0
 MIN_LOCAL_BLOCK = 256  # local positions: below this, the window is too small for blocks at all
 MIN_BLOCK_SIZE = 128  # the CLI's floor: a block is a forward pass, so tiny blocks only cost time
 DEFAULT_DELTA_STRIDE = 64  # the paper's gamma: ~1.5% of a block's query rows computed exactly
+# Phase 1 runs the MLP over at most this many tokens at a time (engine.chunked): its gate, up and
+# product (3 x tokens x intermediate) stay 0.66 GiB at the 8B shape in bf16 whatever the block,
+# against 5.25 GiB for a whole 64K block; GEMMs of 8K rows still run at the matmul rate.
+MLP_CHUNK_TOKENS = 8192
 DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0  # long phase-1 blocks on slow CPUs must fit inside
 
 
@@ -142,6 +146,9 @@ class EngineOptions:
     fused: bool = True  # fused Triton RMSNorm / SiLU-mul / RoPE (CUDA only; off when compiling)
     kernels: Kernels = Kernels.AUTO
     collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    # Refuse, before any weights load, a run whose estimated peak memory exceeds what its device
+    # has free (engine.memory); off: run it anyway (an estimate can be wrong for an unusual model).
+    memory_check: bool = True
 
     def validate(self) -> None:
         if not self.collective_timeout_s > 0:

@@ -70,7 +70,8 @@ def _main(
     Engine options (how, never what, the engine computes) are read from the config file or these
     variables: STARCLI_SHARE_ANCHOR (1: rank 0 sends the anchor), STARCLI_CUDA_GRAPHS (1),
     STARCLI_COMPILE (0), STARCLI_FUSED (1), STARCLI_KERNELS (auto or reference),
-    STARCLI_TIMEOUT (300: seconds a rank waits for the others).
+    STARCLI_TIMEOUT (300: seconds a rank waits for the others), STARCLI_MEMORY_CHECK (1: refuse
+    a run whose estimated peak memory exceeds the device's free memory, before loading weights).
     """
 
 
@@ -461,6 +462,7 @@ def _make_request(
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
     plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
+    _refuse_beyond_memory(settings, plan, cost)
     if settings.max_tokens is None and plan.max_tokens < run_settings.generation.default_max_tokens:
         renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
     if plan.positions == Positions.LOCAL and window and n + m > window and renderer.err_tty:
@@ -470,6 +472,22 @@ def _make_request(
             "window: docs/long-inputs.md)"
         )
     return Request(prompt.context_ids, ids, run_settings, plan, _saved_contexts(settings))
+
+
+def _refuse_beyond_memory(settings: Settings, plan, cost) -> None:
+    """Refuse, before any weights load, a plan whose estimated peak exceeds the free memory of its
+    device (``engine.memory``). On CPU the machine's ranks share it; on CUDA this process reads its
+    GPU only where it runs the one rank itself: a torchrun job's ranks read their own GPU before
+    loading (read here, every GPU would keep this process's CUDA context for the whole run)."""
+    if not plan.options.memory_check:
+        return
+    from engine import memory
+    from starcli.prompt import model_shape
+
+    shape = model_shape(settings.model)
+    budget = memory.probe_budget(plan, settings.nnodes)
+    if shape is not None and budget is not None:
+        memory.check_budget(plan, shape, budget, cost)
 
 
 def _saved_contexts(settings: Settings):

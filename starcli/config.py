@@ -91,6 +91,7 @@ class Settings:
     fused: bool = _ENGINE_DEFAULTS.fused
     kernels: str = _ENGINE_DEFAULTS.kernels.value
     timeout: float = _ENGINE_DEFAULTS.collective_timeout_s
+    memory_check: bool = _ENGINE_DEFAULTS.memory_check
 
     def run_settings(self, command: str = "ask") -> RunSettings:
         """What the engine is asked for by ``command`` (``ask`` or ``summarize``, whose default
@@ -129,13 +130,22 @@ class Settings:
             fused=self.fused,
             kernels=Kernels(self.kernels),
             collective_timeout_s=self.timeout,
+            memory_check=self.memory_check,
         )
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
 ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
 # Settings with no flag, read from the environment by ``resolve`` (the rest arrive through Typer).
-ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
+ENGINE_OPTION_NAMES = (
+    "share_anchor",
+    "cuda_graphs",
+    "compile",
+    "fused",
+    "kernels",
+    "timeout",
+    "memory_check",
+)
 NO_FLAG_NAMES = (*ENGINE_OPTION_NAMES, "context_cache_size")
 OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in NO_FLAG_NAMES)
 _INTS = {
@@ -149,7 +159,7 @@ _INTS = {
     "no_repeat_ngram",
 }
 _FLOATS = {"temperature", "timeout", "repetition_penalty"}
-_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache"}
+_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache", "memory_check"}
 _MINIMUM = {
     "block_size": MIN_BLOCK_SIZE,
     "anchor_size": 0,
