@@ -14,7 +14,7 @@ and encoding rests on (issue 14: use a saved context only where loading beats en
 ``--tokens`` size of text (``bench/startup.py``'s logbook text) under ``--positions``: phase 1
 twice (the first in a fresh process, the second warm), writing the entry, loading it with the page
 cache warm (``--load-reps`` times) and cold (the file's pages dropped first), the load's parts
-(reading the tensors, their CRC-32s, the copy to the device), and what
+(getting the tensors, their CRC-32s, the copy to the device), and what
 ``engine.saved_context.worth_saving`` decides:
 
     python bench/saved_context.py --engine --device cuda --positions local --tokens 32768 131072
@@ -54,7 +54,9 @@ def private_cache(directory: Path) -> Path:
 
 
 def cli(cache: Path, doc: str, question: str, max_tokens: int, *extra: str) -> dict:
-    env = dict(os.environ, STARCLI_CACHE=str(cache), STARCLI_CONFIG=os.devnull, PYTHONPATH=str(ROOT))
+    from bench.startup import env_for
+
+    env = env_for(cache)
     command = [sys.executable, "-m", "starcli", "ask", doc, question, "--json"]
     command += ["--max-tokens", str(max_tokens)]
     started = time.perf_counter()
@@ -131,8 +133,9 @@ def filesystem_of(path: Path) -> str:
 
 
 def load_parts(path: Path, device) -> dict:
-    """The three parts of a load, one after another over the whole file: reading every tensor,
-    their CRC-32s, the copy to the device."""
+    """The three parts of a load, one after another over the whole file: getting every tensor
+    (safetensors may map the file rather than read it: then the CRC pass reads the pages), their
+    CRC-32s, the copy to the device."""
     import torch
     from safetensors import safe_open
 
@@ -152,7 +155,7 @@ def load_parts(path: Path, device) -> dict:
         torch.cuda.synchronize(device)
     copy_s = time.perf_counter() - started
     del moved
-    return {"read_s": read_s, "crc_s": crc_s, "copy_to_device_s": copy_s}
+    return {"get_tensors_s": read_s, "crc_s": crc_s, "copy_to_device_s": copy_s}
 
 
 def drain(events):
