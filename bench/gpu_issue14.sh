@@ -7,6 +7,7 @@
 # (default /tmp/sc) must hold the converted default model. Results go to $OUT (default
 # ./gpu-issue14-out): one JSON file per measurement, its log beside it, env.json, summary.txt.
 #
+# 0. gpu-tests.log: the GPU kernel tests (tests/test_kernels*_gpu*.py, tests/test_fused_gpu.py).
 # 1. startup-gpu.json: `starcli ask` on ~128K tokens with --positions local --device cuda, traced
 #    (bench/startup.py + bench/cli_trace.py), twice (the second with warm file caches), then
 #    once untraced; the headline figure is overhead_before_phase1_excluding_weights_s.
@@ -70,6 +71,10 @@ print(json.dumps(info, indent=1))
 EOF
 cat "$OUT/env.json"
 
+# 0. The GPU tests of the kernels this round changed (the few-row causal square on flash, the
+#    unspecialised integers of the variants and RoPE kernels), before any figure is trusted.
+step gpu-tests 90 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_kernels_gpu.py \
+  tests/test_kernels_gpu_decode.py tests/test_kernels_variants_gpu.py tests/test_fused_gpu.py
 step startup-gpu 110 "$PY" bench/startup.py --device "$DEVICE" --positions local --tokens "$TOKENS" \
   --runs 2 --out "$OUT/startup-gpu.json"
 step saved-context-gpu 80 "$PY" bench/saved_context.py --engine --device "$DEVICE" --positions local \
