@@ -169,6 +169,8 @@ class Trace:
 
 def main() -> None:
     out, command = sys.argv[1], sys.argv[2:]
+    if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+        sys.path[0] = os.getcwd()  # as ``python -m starcli`` has it: bench/'s modules are not the CLI's
     trace = Trace()
     builtins.__import__ = trace.timed_import
     sys.argv = ["starcli", *command]

@@ -71,3 +71,17 @@ def test_only_a_run_that_may_refuse_for_length_estimates_first(
     result = CliRunner().invoke(app, [*args, "--positions", positions, "--no-cache"])
     assert result.exit_code == 0, result.stderr
     assert bool(made) == estimates
+
+
+def test_every_step_the_start_up_trace_times_still_exists():
+    """bench/cli_trace.py wraps the CLI's functions by name: a renamed one would drop out of the
+    GPU start-up figures silently."""
+    import importlib
+
+    from bench.cli_trace import STEPS
+
+    for module, attribute, _ in STEPS:
+        owner = importlib.import_module(module)
+        for part in attribute.split("."):
+            owner = getattr(owner, part)
+        assert callable(owner), f"{module}.{attribute}"
