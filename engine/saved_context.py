@@ -38,6 +38,13 @@ from engine.settings import Attention
 
 HIT, MISS, OFF = "hit", "miss", "off"
 
+# How fast a saved context loads, in bytes of KV per second, by device kind: reading the file,
+# the CRC-32 of every tensor and the copy into the cache's buffers (on a GPU, after the copy to
+# it). CPU: 290 MB in a median 0.36 s on the 2-core VM (docs/saved-context-cpu.json). CUDA: the
+# same figure until bench/gpu_issue14.sh measures it on the H200 (``saved_context`` there): the
+# GPU's load runs the same CPU-side read and check, then a host-to-device copy.
+LOAD_BYTES_PER_S = {"cpu": 0.8e9, "cuda": 0.8e9}
+
 
 def context_key(spec: StoreSpec, plan: RunPlan, context: list[int], runner: ModelRunner) -> str:
     """The entry's key for this rank's view of the run (the same on every rank of one host)."""
@@ -74,6 +81,15 @@ def kv_bytes(config, tokens: int, dtype: torch.dtype, fp8: bool = False) -> int:
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     per_head = head_dim + 4 if fp8 else head_dim * torch.empty((), dtype=dtype).element_size()
     return 2 * config.num_hidden_layers * kv_heads * per_head * tokens
+
+
+def worth_saving(entry_bytes: int, encode_s: float, device_type: str) -> bool:
+    """Whether loading the entry later would beat encoding the context again: its bytes at the
+    device's load rate (``LOAD_BYTES_PER_S``) against the phase 1 this run just measured. On a CPU
+    it always does by far; on a GPU a small model encodes faster than its KV loads, and a context
+    that would load slower than it encodes is kept in memory only (issue 14)."""
+    rate = LOAD_BYTES_PER_S.get(device_type, LOAD_BYTES_PER_S["cpu"])
+    return entry_bytes / rate < encode_s
 
 
 def savable(encoded: EncodedContext) -> bool:
@@ -238,11 +254,14 @@ class SavedContexts:
         return cache, time.perf_counter() - started
 
     def save(self, encoded: EncodedContext) -> bool:
-        """Save this rank's part (not when the whole entry would exceed the store's size); the
-        host then records the entry and evicts the least recently used ones. Saving is never
-        worth failing a run for: an unwritable cache only means encoding again next time."""
+        """Save this rank's part (not when the whole entry would exceed the store's size, nor
+        when it would load slower than phase 1 ran: ``worth_saving``); the host then records
+        the entry and evicts the least recently used ones. Saving is never worth failing a run
+        for: an unwritable cache only means encoding again next time."""
         comm = self.runner.comm
-        wanted = self.bytes <= self.spec.max_bytes and savable(encoded)
+        encode_s = max(encoded.rank_seconds, default=encoded.seconds)  # the same on every rank
+        faster = worth_saving(self.bytes, encode_s, self.runner.device.type)
+        wanted = self.bytes <= self.spec.max_bytes and savable(encoded) and faster
         ok = False
         if wanted:
             try:

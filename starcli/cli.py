@@ -284,7 +284,7 @@ def _execute(
 
     if _may_refuse_for_length(settings):  # an estimate then stops a far too long input before the exact count
         options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
-    else:
+    elif settings.positions != "local":  # past the window map-reduce answers, up to its part limit
         _check_map_reduce_reach(settings, ingested, options["command"])
     documents_text = ingestion.render_documents(ingested.documents)
     several = len(queries) > 1
@@ -329,12 +329,15 @@ def _execute(
 
 
 def _may_refuse_for_length(settings: Settings) -> bool:
-    """Whether any input length can be refused: not with star attention, automatic positions and
-    the map-reduce fallback (the defaults), which answer at any length."""
-    answers_any_length = (
-        settings.fallback == "map-reduce" and settings.positions == "auto" and settings.attention == "star"
+    """Whether any input length can be refused: not with star attention and either automatic
+    positions with the map-reduce fallback (the defaults) or local positions (every block stays
+    within the window however many there are), which answer at any length. Where none can be,
+    no estimate is made: a run counts exactly, and the estimate's vocabulary takes time to load."""
+    if settings.attention != "star":
+        return True
+    return not (
+        settings.positions == "local" or (settings.fallback == "map-reduce" and settings.positions == "auto")
     )
-    return not answers_any_length
 
 
 def _check_map_reduce_reach(settings: Settings, ingested, command: str) -> None:

@@ -205,3 +205,26 @@ def test_two_gloo_ranks_save_their_own_blocks_and_a_hit_gives_the_fresh_tokens(t
     assert host["ring-hit"][0] == host["ring-fresh"][0] == dense_greedy(tiny_llama, CTX + Q2, STEPS)
     rank_files = ["rank-0-of-2.safetensors", "rank-1-of-2.safetensors"]
     assert host["files"] == ["entry.json"] * 2 + sorted(rank_files * 2)  # one entry per mode
+
+
+def test_a_context_is_saved_only_where_loading_it_beats_encoding_it():
+    from engine.saved_context import LOAD_BYTES_PER_S, worth_saving
+
+    rate = LOAD_BYTES_PER_S["cuda"]
+    assert worth_saving(int(rate), 2.0, "cuda")  # loads in 1 s, encoded in 2 s
+    assert not worth_saving(int(3 * rate), 2.0, "cuda")  # loads in 3 s: encoding again is faster
+    cpu = int(LOAD_BYTES_PER_S["cpu"])
+    for encode_s in (0.5, 1.5):  # an unmeasured device is taken at the CPU's rate
+        assert worth_saving(cpu, encode_s, "npu") == worth_saving(cpu, encode_s, "cpu") == (encode_s > 1)
+
+
+def test_a_context_that_would_load_slower_than_it_encodes_stays_in_memory(tiny_llama, spec, monkeypatch):
+    from engine import saved_context
+
+    engine = Engine(tiny_llama, IdTokenizer())
+    monkeypatch.setitem(saved_context.LOAD_BYTES_PER_S, "cpu", 1.0)  # a byte a second: never worth it
+    expected, first = ask(engine, spec, Q1, block_size=16)
+    tokens, second = ask(engine, spec, Q1, block_size=16)
+    assert (first.context_cache, second.context_cache) == ("miss", "miss")
+    assert tokens == expected
+    assert store.list_entries(Path(spec.directory)) == []
