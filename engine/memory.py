@@ -115,9 +115,9 @@ def parameter_count(config) -> int:
 
 
 def plan_kv_bytes(plan: RunPlan) -> int:
-    """Bytes of one KV element under the plan: the model's dtype (the one place to read a KV dtype
-    setting from the plan once there is one: ``KV_DTYPE_BYTES``)."""
-    return DTYPE_BYTES[plan.dtype]
+    """Bytes of one KV element under the plan: one under ``--kv-dtype fp8`` (``kv_token_bytes``
+    adds its scales), else the model's dtype."""
+    return KV_DTYPE_BYTES["fp8"] if plan.kv_fp8 else DTYPE_BYTES[plan.dtype]
 
 
 @dataclass(frozen=True)
