@@ -25,6 +25,8 @@ export STARCLI_CACHE=${STARCLI_CACHE:-/tmp/sc}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TRANSFORMERS_VERBOSITY=error HF_HUB_DISABLE_PROGRESS_BARS=1
 mkdir -p "$OUT"
+# SKIP_TESTS=1 leaves out step 0 (a caller that ran the GPU tests already); BACKENDS=flash runs
+# step 3 on the new path only.
 # For a check of this script on a CPU at a small size: DEVICE=cpu TOKENS=1500 SMALL_TOKENS=600
 # CHAT="--small --max-tokens 4" SCALE=4 bash bench/gpu_issue14.sh (SCALE multiplies the limits).
 DEVICE=${DEVICE:-cuda}
@@ -73,13 +75,13 @@ cat "$OUT/env.json"
 
 # 0. The GPU tests of the kernels this round changed (the few-row causal square on flash, the
 #    unspecialised integers of the variants and RoPE kernels), before any figure is trusted.
-step gpu-tests 90 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_kernels_gpu.py \
+[ "${SKIP_TESTS:-0}" = 1 ] || step gpu-tests 90 "$PY" -m pytest -q -x -p no:cacheprovider tests/test_kernels_gpu.py \
   tests/test_kernels_gpu_decode.py tests/test_kernels_variants_gpu.py tests/test_fused_gpu.py
 step startup-gpu 110 "$PY" bench/startup.py --device "$DEVICE" --positions local --tokens "$TOKENS" \
   --runs 2 --out "$OUT/startup-gpu.json"
 step saved-context-gpu 80 "$PY" bench/saved_context.py --engine --device "$DEVICE" --positions local \
   --tokens "$SMALL_TOKENS" "$TOKENS" --out "$OUT/saved-context-gpu.json"
-for backend in cudnn flash; do
+for backend in ${BACKENDS:-cudnn flash}; do
   probe=()
   [ "$backend" = flash ] && [ "$DEVICE" = cuda ] && probe=(--probe 16 19 23 29 41)
   # shellcheck disable=SC2086 # CHAT is a list of options
