@@ -26,7 +26,7 @@ class Config:
     block_div: int | None = None
     anchor_div: int | None = None  # None: anchor = block
     delta_stride: int | None = None  # the delta correction's stride (issue 15); None: plain Star
-    kv_dtype: str = "auto"  # fp8: the context's KV stored in e4m3 (issue 16)
+    kv_dtype: str = "model"  # fp8: the context's KV stored in e4m3 (issue 16); never auto (fp8 on CUDA)
 
     def sizes(self, n: int) -> tuple[int, int | None]:
         if self.block_div is None:

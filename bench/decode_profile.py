@@ -10,7 +10,7 @@ random weights, Star's phase 1 over ``n`` random tokens, a 64-token query, then
 - ``ttft_s`` and ``peak_gib``, so that the 1M-token fp8 row is the issue's deliverable 2;
 - ``sweep``: the split-KV kernel's launch shapes over the fp8 KV at 128K keys, in a graph.
 
-    python bench/decode_profile.py --lengths 131072 524288 --kv-dtypes auto fp8 \
+    python bench/decode_profile.py --lengths 131072 524288 --kv-dtypes model fp8 \
         --extra 1048576:fp8 --out docs/decode-profile.json
 """
 
@@ -201,7 +201,7 @@ def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, pr
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--lengths", type=int, nargs="+", default=[131072, 524288])
-    p.add_argument("--kv-dtypes", nargs="+", default=["auto", "fp8"])
+    p.add_argument("--kv-dtypes", nargs="+", default=["model", "fp8"])
     p.add_argument("--extra", nargs="*", default=[], help="more runs as LENGTH:KV_DTYPE (e.g. 1048576:fp8)")
     p.add_argument("--block", type=int, default=16384)
     p.add_argument("--decode-tokens", type=int, default=32)

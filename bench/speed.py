@@ -53,6 +53,9 @@ TINY = dict(
 )
 SHAPES = {"llama-8b": LLAMA_8B, "tiny": TINY}
 QUERY_TOKENS = 64
+# The context's KV storage for every run (--kv-dtype): the model's dtype unless asked, so that rows
+# stay comparable with earlier rounds (the engine's own default is fp8 on CUDA).
+KV_DTYPE = {"value": "model"}
 
 
 def parse_correction(text: str) -> int:
@@ -327,6 +330,7 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int, str
         options=options,
         correction=Correction.DELTA if corrected else Correction.NONE,
         delta_stride=stride if corrected else RunSettings().delta_stride,
+        kv_dtype=KV_DTYPE["value"],
     )
     plan = engine.plan(settings, n, len(query))
     synchronize()
@@ -408,6 +412,7 @@ def worker(args) -> None:
     from engine.api import Engine
     from engine.comm import Comm, DistComm
 
+    KV_DTYPE["value"] = getattr(args, "kv_dtype", "model")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = args.device == "cuda"
@@ -492,6 +497,7 @@ def main() -> None:
         help="star's phase-1 corrections to run (issue 15), e.g. none delta:16 delta:64",
     )
     p.add_argument("--repeats", type=int, default=1, help="timed runs of every configuration")
+    p.add_argument("--kv-dtype", default="model", choices=["model", "fp8", "auto"], help="the context's KV")
     p.add_argument("--shape", choices=sorted(SHAPES), default="llama-8b", help="tiny: a smoke run")
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a smoke run")
     p.add_argument("--warm-block", type=int, default=4096, help="the smallest warm-up block")

@@ -55,7 +55,7 @@ class RunPlan:
     window: int | None = None  # the model's position limit the plan was checked against
     correction: Correction = Correction.NONE  # phase 1's correction (star only; kernels.delta)
     delta_stride: int = 0  # Correction.DELTA: every this-many-th block row is computed exactly
-    kv_dtype: KVDtype = KVDtype.AUTO  # how the context KV is stored (fp8: kernels.quant)
+    kv_dtype: KVDtype = KVDtype.MODEL  # how the context KV is stored (fp8: kernels.quant); never AUTO
 
     @property
     def kv_fp8(self) -> bool:
@@ -103,7 +103,7 @@ class RunPlan:
                 "generation": GenerationSettings.from_dict(data["generation"]),
                 "options": EngineOptions.from_dict(data["options"]),
                 "correction": Correction(data.get("correction", Correction.NONE)),
-                "kv_dtype": KVDtype(data.get("kv_dtype", KVDtype.AUTO)),
+                "kv_dtype": KVDtype(data.get("kv_dtype", KVDtype.MODEL)),
             }
         )
 
@@ -168,13 +168,17 @@ def make_run_plan(
         window=window,
         correction=correction,
         delta_stride=settings.delta_stride if correction == Correction.DELTA else 0,
-        kv_dtype=_kv_dtype(settings, attention),
+        kv_dtype=_kv_dtype(settings, attention, device, dtype),
     )
 
 
-def _kv_dtype(settings: RunSettings, attention: Attention) -> KVDtype:
-    """The KV storage asked for, or the error saying why it cannot run here."""
+def _kv_dtype(settings: RunSettings, attention: Attention, device: str, dtype: str) -> KVDtype:
+    """The KV storage asked for (``auto``: fp8 on CUDA for star and ring attention over a 16-bit
+    model, else the model's dtype), or the error saying why it cannot run here."""
     kv_dtype = _choice(KVDtype, settings.kv_dtype)
+    if kv_dtype == KVDtype.AUTO:
+        fp8 = device.startswith("cuda") and attention != Attention.GLOBAL and dtype in ("bfloat16", "float16")
+        return KVDtype.FP8 if fp8 else KVDtype.MODEL
     if kv_dtype == KVDtype.FP8 and attention == Attention.GLOBAL:
         raise BadSettingError(
             "--kv-dtype fp8 stores star or ring attention's context cache; global (dense) attention "

@@ -20,13 +20,18 @@ import triton
 import triton.language as tl
 
 _LOG2E = 1.4426950408889634
+# Integers that change from call to call (query length, key count, rows) are not specialised on:
+# Triton would otherwise compile a kernel again whenever one becomes divisible by 16 or equal to 1,
+# which a chat's follow-up of a new length paid for on its first token (0.5-0.8 s on an H200).
 
 # Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these). One
 # program per SM was fastest timed inside a CUDA graph on an H100 at 128K keys: 189 µs (2.84 TB/s)
-# against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md).
-DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
-# The same over an fp8 KV (half the bytes a key, more widening work a byte): from the sweep of
-# bench/decode_profile.py on an H200 (docs/benchmarks.md). ``f16``: widen e4m3 to fp16, not bf16.
+# against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md); on an H200, 128-key tiles:
+# 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile.json).
+DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
+# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 48
+# shapes swept by bench/decode_profile.py on an H200, 2.89 TB/s at 128K keys (docs/benchmarks.md).
+# ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate).
 FP8_DECODE_CONFIG = {
     "block_n": 128,
     "num_warps": 4,
@@ -37,7 +42,7 @@ FP8_DECODE_CONFIG = {
 }
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["kv_len_static", "chunk", "split_offset", "LQ"])
 def _split_kv_kernel(
     Q,
     K,
@@ -145,7 +150,7 @@ def _split_kv_kernel(
     tl.store(L_PART + base + rows, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["P", "R", "H", "LQ"])
 def _merge_kernel(
     PARTS,
     L,
@@ -226,7 +231,7 @@ def merge_stacked(
     return out, out_lse
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R", "H", "LQ"])
 def _merge2_kernel(
     OA,
     LA,

@@ -69,7 +69,7 @@ class Settings:
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     correction: str = Correction.NONE.value  # delta: correct phase 1 from exact rows (issue 15)
     delta_stride: int = DEFAULT_DELTA_STRIDE
-    kv_dtype: str = KVDtype.AUTO.value  # fp8: the context's KV in e4m3, half of bf16's memory (issue 16)
+    kv_dtype: str = KVDtype.AUTO.value  # auto: fp8 on a GPU (star, ring), else the model's dtype (issue 16)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     nnodes: int = 1  # machines in the job; past 1, torchrun's c10d rendezvous at rdzv_endpoint
     rdzv_endpoint: str | None = None  # HOST:PORT every node reaches (one node's address)
@@ -412,9 +412,9 @@ DeltaStride = Annotated[
 KVDtypeOption = Annotated[
     str | None,
     _setting(
-        "How the context's KV cache is stored: auto (the model's dtype, exact) or fp8 (e4m3 with a "
+        "How the context's KV cache is stored: model (the model's dtype, exact), fp8 (e4m3 with a "
         "scale per token: half of bf16's memory and decode reads, not exact; star and ring "
-        "attention) (default: auto).",
+        "attention) or auto (fp8 on a GPU for star and ring attention, else model) (default: auto).",
         envvar=ENV_VARS["kv_dtype"],
         metavar="[" + "|".join(KV_DTYPES) + "]",
         callback=_one_of(KV_DTYPES),

@@ -184,6 +184,17 @@ def test_phase2_over_fp8_equals_the_dense_model_over_the_quantized_cache(tiny_ll
         assert 1e-4 < drift < 0.05  # fp8 is not exact, and not far off
 
 
+def test_auto_is_fp8_on_cuda_for_our_own_caches_of_16_bit_models_only():
+    from engine.runplan import make_run_plan
+
+    def kv(mode, device, dtype=None):
+        plan = make_run_plan(settings_of(mode, 4, kv_dtype="auto"), 40, 4, 1, device, dtype=dtype)
+        return str(plan.kv_dtype)
+
+    assert kv("star", "cuda") == kv("ring", "cuda") == kv("star", "cuda", "float16") == "fp8"
+    assert kv("star", "cpu") == kv("global", "cuda") == kv("star", "cuda", "float32") == "model"
+
+
 def test_fp8_is_refused_where_transformers_keeps_the_cache():
     from engine.runplan import make_run_plan
 
