@@ -28,7 +28,7 @@ from pathlib import Path
 from engine.errors import NotEnoughMemoryError
 from engine.plan import CostModel, ZigzagLayout, plan_blocks
 from engine.runplan import RunPlan
-from engine.settings import MIN_BLOCK_SIZE, MLP_CHUNK_TOKENS, Attention, Correction
+from engine.settings import MIN_BLOCK_SIZE, MLP_CHUNK_TOKENS, Attention, Correction, KVDtype
 
 GiB = 1 << 30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -286,6 +286,10 @@ def check_budget(
     if budget.ranks_per_device > 1 and len(estimates) > 1:
         parts = f"{min(budget.ranks_per_device, len(estimates))} ranks sharing it, the largest {parts}"
     ways = []
+    if not plan.kv_fp8 and plan.attention != Attention.GLOBAL and kv_bytes is None:
+        fp8 = estimate(replace(plan, kv_dtype=KVDtype.FP8), shape)
+        if needed(fp8, budget) <= budget.free:  # half the KV: often enough on its own
+            ways.append(f"--kv-dtype fp8 (estimated {_gib(max(e.peak for e in fp8))})")
     block = fitting_block(plan, shape, budget, cost, kv_bytes)
     if block is not None:
         size, peak = block

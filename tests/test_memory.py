@@ -36,12 +36,21 @@ H200_FREE = 139 * GiB  # what one H200 has free once a process holds its CUDA co
 SAMPLE = "samples/long.txt"
 
 
-def plan_8b(mode: str, n: int, block: int | None = None, world: int = 1, device: str = "cuda", **options):
+def plan_8b(
+    mode: str,
+    n: int,
+    block: int | None = None,
+    world: int = 1,
+    device: str = "cuda",
+    kv_dtype: str = "model",
+    **options,
+):
     settings = RunSettings(
         attention=mode,
         block_size=block,
         generation=GenerationSettings(max_tokens=32),
         options=EngineOptions(**options),
+        kv_dtype=kv_dtype,
     )
     dtype = "bfloat16" if device == "cuda" else "float32"
     return make_run_plan(settings, n, 64, world, device, None, None, dtype)
@@ -138,6 +147,10 @@ def test_the_refusal_names_both_figures_and_a_block_size_that_fits():
     with pytest.raises(NotEnoughMemoryError) as no_block:  # the KV cache alone does not fit
         check_budget(plan_8b("star", 1 << 20, 16384), shape, Budget(H200_FREE, 1, "cuda:0"))
     assert "--block-size" not in str(no_block.value) and "--nproc" in str(no_block.value)
+    fp8 = estimate(plan_8b("star", 1 << 20, 16384, kv_dtype="fp8"), shape)[0].peak
+    assert f"--kv-dtype fp8 (estimated {fp8 / GiB:.2f} GiB)" in str(no_block.value)
+    auto = plan_8b("star", 1 << 20, 16384, kv_dtype="auto")  # the default on a GPU: fp8, and it fits
+    assert auto.kv_fp8 and check_budget(auto, shape, Budget(H200_FREE, 1, "cuda:0"))
 
 
 def test_ranks_sharing_a_machines_memory_are_counted_together():
