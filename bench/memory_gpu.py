@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from bench.speed import StubTokenizer, build_model
-    from engine import memory
+    from engine import memory, memory_budget
     from engine.api import Engine
     from engine.errors import NotEnoughMemoryError
     from engine.settings import GenerationSettings, RunSettings
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         report["weights_allocated"] = torch.cuda.memory_allocated()
     report["weights_estimated"] = shape.parameters * (2 if device == "cuda" else 4)
     free = report.get("free_before_weights")
-    budget = memory.Budget(free, 1, "cuda:0") if free is not None else None
+    budget = memory_budget.Budget(free, 1, "cuda:0") if free is not None else None
     for mode, n, block, kv_bytes in REFUSALS:
         n, block = n // scale, block // scale
         settings = RunSettings(attention=mode, block_size=block, generation=GenerationSettings(max_tokens=32))
@@ -252,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         row["estimated_peak"] = memory.estimate(plan, shape, kv_bytes)[0].peak
         if budget is not None:
             try:
-                memory.check_budget(plan, shape, budget, kv_bytes=kv_bytes)
+                memory_budget.check_budget(plan, shape, budget, kv_bytes=kv_bytes)
                 row["refused"] = None
             except NotEnoughMemoryError as exc:
                 row["refused"] = str(exc)

@@ -107,7 +107,8 @@ def check_gpu_memory(plan, model: str | None, device: torch.device) -> None:
     memory (``engine.memory``); a model whose config cannot be read here is left to run."""
     from transformers import AutoConfig
 
-    from engine import memory
+    from engine.memory import ModelShape
+    from engine.memory_budget import Budget, check_budget, free_bytes
     from engine.models import default_model_config, is_default
     from engine.plan import CostModel
 
@@ -116,11 +117,11 @@ def check_gpu_memory(plan, model: str | None, device: torch.device) -> None:
             config = default_model_config()
         else:
             config = AutoConfig.from_pretrained(model, local_files_only=True)
-        shape = memory.ModelShape.for_config(config)
+        shape = ModelShape.for_config(config)
     except Exception:  # noqa: BLE001 - no estimate: the run finds out for itself
         return
-    budget = memory.Budget(memory.free_bytes("cuda", device.index), 1, str(device))
-    memory.check_budget(plan, shape, budget, CostModel.for_config(config))
+    budget = Budget(free_bytes("cuda", device.index), 1, str(device))
+    check_budget(plan, shape, budget, CostModel.for_config(config))
 
 
 def main(argv: list[str] | None = None) -> int:

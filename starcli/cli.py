@@ -484,13 +484,13 @@ def _refuse_beyond_memory(settings: Settings, plan, cost) -> None:
     loading (read here, every GPU would keep this process's CUDA context for the whole run)."""
     if not plan.options.memory_check:
         return
-    from engine import memory
+    from engine.memory_budget import check_budget, probe_budget
     from starcli.prompt import model_shape
 
     shape = model_shape(settings.model)
-    budget = memory.probe_budget(plan, settings.nnodes)
+    budget = probe_budget(plan, settings.nnodes)
     if shape is not None and budget is not None:
-        memory.check_budget(plan, shape, budget, cost)
+        check_budget(plan, shape, budget, cost)
 
 
 def _saved_contexts(settings: Settings):

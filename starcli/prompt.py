@@ -291,19 +291,19 @@ def estimate_plan(
 def _memory_plan(settings, plan, cost) -> dict | None:
     """The dry run's memory figures (``engine.memory``): the estimated peak of the device that
     needs most and what it has free, refused as the run would refuse it; None without a config."""
-    from engine import memory
+    from engine import memory, memory_budget
 
     shape = model_shape(settings.model)
     if shape is None:
         return None
-    budget = memory.probe_budget(plan, settings.nnodes, every_gpu=True)
+    budget = memory_budget.probe_budget(plan, settings.nnodes, every_gpu=True)
     if budget is not None and plan.options.memory_check:
-        memory.check_budget(plan, shape, budget, cost)
+        memory_budget.check_budget(plan, shape, budget, cost)
     estimates = memory.estimate(plan, shape)
     worst = max(estimates, key=lambda e: e.peak)
-    shared = budget if budget is not None else memory.Budget(0, 1, plan.device)
+    shared = budget if budget is not None else memory_budget.Budget(0, 1, plan.device)
     return {
-        "peak_bytes": memory.needed(estimates, shared),
+        "peak_bytes": memory_budget.needed(estimates, shared),
         "weights_bytes": worst.weights,
         "kv_cache_bytes": worst.kv_cache,
         "work_bytes": worst.work,

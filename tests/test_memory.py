@@ -14,9 +14,10 @@ import torch
 import transformers
 from typer.testing import CliRunner
 
-from engine import memory
+from engine import memory_budget
 from engine.errors import NotEnoughMemoryError, error_from_name
-from engine.memory import Budget, GiB, ModelShape, check_budget, estimate, parameter_count
+from engine.memory import GiB, ModelShape, estimate, kv_element_bytes, parameter_count
+from engine.memory_budget import Budget, check_budget
 from engine.runplan import make_run_plan
 from engine.settings import EngineOptions, GenerationSettings, RunSettings
 from starcli import launch
@@ -62,6 +63,7 @@ def test_the_8b_shape_by_hand():
     assert shape.parameters == 32 * per_layer + 2 * 128256 * 4096 + 4096 == 8_030_261_248
     assert shape.kv_token_bytes(2) == 32 * 2 * 8 * 128 * 2 == 128 << 10  # 128 KiB a token in bf16
     assert shape.kv_token_bytes(1) == 32 * 2 * 8 * (128 + 4)  # fp8 with a float32 scale per head
+    assert kv_element_bytes("auto", "bfloat16") == 2 and kv_element_bytes("fp8", "bfloat16") == 1
 
     [rank] = estimate(plan_8b("star", 131072, 16384), shape)
     tokens, chunk = 16384, 8192
@@ -157,14 +159,14 @@ def test_ranks_sharing_a_machines_memory_are_counted_together():
     shape = ModelShape.for_config(LLAMA_8B)
     plan = plan_8b("star", 131072, 16384, world=2, device="cpu")
     alone = check_budget(plan, shape, Budget(1 << 50, 1, "cpu"))
-    together = memory.needed(alone, Budget(1 << 50, 2, "cpu"))
-    assert together == sum(e.peak for e in alone) + 2 * memory.CPU_PROCESS
+    together = memory_budget.needed(alone, Budget(1 << 50, 2, "cpu"))
+    assert together == sum(e.peak for e in alone) + 2 * memory_budget.CPU_PROCESS
     with pytest.raises(NotEnoughMemoryError, match="2 ranks sharing it.*fewer ranks"):
         check_budget(plan, shape, Budget(together - 1, 2, "cpu"))
 
 
 def test_the_cpu_figure_is_the_available_memory():
-    free = memory.free_bytes("cpu")
+    free = memory_budget.free_bytes("cpu")
     total = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]) * 1024
     assert free is not None and 0 < free <= total
 
@@ -188,8 +190,8 @@ def invoke(*args: str):
 def free_memory(monkeypatch):
     """Fake what the device has free (None: the real figure)."""
     figure = {"bytes": None}
-    real = memory.free_bytes
-    monkeypatch.setattr(memory, "free_bytes", lambda *a: figure["bytes"] or real(*a))
+    real = memory_budget.free_bytes
+    monkeypatch.setattr(memory_budget, "free_bytes", lambda *a: figure["bytes"] or real(*a))
     return figure
 
 
@@ -217,7 +219,7 @@ def test_the_cli_refuses_before_loading_weights(free_memory, monkeypatch):
     assert line.startswith("Error: not enough memory: the run needs an estimated ")
     assert [ln for ln in result.stderr.splitlines() if ln.startswith("Error:")] == [line]
     assert f"{need / GiB:.2f} GiB at its peak on cpu" in line and f"{free / GiB:.2f} GiB is free" in line
-    assert "--nproc" in line and "shorter input" in line
+    assert "ranks on more machines (--nnodes, --nproc)" in line and "shorter input" in line
     size = int(re.search(r"--block-size (\d+)", line).group(1))
     assert size in (2048, 1024, 512, 256, 128)
 
@@ -230,3 +232,18 @@ def test_the_cli_refuses_before_loading_weights(free_memory, monkeypatch):
         assert larger.exit_code == 2 and "not enough memory" in larger.stderr
     monkeypatch.setenv("STARCLI_MEMORY_CHECK", "0")  # the way to run it anyway
     assert dry_run("--block-size", "4096")["memory"]["peak_bytes"] == need
+
+
+@pytest.mark.usefixtures("isolated")
+def test_a_torchrun_rank_checks_its_own_gpu_before_loading(free_memory):
+    """``engine.worker`` calls this before ``load_model`` on a CUDA rank: the default model's config,
+    this rank's GPU's free memory (faked here), the same refusal as the CLI's."""
+    from engine.worker import check_gpu_memory
+
+    settings = RunSettings(block_size=4096, generation=GenerationSettings(max_tokens=32))
+    plan = make_run_plan(settings, 100_000, 64, 2, "cuda", None, None, "bfloat16")
+    free_memory["bytes"] = 64 << 20  # less than the default model's weights and KV cache
+    with pytest.raises(NotEnoughMemoryError, match=r"on cuda:1 .*, but 0\.06 GiB is free"):
+        check_gpu_memory(plan, None, torch.device("cuda", 1))
+    free_memory["bytes"] = 64 << 30
+    check_gpu_memory(plan, None, torch.device("cuda", 1))  # fits: no error
