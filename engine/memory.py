@@ -112,14 +112,15 @@ def parameter_count(config) -> int:
 
 
 def kv_element_bytes(kv_dtype: str, dtype: str) -> int:
-    """Bytes of one stored KV element: ``auto`` is the model's ``dtype``."""
-    return DTYPE_BYTES[dtype] if kv_dtype == "auto" else KV_DTYPE_BYTES[kv_dtype]
+    """Bytes of one stored KV element: ``model`` is the model's ``dtype`` (a plan's kv_dtype is
+    never ``auto``: ``make_run_plan`` resolves it)."""
+    return DTYPE_BYTES[dtype] if kv_dtype in ("model", "auto") else KV_DTYPE_BYTES[kv_dtype]
 
 
 def plan_kv_bytes(plan: RunPlan) -> int:
     """Bytes of one KV element under the plan: one under ``--kv-dtype fp8`` (``kv_token_bytes``
     adds its scales), else the model's dtype."""
-    return kv_element_bytes("fp8" if plan.kv_fp8 else "auto", plan.dtype)
+    return kv_element_bytes(str(plan.kv_dtype), plan.dtype)
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ def test_the_8b_shape_by_hand():
     assert shape.parameters == 32 * per_layer + 2 * 128256 * 4096 + 4096 == 8_030_261_248
     assert shape.kv_token_bytes(2) == 32 * 2 * 8 * 128 * 2 == 128 << 10  # 128 KiB a token in bf16
     assert shape.kv_token_bytes(1) == 32 * 2 * 8 * (128 + 4)  # fp8 with a float32 scale per head
-    assert kv_element_bytes("auto", "bfloat16") == 2 and kv_element_bytes("fp8", "bfloat16") == 1
+    assert kv_element_bytes("model", "bfloat16") == 2 and kv_element_bytes("fp8", "bfloat16") == 1
 
     [rank] = estimate(plan_8b("star", 131072, 16384), shape)
     tokens, chunk = 16384, 8192
