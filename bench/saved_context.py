@@ -10,12 +10,12 @@ beside the encoding time the miss reported. Prints (and writes with ``--out``) o
     OMP_NUM_THREADS=1 python bench/saved_context.py --fresh --out docs/saved-context-cpu.json
 
 ``--engine`` measures instead, in this process on ``--device``, what the choice between loading
-and encoding rests on (issue 14: use a saved context only where loading beats encoding), for each
-``--tokens`` size of text (``bench/startup.py``'s logbook text) under ``--positions``: phase 1
-twice (the first in a fresh process, the second warm), writing the entry, loading it with the page
-cache warm (``--load-reps`` times) and cold (the file's pages dropped first), the load's parts
-(getting the tensors, their CRC-32s, the copy to the device), and what
-``engine.saved_context.worth_saving`` decides:
+and encoding rests on (issue 14: save a context only where writing and loading it once beats
+encoding it again), for each ``--tokens`` size of text (``bench/startup.py``'s logbook text)
+under ``--positions``: phase 1 twice (the first in a fresh process, the second warm), writing the
+entry, loading it with the page cache warm (``--load-reps`` times) and cold (the file's pages
+dropped first), the load's parts (getting the tensors, their CRC-32s, the copy to the device),
+and what ``engine.saved_context.worth_saving`` decides:
 
     python bench/saved_context.py --engine --device cuda --positions local --tokens 32768 131072
 """
@@ -179,7 +179,14 @@ def engine_times(args) -> dict:
     from engine.models import DEFAULT_MODEL, load_model, resolve_model_path
     from engine.paths import cache_dir
     from engine.runplan import make_run_plan
-    from engine.saved_context import LOAD_BYTES_PER_S, SavedContexts, kv_bytes, save, worth_saving
+    from engine.saved_context import (
+        LOAD_BYTES_PER_S,
+        SAVE_BYTES_PER_S,
+        SavedContexts,
+        kv_bytes,
+        save,
+        worth_saving,
+    )
     from starcli.config import Settings
     from starcli.ingest import ingest, render_documents
     from starcli.prompt import ask_instructions, build, model_facts
@@ -246,6 +253,7 @@ def engine_times(args) -> dict:
                     "first_encode": worth_saving(entry_bytes, encodes[0], device.type),
                     "warm_encode": worth_saving(entry_bytes, encodes[-1], device.type),
                     "rate_assumed": LOAD_BYTES_PER_S.get(device.type),
+                    "save_rate_assumed": SAVE_BYTES_PER_S.get(device.type),
                 },
             }
             sizes.append(row)

@@ -12,7 +12,7 @@ stdout a pipe; the time from starting it to the first byte of the answer is read
    the time ``load_model`` spent outside CUDA initialisation).
 2. ``plain``: the same command without the tracer, once more, to show the tracer costs nothing.
 3. ``cache`` (``--cache``): a first run with the saved context on (a miss: it encodes, then saves
-   where ``engine.saved_context.worth_saving`` says loading would be faster), then two more (hits
+   where ``engine.saved_context.worth_saving`` says the first hit wins it back), then two more (hits
    where it saved), the first and third with ``--json`` (the engine's figures beside the first byte).
 
 ``--tokens N`` builds a text of about N tokens from ``samples/logbook.txt`` (repeated past its

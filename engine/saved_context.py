@@ -38,12 +38,16 @@ from engine.settings import Attention
 
 HIT, MISS, OFF = "hit", "miss", "off"
 
-# How fast a saved context loads, in bytes of KV per second, by device kind: reading the file,
-# the CRC-32 of every tensor and the copy into the cache's buffers (on a GPU, after the copy to
-# it). CPU: 290 MB in a median 0.36 s on the 2-core VM (docs/saved-context-cpu.json). CUDA: the
-# same figure until bench/gpu_issue14.sh measures it on the H200 (``saved_context`` there): the
-# GPU's load runs the same CPU-side read and check, then a host-to-device copy.
-LOAD_BYTES_PER_S = {"cpu": 0.8e9, "cuda": 0.8e9}
+# How fast a saved context loads and is written, in bytes of KV per second, by device kind; the
+# CRC-32 of every tensor is inside both, as every load and save pays it. Load: reading the file,
+# the CRC, the copy into the cache's buffers. CPU: 290 MB in a median 0.36 s on the 2-core VM
+# (docs/saved-context-cpu.json). CUDA: 2.43 GB/s on an H200 with the page cache warm, as a hit on
+# the file a miss just wrote finds it (cold: 1.10-1.33 GB/s; at 128K tokens 1.01 s of the 1.24 s
+# is the CRC pass, which also pulls the mapped pages in), docs/saved-context-gpu.json. Save: the
+# copy off the device, the CRC, the write: CPU 290 MB in 2.1-3.4 s (0.086-0.14 GB/s); CUDA 0.75
+# GB/s at 32K tokens, 0.65 GB/s at 128K (0.75 and 3.0 GB in 1.00 and 4.62 s). Rounded down.
+LOAD_BYTES_PER_S = {"cpu": 0.8e9, "cuda": 2.4e9}
+SAVE_BYTES_PER_S = {"cpu": 0.08e9, "cuda": 0.65e9}
 
 
 def context_key(spec: StoreSpec, plan: RunPlan, context: list[int], runner: ModelRunner) -> str:
@@ -84,12 +88,17 @@ def kv_bytes(config, tokens: int, dtype: torch.dtype, fp8: bool = False) -> int:
 
 
 def worth_saving(entry_bytes: int, encode_s: float, device_type: str) -> bool:
-    """Whether loading the entry later would beat encoding the context again: its bytes at the
-    device's load rate (``LOAD_BYTES_PER_S``) against the phase 1 this run just measured. On a CPU
-    it always does by far; on a GPU a small model encodes faster than its KV loads, and a context
-    that would load slower than it encodes is kept in memory only (issue 14)."""
-    rate = LOAD_BYTES_PER_S.get(device_type, LOAD_BYTES_PER_S["cpu"])
-    return entry_bytes / rate < encode_s
+    """Whether the entry pays for itself by the first hit: writing it now and loading it once, at
+    the device's measured rates, against the phase 1 this run just measured. The save is paid
+    before this run's answer (so that the entry exists even if the answer is interrupted) and how
+    many hits follow is unknown, so one hit must win it back. On a CPU that holds by far (4 s
+    against 74 s at 6.3K tokens); on an H200 the default model's bf16 KV at 32K and 128K tokens
+    takes longer to write and load once (1.5 s, 5.9 s) than its phase 1 ran in a fresh process
+    (1.2 s, 1.8-2.8 s), so it stays in memory only (``chat``, ``--also``): docs/benchmarks.md,
+    issue 14. A device kind not measured is taken at the CPU's rates."""
+    load = LOAD_BYTES_PER_S.get(device_type, LOAD_BYTES_PER_S["cpu"])
+    write = SAVE_BYTES_PER_S.get(device_type, SAVE_BYTES_PER_S["cpu"])
+    return entry_bytes / load + entry_bytes / write < encode_s
 
 
 def savable(encoded: EncodedContext) -> bool:
@@ -255,9 +264,9 @@ class SavedContexts:
 
     def save(self, encoded: EncodedContext) -> bool:
         """Save this rank's part (not when the whole entry would exceed the store's size, nor
-        when it would load slower than phase 1 ran: ``worth_saving``); the host then records
-        the entry and evicts the least recently used ones. Saving is never worth failing a run
-        for: an unwritable cache only means encoding again next time."""
+        when writing and loading it once would take longer than phase 1 ran: ``worth_saving``);
+        the host then records the entry and evicts the least recently used ones. Saving is never
+        worth failing a run for: an unwritable cache only means encoding again next time."""
         comm = self.runner.comm
         encode_s = max(encoded.rank_seconds, default=encoded.seconds)  # the same on every rank
         faster = worth_saving(self.bytes, encode_s, self.runner.device.type)
