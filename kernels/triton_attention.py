@@ -136,8 +136,14 @@ def _split_kv_kernel(
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
         if QUANT:  # the value's scale multiplies its column of probabilities
-            pv = p * tl.load(vs_base + cols, mask=col_ok, other=0.0)[None, :]
-            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype))
+            # Taken relative to the tile's largest scale, which multiplies the dot's result: p times
+            # a raw scale (amax / 448, often below 1e-4) falls below fp16's normal range, where
+            # every probability under ~1e-3 of the row's largest was flushed to zero.
+            v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
+            v_top = tl.max(v_scale, 0)
+            v_top = tl.where(v_top > 0, v_top, 1.0)
+            pv = p * (v_scale / v_top)[None, :]
+            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new

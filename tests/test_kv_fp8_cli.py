@@ -1,6 +1,6 @@
 """``--kv-dtype fp8`` through the CLI on a tiny random model saved to disk (conftest's
-``tiny_model_dir``): it answers, says so in the plan, keeps its own saved context, and what it
-cannot run is refused with one line and exit 2."""
+``tiny_model_dir``): it answers, says so in the plan, keeps its own saved context (torchrun's
+ranks too), and what it cannot run is refused with one line and exit 2."""
 
 from __future__ import annotations
 
@@ -54,3 +54,17 @@ def test_what_fp8_cannot_run_is_one_error_line(tiny_model_dir, doc, args, words)
     result = ask(tiny_model_dir, doc, *args, code=2)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and words in lines[0], result.stderr
+
+
+@pytest.mark.slow
+def test_two_ranks_store_their_context_in_fp8(tiny_model_dir, doc):
+    """The plan carries the KV dtype to torchrun's ranks: their saved files are fp8's size."""
+    entries: dict[str, dict] = {}
+    for kv in ("model", "fp8"):
+        ask(tiny_model_dir, doc, "--nproc", "2", "--kv-dtype", kv)
+        listed = json.loads(CliRunner().invoke(app, ["cache", "list", "--json"]).stdout)["entries"]
+        seen = {e["key"] for e in entries.values()}
+        [entries[kv]] = [e for e in listed if e["key"] not in seen]
+    assert {e["ranks"] for e in entries.values()} == {2}
+    # fp32 tiny model: 4 bytes an element against 1, and a 4-byte scale per 16-element head
+    assert entries["fp8"]["bytes"] < 0.4 * entries["model"]["bytes"]

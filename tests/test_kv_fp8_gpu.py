@@ -40,6 +40,29 @@ def test_split_kv_over_fp8_equals_attention_over_the_dequantized_kv(hq, hkv, lq,
     torch.testing.assert_close(lse.double(), ref_lse, atol=5e-2, rtol=0)
 
 
+@pytest.mark.parametrize("spread", [2.0, 3.0])
+def test_split_kv_over_fp8_keeps_the_weight_of_small_probabilities_on_small_values(spread):
+    """Values of a small range (scales near 1e-5, as early layers hold) under scores spread over a
+    few units, in one split (a long context's splits hold thousands of keys): each probability
+    times its value scale in fp16 fell below its normal range, flushing most keys' weight (1-3%
+    off the output); relative to the tile's largest scale it keeps them."""
+    from kernels.triton_attention import split_kv_attention
+
+    d, n = 128, 20000
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 1, d, generator=g)
+    along = q[0, :, 0].mean(0)
+    along = along / along.norm() ** 2 * spread * d**0.5  # q·k/sqrt(d) ~ N(0, spread²) per key
+    k = torch.randn(1, 1, n, d, generator=g) * 0.05 + torch.randn(1, 1, n, 1, generator=g) * along
+    v = (torch.randn(1, 1, n, d, generator=g) * 0.5 + torch.randn(1, 1, 1, d, generator=g)) * 0.01
+    (k8, ks), (v8, vs) = quantize_fp8(k.cuda()), quantize_fp8(v.cuda())
+    q = q.cuda().bfloat16()
+    out, _ = split_kv_attention(q, k8, v8, d**-0.5, splits=1, kv_scales=(ks, vs))
+    ref, _ = _reference(q, dequantize(k8, ks, torch.float64), dequantize(v8, vs, torch.float64), d**-0.5)
+    error = float((out.double() - ref).norm() / ref.norm())
+    assert error < 1e-3, error
+
+
 def test_decode_over_an_fp8_context_and_a_bf16_tail_with_a_device_length():
     from kernels.triton_attention import decode_attention
 
