@@ -168,16 +168,20 @@ def make_run_plan(
         window=window,
         correction=correction,
         delta_stride=settings.delta_stride if correction == Correction.DELTA else 0,
-        kv_dtype=_kv_dtype(settings, attention, device, dtype),
+        kv_dtype=_kv_dtype(settings, attention, device, dtype, cost),
     )
 
 
-def _kv_dtype(settings: RunSettings, attention: Attention, device: str, dtype: str) -> KVDtype:
+def _kv_dtype(
+    settings: RunSettings, attention: Attention, device: str, dtype: str, cost: CostModel | None
+) -> KVDtype:
     """The KV storage asked for (``auto``: fp8 on CUDA for star and ring attention over a 16-bit
-    model, else the model's dtype), or the error saying why it cannot run here."""
+    model whose attention the fp8 kernel serves, else the model's dtype), or the error saying why
+    it cannot run here."""
     kv_dtype = _choice(KVDtype, settings.kv_dtype)
     if kv_dtype == KVDtype.AUTO:
         fp8 = device.startswith("cuda") and attention != Attention.GLOBAL and dtype in ("bfloat16", "float16")
+        fp8 = fp8 and (cost is None or cost.fp8_kernel)
         return KVDtype.FP8 if fp8 else KVDtype.MODEL
     if kv_dtype == KVDtype.FP8 and attention == Attention.GLOBAL:
         raise BadSettingError(

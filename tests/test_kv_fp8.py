@@ -195,6 +195,28 @@ def test_auto_is_fp8_on_cuda_for_our_own_caches_of_16_bit_models_only():
     assert kv("star", "cpu") == kv("global", "cuda") == kv("star", "cuda", "float32") == "model"
 
 
+def test_auto_keeps_the_models_dtype_where_the_fp8_kernel_does_not_serve_the_attention():
+    import transformers
+
+    from engine.plan import CostModel
+    from engine.runplan import make_run_plan
+
+    sizes = dict(hidden_size=256, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2)
+    configs = {
+        "llama": transformers.LlamaConfig(**sizes, head_dim=64),
+        "head dim 96": transformers.LlamaConfig(**sizes, head_dim=96),
+        "sliding window": transformers.MistralConfig(**sizes, head_dim=64, sliding_window=128),
+        "soft-capping": transformers.Gemma2Config(**sizes, head_dim=64),
+    }
+    kinds = {}
+    for name, config in configs.items():
+        cost = CostModel.for_config(config)
+        plan = make_run_plan(settings_of("star", 4, kv_dtype="auto"), 40, 4, 1, "cuda", cost=cost)
+        kinds[name] = str(plan.kv_dtype)
+    assert kinds.pop("llama") == "fp8"
+    assert set(kinds.values()) == {"model"}, kinds
+
+
 def test_fp8_is_refused_where_transformers_keeps_the_cache():
     from engine.runplan import make_run_plan
 
