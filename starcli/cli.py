@@ -24,6 +24,7 @@ from starcli import __version__, helpformat
 from starcli import config as opt
 from starcli.config import OPTION_NAMES, ConfigError, Settings, read_config, resolve
 from starcli.escaping import printable
+from starcli.interrupts import held_signals
 from starcli.optionsets import CHAT, CONTEXT, RUN, takes
 from starcli.output import check_stdout_open
 from starcli.render import Renderer, answer_json, format_plan
@@ -423,8 +424,9 @@ def _read_sources(renderer: Renderer, sources: list[str], options: dict[str, Any
 def _device_and_ranks(settings: Settings) -> tuple[str, int]:
     from starcli.launch import default_nproc, resolve_device
 
-    device = resolve_device(settings.device)
-    nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
+    with held_signals():  # torch's import: Ctrl-C acts once it is done (starcli.interrupts)
+        device = resolve_device(settings.device)
+        nproc = settings.nproc or (1 if settings.attention == Attention.GLOBAL else default_nproc(device))
     return device, nproc * settings.nnodes  # every node's ranks: the plan spreads blocks over them all
 
 
@@ -452,13 +454,15 @@ def _make_request(
     from starcli.prompt import build, model_facts, query_ids, refuse_far_beyond_window
 
     renderer.stage("Tokenizing")
-    window, cost = model_facts(settings.model)
+    with held_signals():  # transformers' imports, the model's config: Ctrl-C acts once they are in
+        window, cost = model_facts(settings.model)
     run_settings = settings.run_settings(options["command"])
     if "context_estimate" in options:  # before the exact count: a far too long input stops at once
         longest = max(queries, key=len)
         estimate = options["context_estimate"]
         refuse_far_beyond_window(settings, run_settings, estimate, longest, nproc, device, window)
-    tokenizer = load_tokenizer(settings.model)
+    with held_signals():
+        tokenizer = load_tokenizer(settings.model)
     prompt = build(tokenizer, documents_text, queries[0], settings.system)
     ids = [prompt.query_ids] + [query_ids(tokenizer, q, settings.system) for q in queries[1:]]
     n, m = len(prompt.context_ids), max(len(q) for q in ids)

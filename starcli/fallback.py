@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from engine.events import Event, Stats
+from starcli.interrupts import held_signals
 from starcli.mapreduce import MapReduceResult, map_reduce
 from starcli.prompt import Prompt
 from starcli.render import Renderer
@@ -21,18 +22,20 @@ from starcli.render import Renderer
 
 def load_engine(renderer: Renderer, settings, device: str):
     """The model, loaded once in this process for every part and question."""
-    from engine.api import Engine
-    from engine.models import load_model
-    from engine.runplan import default_dtype
     from starcli.launch import LaunchError
 
-    renderer.stage("Loading weights")
-    started = time.perf_counter()
-    try:
-        loaded = load_model(settings.model, device, default_dtype(device))
-    except Exception as exc:  # noqa: BLE001 - ModelLoadError and friends: one line, exit 1
-        raise LaunchError(str(exc)) from exc
-    load_s = time.perf_counter() - started
+    with held_signals():  # the engine's imports and the weights: Ctrl-C acts once they are in
+        from engine.api import Engine
+        from engine.models import load_model
+        from engine.runplan import default_dtype
+
+        renderer.stage("Loading weights")
+        started = time.perf_counter()
+        try:
+            loaded = load_model(settings.model, device, default_dtype(device))
+        except Exception as exc:  # noqa: BLE001 - ModelLoadError and friends: one line, exit 1
+            raise LaunchError(str(exc)) from exc
+        load_s = time.perf_counter() - started
     return Engine(loaded.model, loaded.tokenizer, load_s=load_s)
 
 

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from engine.events import (
     phase_after,
 )
 from engine.settings import DEFAULT_COLLECTIVE_TIMEOUT_S
+from starcli.interrupts import held_signals
 
 POLL_S = 0.02
 _TIMEOUT = re.compile(r"timed? ?out|timeout", re.IGNORECASE)
@@ -53,7 +53,6 @@ _PEER_LOST = re.compile(r"connection (closed|reset)|broken pipe|by peer|remote p
 TERM_GRACE_S = 3.0
 FAILURE_GRACE_S = 2.0
 END_GRACE_S = 10.0  # a conversation's ranks exit on their own once told it has ended
-_HELD = (signal.SIGINT, signal.SIGTERM)  # during teardown: acted on once it is done
 # A SIGKILL that nobody sent is most often the kernel's out-of-memory killer.
 _OOM_KILLER_NOTE = (
     "; if memory ran out (the OOM killer sends SIGKILL), try a smaller --block-size or a shorter input"
@@ -188,20 +187,23 @@ class InProcessSession:
         self.engine: Engine | None = None
 
     def start(self) -> Iterator[Event]:
+        yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
+        with held_signals():  # the engine's imports and the weights: Ctrl-C acts once they are in
+            self.engine = self._load()
+        yield Loaded(rank=0, seconds=self.engine.load_s)
+        yield from self.engine.run(self.request)
+
+    def _load(self) -> Engine:
         from engine.api import Engine
         from engine.models import load_model
 
         plan = self.request.plan
-        yield Started(rank=0, pid=os.getpid(), world_size=1)  # the same stream as a torchrun job's
         started = time.perf_counter()
         try:  # the tokenizer the CLI counted with, not loaded twice
             loaded = load_model(self.model, plan.device, plan.dtype, tokenizer=load_tokenizer(self.model))
         except engine_errors.ModelLoadError as exc:
             raise LaunchError(str(exc)) from exc
-        load_s = time.perf_counter() - started
-        yield Loaded(rank=0, seconds=load_s)
-        self.engine = Engine(loaded.model, loaded.tokenizer, load_s=load_s)
-        yield from self.engine.run(self.request)
+        return Engine(loaded.model, loaded.tokenizer, load_s=time.perf_counter() - started)
 
     def ask(self, query: list[int], index: int, follow_up: bool) -> Iterator[Event]:
         yield from self.engine.answer(self.engine.encoded, query, index, follow_up=follow_up)
@@ -444,7 +446,7 @@ class TorchrunJob:
         )
 
     def close(self) -> None:
-        with _signals_held():
+        with held_signals():  # a second Ctrl-C must not leave ranks or the temp dir behind
             _stop(self.proc, self.pids)
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -505,28 +507,6 @@ def _failed_ranks(log: str) -> list[tuple[int, int]]:
     for rank, code in re.findall(r"rank\s*:\s*(\d+)[^\n]*\n(?:[^\n]*\n)*?\s*exitcode\s*:\s*(-?\d+)", summary):
         seen.setdefault(int(rank), int(code))
     return list(seen.items())
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Hold Ctrl-C and SIGTERM back while the job is torn down (a few seconds at most), then act
-    on them: an impatient second Ctrl-C must not leave ranks or the temp dir behind."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers belong to the main thread, where signals are delivered anyway
-        return
-    held: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in _HELD}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
-        for sig in dict.fromkeys(held):
-            handler = previous[sig]
-            if callable(handler):
-                handler(sig, None)  # default_int_handler raises KeyboardInterrupt
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), sig)
 
 
 def _stop(proc: subprocess.Popen, pids: set[int]) -> None:

@@ -126,16 +126,24 @@ def test_chat_refuses_stdin_as_a_source(doc):
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("isolated")
 def test_two_ranks_stay_up_for_every_question_and_exit_at_the_end(tiny_model_dir, doc, tmp_path):
+    """The two-rank chat is a real command (its ranks must outlive each answer and exit at the end
+    of input); the one-rank reference runs in this process."""
     questions = "When was the storm?\nWhen was the lamp replaced?\n"
-    command = [sys.executable, "-m", "starcli", "chat", str(doc), "--model", tiny_model_dir, *ARGS]
+    args = ["chat", str(doc), "--model", tiny_model_dir, *ARGS]
+    one = CliRunner().invoke(app, args, input=questions)
     env = cli_env(tmp_path / "run", STARCLI_CACHE=str(tmp_path / "cache"))
     (tmp_path / "run").mkdir()
-    one = subprocess.run(command, input=questions, capture_output=True, text=True, env=env, cwd=REPO)
     two = subprocess.run(
-        [*command, "--nproc", "2"], input=questions, capture_output=True, text=True, env=env, cwd=REPO
+        [sys.executable, "-m", "starcli", *args, "--nproc", "2"],
+        input=questions,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
     )
-    assert one.returncode == 0 and two.returncode == 0, two.stderr
+    assert one.exit_code == 0 and two.returncode == 0, two.stderr
     assert two.stdout == one.stdout and two.stdout.count("\n\n") == 2
     assert two.stderr == ""  # nothing noisy, no rank logs
     leftovers = [p for p in os.listdir(tmp_path / "run") if p.startswith("starcli-run-")]

@@ -4,7 +4,8 @@ Each command runs as a real subprocess with the default model, under the warning
 has (none forced), stdout and stderr both pipes (so no progress display of ours either). The
 sources are chosen so that starcli itself has nothing to report: any line on stderr is noise from
 a library, and a new one from a new release (a renamed argument's FutureWarning, a progress bar)
-fails here rather than in every user's terminal.
+fails here rather than in every user's terminal. A run on two ranks is checked the same way by
+``test_cli_e2e.py::test_two_ranks_give_the_answer_of_one_and_a_clean_stderr``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ COMMANDS = {
     "ask --json": (["ask", "-", QUESTION, "--json"], NOTE),
     "ask --dry-run": (["ask", str(SAMPLES / "report.pdf"), QUESTION, "--dry-run"], None),
     "ask --dry-run --json": (["ask", "-", QUESTION, "--dry-run", "--json"], NOTE),
-    "ask on 2 ranks": (["ask", "-", QUESTION, "--nproc", "2", "--block-size", "128"], NOTE * 4),
     "ask, global attention": (["ask", "-", QUESTION, "--attention", "global"], NOTE),
     "chat, piped questions": (["chat", str(SAMPLES / "report.pdf")], "Who chaired it?\nWhen?\n"),
 }

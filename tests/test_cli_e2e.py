@@ -123,7 +123,9 @@ def test_stdin_with_dash_and_with_no_source_give_the_same_answer():
     assert with_dash == piped and "Storm Petrel" in piped
 
 
-def test_two_ranks_give_the_answer_of_one():
+def test_two_ranks_give_the_answer_of_one_and_a_clean_stderr():
+    """The two-rank run is a real command, as a user runs it: its stderr must stay empty (no rank
+    log, warning or progress bar; ``test_clean_stderr`` checks the other commands)."""
     args = [
         "ask",
         "-",
@@ -135,7 +137,17 @@ def test_two_ranks_give_the_answer_of_one():
         "--json",
     ]
     one = json.loads(invoke(*args, "--nproc", "1", input=NOTE * 4).stdout)
-    two = json.loads(invoke(*args, "--nproc", "2", input=NOTE * 4).stdout)
+    proc = subprocess.run(
+        [sys.executable, "-m", "starcli", *args, "--nproc", "2"],
+        input=(NOTE * 4).encode(),
+        capture_output=True,
+        env=subprocess_env(),
+        cwd=REPO,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stderr.decode(errors="replace") == ""
+    two = json.loads(proc.stdout)
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["answer"] == one["answer"] and two["context_tokens"] == one["context_tokens"]
 

@@ -31,6 +31,15 @@ def run(engine, ctx, query, mode="star", max_tokens=24, **kwargs):
     return tokens, next(e for e in events if isinstance(e, Stats))
 
 
+@pytest.fixture(scope="module")
+def star_needle(default_model, needle_prompt):
+    """Star with four blocks over the needle prompt on one rank, in this process: what dense is
+    checked against below, and what two ranks must repeat token for token."""
+    ctx, query = needle_prompt
+    engine = Engine(default_model.model, default_model.tokenizer)
+    return run(engine, ctx, query, mode="star", block_size=-(-len(ctx) // 4))
+
+
 def test_star_with_one_block_gives_the_dense_models_greedy_tokens(default_model):
     tok = default_model.tokenizer
     ctx, query = build_prompt(
@@ -46,28 +55,27 @@ def test_star_with_one_block_gives_the_dense_models_greedy_tokens(default_model)
     assert stats.stop_reason in ("eos", "max_tokens")
 
 
-def test_needle_in_a_3k_haystack_found_with_four_blocks_and_dense(default_model, needle_prompt):
+def test_needle_in_a_3k_haystack_found_with_four_blocks_and_dense(default_model, needle_prompt, star_needle):
     ctx, query = needle_prompt
     assert 2500 < len(ctx) < 3500
     engine = Engine(default_model.model, default_model.tokenizer)
-    block = -(-len(ctx) // 4)
-    _, star = run(engine, ctx, query, mode="star", block_size=block)
+    _, star = star_needle
     _, dense = run(engine, ctx, query, mode="global")
     assert star.blocks_per_rank == [4]
     assert "73914" in star.answer
     assert "73914" in dense.answer
 
 
-def test_two_cpu_ranks_give_the_same_greedy_answer_as_one(default_model, needle_prompt):
+def test_two_cpu_ranks_give_the_same_greedy_answer_as_one(needle_prompt, star_needle):
+    """Two torchrun ranks against the same plan on one rank (``star_needle``; the one-rank launch
+    path, ``InProcessSession``, is what every in-process CLI test runs)."""
     ctx, query = needle_prompt
-    answers = {}
-    for nproc in (1, 2):
-        plan = star_plan(len(ctx), -(-len(ctx) // 4), None, nproc, max_tokens=24, query_tokens=len(query))
-        events = list(run_request(Request(ctx, [query], plan=plan), model=None))
-        stats = next(e for e in events if isinstance(e, Stats))
-        tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
-        answers[nproc] = (tokens, stats.answer, stats.world_size, stats.blocks_per_rank)
-    assert answers[1][2] == 1 and answers[2][2] == 2
-    assert answers[2][3] == [2, 2]
-    assert answers[1][:2] == answers[2][:2]
-    assert "73914" in answers[2][1]
+    plan = star_plan(len(ctx), -(-len(ctx) // 4), None, 2, max_tokens=24, query_tokens=len(query))
+    events = list(run_request(Request(ctx, [query], plan=plan), model=None))
+    stats = next(e for e in events if isinstance(e, Stats))
+    tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
+    one_tokens, one = star_needle
+    assert one.world_size == 1 and stats.world_size == 2
+    assert stats.blocks_per_rank == [2, 2]
+    assert (tokens, stats.answer) == (one_tokens, one.answer)
+    assert "73914" in stats.answer

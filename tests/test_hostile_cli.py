@@ -25,6 +25,21 @@ from tests.pdf_factory import make_pdf
 
 pytestmark = pytest.mark.usefixtures("isolated")  # conftest: no user config or STARCLI_* leaks in
 
+
+@pytest.fixture(scope="module", autouse=True)
+def tokenizer_loaded_once():
+    """The dry run loads the model's tokenizer for its exact counts, a quarter of a second each
+    time (a CLI runs once per process); the fuzz cases below make some 500 dry runs in one process,
+    so each model's tokenizer is loaded once here and handed out again."""
+    import functools
+
+    from starcli import prompt
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(prompt, "offline_tokenizer", functools.cache(prompt.offline_tokenizer))
+        yield
+
+
 REPO = Path(__file__).resolve().parents[1]
 PDF = make_pdf([["Quarterly figures: revenue rose to 41 million."], ["Second page."]])
 

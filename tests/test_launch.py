@@ -35,11 +35,11 @@ def test_teardown_holds_ctrl_c_until_it_is_done():
     import os
     import signal
 
-    from starcli.launch import _signals_held
+    from starcli.interrupts import held_signals
 
     finished = False
     with pytest.raises(KeyboardInterrupt):
-        with _signals_held():
+        with held_signals():
             os.kill(os.getpid(), signal.SIGINT)
             finished = True
     assert finished

@@ -190,11 +190,12 @@ def saved_gpt_oss(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("mode", "ranks"), [("star", 2), ("star", 3), ("ring", 2)])
+@pytest.mark.parametrize(("mode", "ranks"), [("star", 3), ("ring", 2)])
 def test_windows_and_sinks_over_gloo_ranks_give_the_reference_tokens(saved_gpt_oss, mode, ranks):
-    """gpt-oss (sliding-window layers and sinks) over 2 and 3 ranks: star's seven blocks give the
-    dense per-block reference's tokens (a window by global index in phase 2, wherever the keys'
-    rank; the sink counted once); ring gives transformers' eager tokens."""
+    """gpt-oss (sliding-window layers and sinks) over gloo ranks: star's seven blocks over 3 ranks
+    give the dense per-block reference's tokens (a window by global index in phase 2, wherever the
+    keys' rank; the sink counted once); ring over 2 gives transformers' eager tokens. (Star over 2
+    ranks is the 3-rank case less its middle rank, the one that is neither first nor query host.)"""
     from transformers import AutoTokenizer
 
     from engine import Stats
