@@ -65,10 +65,11 @@ def star_attention_forward(
         out, _ = attention_with_lse(query, key, value, scale, causal=True)
     elif star_cache.phase == "block":
         anchor_k, anchor_v = star_cache.anchor_kv(module.layer_idx)
-        earlier = star_cache.earlier_kv(module.layer_idx, query.dtype) if star_cache.delta_stride else None
+        earlier = star_cache.earlier_kv(module.layer_idx) if star_cache.delta_stride else None
         if earlier is not None:
+            scales = star_cache.earlier_scales(module.layer_idx)  # fp8: read as stored, not widened
             out = delta_block_attention(
-                query, key, value, anchor_k, anchor_v, *earlier, scale, star_cache.delta_stride
+                query, key, value, anchor_k, anchor_v, *earlier, scale, star_cache.delta_stride, scales
             )
         else:
             out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)

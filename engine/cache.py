@@ -168,21 +168,22 @@ class StarCache(Cache):
         layer = self.layers[layer_idx]
         return layer.anchor_k, layer.anchor_v
 
-    def earlier_kv(
-        self, layer_idx: int, dtype: torch.dtype | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def earlier_kv(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The KV of every context token before the block being encoded, at this layer (the delta
-        correction), or None where there is none. Blocks are encoded in order through every layer,
-        so at block ``i`` the buffer already holds blocks ``0..i-1`` at every layer."""
+        correction), or None where there is none; fp8 values under fp8 (``earlier_scales``).
+        Blocks are encoded in order through every layer, so at block ``i`` the buffer already
+        holds blocks ``0..i-1`` at every layer."""
         layer = self.layers[layer_idx]
         if layer.context_k is None or self.block_offset == 0:
             return None
-        k, v = layer.context_k[:, :, : self.block_offset], layer.context_v[:, :, : self.block_offset]
-        if self.kv_fp8:  # the exact rows read the earlier blocks as phase 2 will (in ``dtype``)
-            dtype = dtype or torch.float32
-            k = dequantize(k, layer.context_ks[:, :, : self.block_offset], dtype)
-            v = dequantize(v, layer.context_vs[:, :, : self.block_offset], dtype)
-        return k, v
+        return layer.context_k[:, :, : self.block_offset], layer.context_v[:, :, : self.block_offset]
+
+    def earlier_scales(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The per-token scales of ``earlier_kv`` under fp8, else None."""
+        layer = self.layers[layer_idx]
+        if layer.context_ks is None:
+            return None
+        return layer.context_ks[:, :, : self.block_offset], layer.context_vs[:, :, : self.block_offset]
 
     def drop_anchor(self) -> None:
         for share in (self.anchor_send, self.anchor_recv):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from kernels.dispatch import attention_with_lse, merge_partials
+from kernels.dispatch import attention_with_lse, attention_with_lse_fp8, merge_partials
 
 
 def delta_block_attention(
@@ -32,9 +32,11 @@ def delta_block_attention(
     earlier_v: torch.Tensor,
     scale: float,
     stride: int,
+    earlier_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Star's block attention (anchor + causal block) with the delta correction from exact rows
-    over ``earlier_k``/``earlier_v`` (every context key before the block, the anchor's included).
+    over ``earlier_k``/``earlier_v`` (every context key before the block, the anchor's included;
+    ``earlier_scales``: they are an fp8 cache's values, read as phase 2 reads them).
 
     Shapes as ``kernels.dispatch.block_attention``; returns the output ``[B, Hq, L, D]`` in
     ``q``'s dtype (the LSE of a corrected row is not defined: nothing downstream needs it)."""
@@ -50,7 +52,10 @@ def delta_block_attention(
         return star.to(q.dtype)
     rows = slice(0, q.shape[2], stride)
     sampled = q[:, :, rows].contiguous()
-    far_o, far_lse = attention_with_lse(sampled, earlier_k, earlier_v, scale, causal=False)
+    if earlier_scales is not None:
+        far_o, far_lse = attention_with_lse_fp8(sampled, earlier_k, earlier_v, earlier_scales, scale)
+    else:
+        far_o, far_lse = attention_with_lse(sampled, earlier_k, earlier_v, scale, causal=False)
     exact = merge_partials(
         [own_o[:, :, rows], far_o], [own_lse[:, :, rows], far_lse], out_dtype=torch.float32
     )[0]

@@ -247,3 +247,34 @@ def test_an_fp8_entry_is_saved_loaded_and_never_mixed_with_an_exact_one(tiny_lla
     assert len(files) == 2
     sizes = sorted(f.stat().st_size for f in files)
     assert sizes[0] < 0.6 * sizes[1]  # fp32 tiny model: fp8 + scales is far smaller
+
+
+def test_the_delta_correction_reads_an_fp8_context_as_phase_2_does(tiny_llama):
+    """One rank, stride 1 (every row exact over the earlier blocks): under fp8 the earlier blocks
+    are read quantized, so phase 1 equals the dense model run block by block over a cache that is
+    quantized after each block, and is near (not equal to) the exact dense cache."""
+    ctx = torch.randint(0, 101, (48,), generator=torch.Generator().manual_seed(6)).tolist()
+    plan = star_plan(len(ctx), 16, 16)
+    plan = type(plan)(**{**plan.__dict__, "kv_dtype": "fp8", "correction": "delta", "delta_stride": 1})
+    cache = drain(Engine(tiny_llama, IdTokenizer()).encode_context(ctx, plan)).cache
+    # The reference: transformers' dense model, block by block, each block's KV quantized as it joins.
+    from tests.helpers import use_dense_attention
+
+    use_dense_attention(tiny_llama)
+    reference = DynamicCache()
+    with torch.no_grad():
+        for start in range(0, len(ctx), 16):
+            ids = torch.tensor([ctx[start : start + 16]])
+            call_model(tiny_llama, ids, torch.arange(start, start + 16)[None], reference, logits_to_keep=1)
+            for layer in reference.layers:
+                layer.keys[:, :, start:] = quantized_like_the_format(layer.keys[:, :, start:])
+                layer.values[:, :, start:] = quantized_like_the_format(layer.values[:, :, start:])
+    for i in range(tiny_llama.config.num_hidden_layers):
+        k, v = cache.context_kv(i)
+        ks, vs = cache.context_scales(i)
+        torch.testing.assert_close(
+            dequantize(k, ks, torch.float32), reference.layers[i].keys, atol=2e-3, rtol=0
+        )
+        torch.testing.assert_close(
+            dequantize(v, vs, torch.float32), reference.layers[i].values, atol=2e-3, rtol=0
+        )
