@@ -11,6 +11,10 @@ the floor for a 135M model, run dense and Star n/4 only, and with ``--side-sampl
 CPU time goes where a difference can show. Samples are scheduled so that every cell advances at
 the same pace, and the JSON is rewritten after every sample: a run stopped early (``--minutes``,
 Ctrl-C) still yields balanced cells; ``--resume`` continues one.
+
+``--jobs N`` runs samples in N processes, each with its own copy of the model (a 135M model
+leaves a GPU mostly idle, waiting on Python and kernel launches): they take samples in schedule
+order, and their records are merged into the one JSON as they finish.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import multiprocessing
 import os
 import platform
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -66,6 +72,67 @@ def schedule(lengths, suites, samples: dict[int, int], side: dict[int, int]):
         yield index, lengths[li], suites[si]
 
 
+Unit = tuple[int, int, str]  # (sample index, target length, suite)
+
+
+class SampleRunner:
+    """The model loaded once (per process) and one sample at a time through every configuration."""
+
+    def __init__(self, args: argparse.Namespace):
+        torch.set_num_threads(args.threads)
+        from engine import Engine
+        from engine.models import load_model
+
+        self.loaded = load_model(args.model, device=args.device, dtype=args.dtype)
+        self.engine = Engine(self.loaded.model, self.loaded.tokenizer)
+        self.seed = args.seed
+        self.main_configs = tuple(c for c in ALL_CONFIGS if c.label in args.configs)
+
+    def run(self, unit: Unit) -> tuple[list[dict], int]:
+        """The records of one sample and its prompt length."""
+        index, length, suite = unit
+        sample = make_sample(suite, self.loaded.tokenizer, length, self.seed, index)
+        configs = self.main_configs if suite in MAIN_SUITES else SIDE_CONFIGS
+        return run_sample(self.engine, sample, configs), sample.prompt_tokens
+
+
+_worker: tuple[SampleRunner, float] | None = None  # this pool process's runner and deadline
+
+
+def _start_worker(args: argparse.Namespace, deadline: float) -> None:
+    global _worker
+    _worker = (SampleRunner(args), deadline)
+
+
+def _run_in_worker(unit: Unit) -> tuple[Unit, list[dict] | None, int, float]:
+    runner, deadline = _worker
+    if time.time() >= deadline:  # past the time budget: no new sample
+        return unit, None, 0, 0.0
+    started = time.perf_counter()
+    records, prompt_tokens = runner.run(unit)
+    return unit, records, prompt_tokens, time.perf_counter() - started
+
+
+def run_units(
+    args: argparse.Namespace, runner: SampleRunner | None, units: list[Unit], deadline: float
+) -> Iterator[tuple[Unit, list[dict] | None, int, float]]:
+    """(unit, records or None past the deadline, prompt tokens, seconds) as samples finish: in
+    this process, or in ``args.jobs`` processes that take the units in schedule order."""
+    if args.jobs <= 1:
+        for unit in units:
+            if time.time() >= deadline:
+                return
+            started = time.perf_counter()
+            records, prompt_tokens = runner.run(unit)
+            yield unit, records, prompt_tokens, time.perf_counter() - started
+        return
+    context = multiprocessing.get_context("spawn")  # CUDA does not survive fork
+    with context.Pool(args.jobs, _start_worker, (args, deadline)) as pool:
+        yield from pool.imap_unordered(_run_in_worker, units, chunksize=1)
+        pool.close()  # let the workers exit on their own (terminating them leaks their semaphores)
+        pool.join()
+
+
 def save(path: Path, data: dict) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
@@ -94,21 +161,23 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--model", default=None, help="default: SmolLM2-135M-Instruct")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument(
+        "--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="default: the CLI's"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (per process)")
+    parser.add_argument("--jobs", type=int, default=1, help="processes, each with the model")
     parser.add_argument("--minutes", type=float, default=None, help="start no new sample after this")
     parser.add_argument("--out", type=Path, default=Path("docs/accuracy.json"))
     parser.add_argument("--resume", action="store_true", help="keep the samples already in --out")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
-    from engine import Engine
-    from engine.models import load_model
-
     main_configs = tuple(c for c in ALL_CONFIGS if c.label in args.configs)
     samples = per_length(args.samples, args.lengths, "--samples")
     side = per_length(args.side_samples or args.samples, args.lengths, "--side-samples")
-    loaded = load_model(args.model, device=args.device)
-    engine = Engine(loaded.model, loaded.tokenizer)
+    runner = SampleRunner(args)  # in this process too: the model's name and dtype for the record
+    loaded = runner.loaded
+    if args.jobs > 1:  # the workers load their own
+        runner = None
     data = {"meta": {}, "records": []}
     if args.resume and args.out.is_file():
         data = json.loads(args.out.read_text())
@@ -121,6 +190,9 @@ def main(argv: list[str] | None = None) -> None:
         "model": loaded.name,
         "model_path": loaded.path,
         "device": args.device,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch."),
+        "jobs": args.jobs,
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": args.threads,
@@ -140,27 +212,23 @@ def main(argv: list[str] | None = None) -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     base_elapsed = data["meta"]["elapsed_s"]
-    status = "complete"
-    for index, length, suite in schedule(args.lengths, args.suites, samples, side):
-        if (index, length, suite) in done:
+    deadline = time.time() + (args.minutes * 60 if args.minutes is not None else float("inf"))
+    units = [u for u in schedule(args.lengths, args.suites, samples, side) if u not in done]
+    finished = 0
+    for (index, length, suite), records, prompt_tokens, seconds in run_units(args, runner, units, deadline):
+        if records is None:
             continue
-        minutes = (time.perf_counter() - started) / 60
-        if args.minutes is not None and minutes >= args.minutes:
-            status = "stopped at the time budget"
-            break
-        sample = make_sample(suite, loaded.tokenizer, length, args.seed, index)
-        configs = main_configs if suite in MAIN_SUITES else SIDE_CONFIGS
-        unit_start = time.perf_counter()
-        records = run_sample(engine, sample, configs)
+        finished += 1
         data["records"].extend(records)
         data["meta"]["elapsed_s"] = round(base_elapsed + time.perf_counter() - started, 1)
         save(args.out, data)
         right = sum(r["score"] for r in records)
         print(
-            f"[{minutes:6.1f} min] {length:>5} {suite:8s} #{index} {sample.prompt_tokens} tokens "
-            f"{len(records)} answers, score sum {right:.1f}, {time.perf_counter() - unit_start:.0f} s",
+            f"[{(time.perf_counter() - started) / 60:6.1f} min] {length:>5} {suite:8s} #{index} "
+            f"{prompt_tokens} tokens {len(records)} answers, score sum {right:.1f}, {seconds:.0f} s",
             flush=True,
         )
+    status = "complete" if finished == len(units) else "stopped at the time budget"
     data["meta"]["status"] = status
     data["meta"]["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     data["meta"]["elapsed_s"] = round(base_elapsed + time.perf_counter() - started, 1)

@@ -59,7 +59,18 @@ _FONT = {
     ":": "02020",
     ",": "00024",
 }
-PALETTE = [(90, 90, 90), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189), (214, 39, 40)]
+PALETTE = [
+    (90, 90, 90),
+    (31, 119, 180),
+    (44, 160, 44),
+    (255, 127, 14),
+    (148, 103, 189),
+    (214, 39, 40),
+    (140, 86, 75),
+    (227, 119, 194),
+    (188, 189, 34),
+    (23, 190, 207),
+]
 
 
 class Canvas:
@@ -110,8 +121,18 @@ def text_width(text: str, scale: int = 2) -> int:
     return 4 * scale * len(text)
 
 
-def bar_panel(canvas: Canvas, top: int, title: str, groups: list[str], series: list[str], values, height=260):
-    """Bars of ``values[g][s]`` (0..100 or None) for each group and series, with a legend."""
+def bar_panel(
+    canvas: Canvas,
+    top: int,
+    title: str,
+    groups: list[str],
+    series: list[str],
+    values,
+    height=260,
+    intervals=None,
+):
+    """Bars of ``values[g][s]`` (0..100 or None) for each group and series, with a legend that
+    wraps; ``intervals[g][s]``: an optional (low, high) whisker on each bar."""
     left, plot_w = 70, canvas.width - 90
     base = top + 30 + height
     canvas.text(left, top, title)
@@ -129,15 +150,28 @@ def bar_panel(canvas: Canvas, top: int, title: str, groups: list[str], series: l
                 y = base - round(value * height / 100)
                 canvas.rect(x, y, x + bar_w - 3, base, PALETTE[s % len(PALETTE)])
                 label = f"{value:.0f}"
-                canvas.text(x + (bar_w - 3 - text_width(label)) // 2, y - 14, label)
+                span = intervals[g][s] if intervals is not None else None
+                if span is not None:  # a whisker in the middle of the bar
+                    lo, hi = (base - round(v * height / 100) for v in span)
+                    mid = x + (bar_w - 3) // 2
+                    canvas.rect(mid - 1, hi, mid + 1, lo + 1, (0, 0, 0))
+                    canvas.rect(mid - 3, hi, mid + 4, hi + 1, (0, 0, 0))
+                    canvas.rect(mid - 3, lo, mid + 4, lo + 1, (0, 0, 0))
+                    y = min(y, hi)
+                scale = 2 if text_width(label) <= bar_w else 1
+                canvas.text(
+                    x + (bar_w - 3 - text_width(label, scale)) // 2, y - 7 * scale, label, scale=scale
+                )
             x += bar_w
         canvas.text(left + g * group_w + (group_w - text_width(name)) // 2, base + 8, name)
     canvas.rect(left, base, left + plot_w, base + 2, (0, 0, 0))
-    x = left
+    x, y = left, base + 32
     for s, name in enumerate(series):
-        canvas.rect(x, base + 32, x + 12, base + 44, PALETTE[s % len(PALETTE)])
-        x = canvas.text(x + 18, base + 33, name) + 24
-    return base + 60
+        if x > left and x + 18 + text_width(name) > left + plot_w:
+            x, y = left, y + 20
+        canvas.rect(x, y, x + 12, y + 12, PALETTE[s % len(PALETTE)])
+        x = canvas.text(x + 18, y + 1, name) + 24
+    return y + 28
 
 
 def write_png(path: Path, canvas: Canvas) -> None:

@@ -1,12 +1,16 @@
 """Tables and a plot from the accuracy benchmark's JSON, written into ``docs/accuracy.md``.
 
     python -m bench.accuracy_report docs/accuracy.json --md docs/accuracy.md --png docs/accuracy.png
+    python -m bench.accuracy_report RUN.json --md docs/accuracy.md --png docs/accuracy.png \
+        --delta-md docs/accuracy-delta.md --delta-png docs/accuracy-delta.png --speed SPEED.json
 
 Only the text between the ``results`` markers of the Markdown file is replaced, so the written
 discussion around it survives a regeneration. Accuracies are RULER's: mean string-match score
 times 100. Intervals are 95% Wilson intervals on the mean score with n = questions (exact for the
 0/1-scored needle tasks, an approximation for the fractional ones); "wins/losses" count the
 questions that one configuration answered and the other did not, on the same prompts.
+``--delta-md`` also writes the delta correction's tables (``bench.delta_report``: pooled main
+suites, paired against dense and plain Star, the issue-15 targets, phase-1 cost from ``--speed``).
 """
 
 from __future__ import annotations
@@ -235,6 +239,17 @@ def plot(res: Results, path: Path) -> None:
     write_png(path, canvas)
 
 
+def write_between_markers(path: Path, body: str, title: str) -> None:
+    """Replace the text between the results markers of ``path`` (a new page if there is none)."""
+    block = f"{START}\n{body}\n{END}"
+    text = path.read_text() if path.is_file() else f"# {title}\n\n{START}\n{END}\n"
+    if START not in text:
+        text += f"\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    path.write_text(head + block + tail)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,17 +257,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("json", type=Path)
     parser.add_argument("--md", type=Path, default=Path("docs/accuracy.md"))
     parser.add_argument("--png", type=Path, default=Path("docs/accuracy.png"))
+    parser.add_argument("--delta-md", type=Path, default=None, help="the delta correction's tables")
+    parser.add_argument("--delta-png", type=Path, default=None)
+    parser.add_argument("--speed", type=Path, default=None, help="bench/speed.py JSON (--delta-md)")
+    parser.add_argument("--probe", type=Path, default=None, help="bench.delta_probe JSON (--delta-md)")
     args = parser.parse_args(argv)
     res = Results(json.loads(args.json.read_text()))
-    block = f"{START}\n{render(res)}\n{END}"
-    text = args.md.read_text() if args.md.is_file() else f"# Accuracy\n\n{START}\n{END}\n"
-    if START not in text:
-        text += f"\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    args.md.write_text(head + block + tail)
+    write_between_markers(args.md, render(res), "Accuracy")
     plot(res, args.png)
     print(f"wrote {args.md} and {args.png}")
+    if args.delta_md or args.delta_png:
+        from bench import delta_report
+
+        speed, probe = (
+            json.loads(p.read_text()) if p and p.is_file() else None for p in (args.speed, args.probe)
+        )
+        if args.delta_md:
+            body = delta_report.render(res, speed, probe)
+            write_between_markers(args.delta_md, body, "The delta correction of Star's phase 1")
+            print(f"wrote {args.delta_md}")
+        if args.delta_png:
+            delta_report.plot(res, args.delta_png)
+            print(f"wrote {args.delta_png}")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ class Config:
     block_div: int | None = None
     anchor_div: int | None = None  # None: anchor = block
     delta_stride: int | None = None  # the delta correction's stride (issue 15); None: plain Star
+    kv_dtype: str = "model"  # fp8: the context's KV stored in e4m3 (issue 16); never auto (fp8 on CUDA)
 
     def sizes(self, n: int) -> tuple[int, int | None]:
         if self.block_div is None:
@@ -48,7 +49,13 @@ CORRECTED = tuple(
     for div in (8, 4)
     for stride in (16, 64, 256)
 )
-ALL_CONFIGS = CONFIGS + CORRECTED
+# The fp8 KV cache (issue 16): n/1 is dense attention with only the stored KV quantized, so
+# "dense" vs "star n/1 fp8" is the cost of fp8 alone; n/4 shows it on top of Star's phase 1.
+FP8 = (
+    Config("star n/1 fp8", "star", 1, kv_dtype="fp8"),
+    Config("star n/4 fp8", "star", 4, kv_dtype="fp8"),
+)
+ALL_CONFIGS = CONFIGS + CORRECTED + FP8
 
 
 def drain(gen: Generator):
@@ -73,6 +80,7 @@ def run_sample(engine: Engine, sample: Sample, configs=CONFIGS) -> list[dict]:
             anchor_size=anchor if config.mode == "star" else None,
             generation=GenerationSettings.plain(max_tokens=longest),
             **({"correction": "delta", "delta_stride": config.delta_stride} if config.delta_stride else {}),
+            kv_dtype=config.kv_dtype,
         )
         plan = engine.plan(settings, n, max(len(q) for q in sample.query_ids))
         started = time.perf_counter()

@@ -264,15 +264,20 @@ def key_temperature(n: int, window: int, power: float = 1.0) -> float:
 def scale_context_keys(encoded, factor: float, originals: list) -> None:
     """Set every layer's context keys to ``factor`` times their phase-1 values (kept in
     ``originals`` on first use): a temperature ``1/factor`` on the query's attention to the
-    context, none on its own tokens. Bench only: it reaches into the cache's layers."""
+    context, none on its own tokens. An fp8 cache (``--kv-dtype auto`` on a GPU) has its keys'
+    per-token scales multiplied instead, which scales each key exactly. Bench only: it reaches
+    into the cache's layers."""
     import torch
+
+    def keys(layer):
+        return layer.context_k if layer.context_ks is None else layer.context_ks
 
     with torch.inference_mode():  # the cache's tensors were made under it
         layers = encoded.cache.layers
         if not originals:
-            originals.extend(layer.context_k.clone() for layer in layers)
+            originals.extend(keys(layer).clone() for layer in layers)
         for layer, original in zip(layers, originals):
-            torch.mul(original, factor, out=layer.context_k)
+            torch.mul(original, factor, out=keys(layer))
 
 
 def run_sample(engine, sample, configs) -> list[dict]:  # noqa: C901 - one flat loop reads best

@@ -8,13 +8,26 @@ load it (``engine.saved_context``, ``--load-reps`` times, page cache warm) and t
 beside the encoding time the miss reported. Prints (and writes with ``--out``) one JSON object.
 
     OMP_NUM_THREADS=1 python bench/saved_context.py --fresh --out docs/saved-context-cpu.json
+
+``--engine`` measures instead, in this process on ``--device``, what the choice between loading
+and encoding rests on (issue 14: save a context only where writing and loading it once beats
+encoding it again), for each ``--tokens`` size of text (``bench/startup.py``'s logbook text)
+under ``--positions``: phase 1 twice (the first in a fresh process, the second warm), writing the
+entry, loading it with the page cache warm (``--load-reps`` times) and cold (the file's pages
+dropped first), the load's parts (getting the tensors, their CRC-32s, the copy to the device),
+and what ``engine.saved_context.worth_saving`` decides:
+
+    python bench/saved_context.py --engine --device cuda --positions local --tokens 32768 131072
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime
 import json
 import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -43,7 +56,9 @@ def private_cache(directory: Path) -> Path:
 
 
 def cli(cache: Path, doc: str, question: str, max_tokens: int, *extra: str) -> dict:
-    env = dict(os.environ, STARCLI_CACHE=str(cache), STARCLI_CONFIG=os.devnull, PYTHONPATH=str(ROOT))
+    from bench.startup import env_for
+
+    env = env_for(cache)
     command = [sys.executable, "-m", "starcli", "ask", doc, question, "--json"]
     command += ["--max-tokens", str(max_tokens)]
     started = time.perf_counter()
@@ -97,6 +112,167 @@ def entry_times(cache: Path, doc: str, question: str, reps: int) -> dict:
     return {"entry_bytes": entry.bytes, "load_s": loads, "load_median_s": median, "save_s": save_s}
 
 
+def drop_from_page_cache(path: Path) -> bool:
+    """Write the file's pages out and ask the kernel to drop them, so that the next read comes
+    from the disk; False where the platform has no ``posix_fadvise``."""
+    if not hasattr(os, "posix_fadvise"):
+        return False
+    with open(path, "rb+") as handle:
+        os.fsync(handle.fileno())
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    return True
+
+
+def filesystem_of(path: Path) -> str:
+    """The mount holding ``path`` as /proc/mounts names it (tmpfs reads at memory speed)."""
+    best = ("", "?")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, kind, *_ = line.split()
+            if str(path.resolve()).startswith(mount) and len(mount) > len(best[0]):
+                best = (mount, kind)
+    return f"{best[1]} at {best[0]}"
+
+
+def load_parts(path: Path, device) -> dict:
+    """The three parts of a load, one after another over the whole file: getting every tensor
+    (safetensors may map the file rather than read it: then the CRC pass reads the pages), their
+    CRC-32s, the copy to the device."""
+    import torch
+    from safetensors import safe_open
+
+    from engine.saved_context import _crc
+
+    started = time.perf_counter()
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        tensors = [handle.get_tensor(name) for name in handle.keys()]
+    read_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for tensor in tensors:
+        _crc(tensor)
+    crc_s = time.perf_counter() - started
+    started = time.perf_counter()
+    moved = [tensor.to(device) for tensor in tensors]
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    copy_s = time.perf_counter() - started
+    del moved
+    return {"get_tensors_s": read_s, "crc_s": crc_s, "copy_to_device_s": copy_s}
+
+
+def drain(events):
+    """Run an event generator to its end; its return value."""
+    while True:
+        try:
+            next(events)
+        except StopIteration as done:
+            return done.value
+
+
+def engine_times(args) -> dict:
+    """Encode, save and load the context at each size in this process (``--engine``)."""
+    import torch
+
+    from bench.startup import make_doc
+    from engine import Engine
+    from engine.context_store import StoreSpec, model_fingerprint
+    from engine.models import DEFAULT_MODEL, load_model, resolve_model_path
+    from engine.paths import cache_dir
+    from engine.runplan import make_run_plan
+    from engine.saved_context import (
+        LOAD_BYTES_PER_S,
+        SAVE_BYTES_PER_S,
+        SavedContexts,
+        kv_bytes,
+        save,
+        worth_saving,
+    )
+    from starcli.config import Settings
+    from starcli.ingest import ingest, render_documents
+    from starcli.prompt import ask_instructions, build, model_facts
+
+    started = time.perf_counter()
+    loaded = load_model(None, args.device)
+    load_model_s = time.perf_counter() - started
+    engine = Engine(loaded.model, loaded.tokenizer)
+    device = engine.device
+    window, cost = model_facts(None)
+    settings = Settings(positions=args.positions, max_tokens=16).run_settings("ask")
+    model_key = model_fingerprint(DEFAULT_MODEL, resolve_model_path(None))
+    sizes = []
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bench-saved-", dir=cache_dir()) as tmp:
+        spec = StoreSpec(tmp, 1 << 40, model_key)
+        for tokens in args.tokens:
+            doc = make_doc(tokens, Path(tmp))
+            text = render_documents(ingest([str(doc)]).documents)
+            prompt = build(loaded.tokenizer, text, ask_instructions(QUESTIONS[0]))
+            ids = prompt.context_ids
+            plan = make_run_plan(settings, len(ids), len(prompt.query_ids), 1, device.type, window, cost)
+            encodes, encoded = [], None
+            for _ in range(2):
+                encoded = None  # the earlier encoding's memory goes first
+                encoded = drain(engine.encode_context(ids, plan))
+                encodes.append(encoded.seconds)
+            store = SavedContexts(spec, engine.runner(plan), plan, ids)
+            started = time.perf_counter()
+            save(store.path, store.key, encoded, 0, 1)
+            save_s = time.perf_counter() - started
+            entry_bytes = store.path.stat().st_size
+            del encoded
+            warm = []
+            for _ in range(args.load_reps):
+                with torch.inference_mode():
+                    cache, seconds = store.load()
+                assert cache is not None, "the entry just written did not load"
+                warm.append(seconds)
+                del cache
+            dropped = drop_from_page_cache(store.path)
+            with torch.inference_mode():
+                cache, cold = store.load()
+            del cache
+            parts = load_parts(store.path, device)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            best = min(warm)
+            row = {
+                "tokens": len(ids),
+                "blocks": plan.blocks,
+                "block_size": plan.block_size,
+                "kv_bytes": kv_bytes(loaded.model.config, len(ids), next(loaded.model.parameters()).dtype),
+                "entry_bytes": entry_bytes,
+                "encode_s": encodes,
+                "save_s": save_s,
+                "load_warm_s": warm,
+                "load_cold_s": cold if dropped else None,
+                "load_parts_warm": parts,
+                "load_bytes_per_s_warm": entry_bytes / best,
+                "load_bytes_per_s_cold": entry_bytes / cold if dropped else None,
+                "encode_over_load_warm": encodes[-1] / best,
+                "worth_saving": {
+                    "first_encode": worth_saving(entry_bytes, encodes[0], device.type),
+                    "warm_encode": worth_saving(entry_bytes, encodes[-1], device.type),
+                    "rate_assumed": LOAD_BYTES_PER_S.get(device.type),
+                    "save_rate_assumed": SAVE_BYTES_PER_S.get(device.type),
+                },
+            }
+            sizes.append(row)
+            print(json.dumps(row), flush=True)
+            store.path.unlink()
+        filesystem = filesystem_of(Path(tmp))
+    return {
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "dtype": str(next(loaded.model.parameters()).dtype),
+        "positions": args.positions,
+        "store_filesystem": filesystem,
+        "load_model_s": load_model_s,
+        "sizes": sizes,
+    }
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -106,7 +282,19 @@ def main() -> None:
     parser.add_argument("--load-reps", type=int, default=3)
     parser.add_argument("--fresh", action="store_true", help="also ask Q2 with --no-cache")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--engine", action="store_true", help="encode vs save vs load in-process")
+    parser.add_argument("--device", default="cpu", help="--engine: cpu or cuda")
+    parser.add_argument("--positions", default="local", help="--engine: the plan's positions")
+    parser.add_argument("--tokens", type=int, nargs="+", default=[32768, 131072], help="--engine: sizes")
     args = parser.parse_args()
+    if args.engine:
+        result = {"date": datetime.datetime.now().isoformat(timespec="seconds"), **engine_times(args)}
+        result["machine"] = f"{platform.machine()}, {os.cpu_count()} cores, {platform.platform()}"
+        text = json.dumps(result, indent=2)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
+        return
     q1, q2 = args.questions
     with tempfile.TemporaryDirectory(prefix="starcli-bench-") as tmp:
         cache = private_cache(Path(tmp))

@@ -7,6 +7,11 @@ GPU, each next to its floor. Several GPUs run under torchrun with the engine's `
 collectives time out, so a failed rank ends the job rather than hanging it).
 
     python bench/speed.py --gpus 1 2 --lengths 32768 131072 --blocks 16384 32768 --out docs/bench-x.json
+
+``--corrections none delta:16 delta:64`` runs every star configuration once plain and once per
+delta stride (issue 15's phase-1 correction); each corrected run records ``phase1_vs_plain``,
+its phase-1 time over plain Star's (best of ``--repeats`` each). ``--shape tiny --device cpu``
+is a smoke run of the whole loop without a GPU.
 """
 
 from __future__ import annotations
@@ -35,7 +40,50 @@ LLAMA_8B = dict(
     rope_theta=500000.0,
     head_dim=128,
 )
+# A smoke-test shape: the same code paths in seconds on a CPU.
+TINY = dict(
+    hidden_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    intermediate_size=128,
+    vocab_size=1000,
+    rope_theta=10000.0,
+    head_dim=16,
+)
+SHAPES = {"llama-8b": LLAMA_8B, "tiny": TINY}
 QUERY_TOKENS = 64
+# The context's KV storage for every run (--kv-dtype): the model's dtype unless asked, so that rows
+# stay comparable with earlier rounds (the engine's own default is fp8 on CUDA).
+KV_DTYPE = {"value": "model"}
+
+
+def parse_correction(text: str) -> int:
+    """``none`` -> 0, ``delta:γ`` -> γ (the delta stride)."""
+    if text == "none":
+        return 0
+    name, _, stride = text.partition(":")
+    if name != "delta" or not stride.isdigit() or int(stride) < 1:
+        raise argparse.ArgumentTypeError(f"expected none or delta:STRIDE, got {text!r}")
+    return int(stride)
+
+
+def correction_label(stride: int) -> str:
+    return f"delta:{stride}" if stride else "none"
+
+
+def synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def reset_peak_memory() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib() -> float:
+    return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
 
 
 def engine_options():
@@ -55,17 +103,26 @@ class StubTokenizer:
         return "." * len(ids)
 
 
-def build_model(max_positions: int, layers: int | None = None):
+def build_model(
+    max_positions: int,
+    layers: int | None = None,
+    shape_name: str = "llama-8b",
+    device: str = "cuda",
+    **shape_overrides,
+):
+    """Random weights at a named shape (``shape_overrides``: other sizes), drawn on ``device`` in
+    bf16 on a GPU, float32 on CPU (the CPU smoke runs of the benchmarks)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    shape = dict(LLAMA_8B, num_hidden_layers=layers or LLAMA_8B["num_hidden_layers"])
+    base = SHAPES[shape_name]
+    shape = dict(base, num_hidden_layers=layers or base["num_hidden_layers"], **shape_overrides)
     config = LlamaConfig(**shape, max_position_embeddings=max_positions, eos_token_id=None)
     config.rope_parameters = {"rope_type": "default", "rope_theta": shape["rope_theta"]}
     default = torch.get_default_dtype()
-    torch.set_default_dtype(torch.bfloat16)
+    torch.set_default_dtype(torch.bfloat16 if device.startswith("cuda") else torch.float32)
     try:
-        with torch.device("cuda"):
-            model = LlamaForCausalLM(config)  # weights drawn on the GPU, in bf16
+        with torch.device(device):
+            model = LlamaForCausalLM(config)  # weights drawn on the device (bf16 on a GPU)
     finally:
         torch.set_default_dtype(default)
     return model.eval()
@@ -171,13 +228,16 @@ def sweep_decode(q, k, v) -> dict:
     return {"best": best, "best_us": timings[best], "default_us": timings.get(default), "all": timings}
 
 
-def floors(mode: str, n: int, block: int, world: int, rates: dict, config, shared: bool = False) -> dict:
-    """Phase-1 per rank, TTFT and decode floors from FLOP and byte counts over measured rates."""
+def floors(
+    mode: str, n: int, block: int, world: int, rates: dict, config, shared: bool = False, stride: int = 0
+) -> dict:
+    """Phase-1 per rank, TTFT and decode floors from FLOP and byte counts over measured rates;
+    ``stride``: the delta correction's extra attention (``delta_pairs``) on each rank."""
     from engine.plan import CostModel, plan_blocks
 
     cost = CostModel.for_config(config)
     mm, attn, bw = rates["matmul_tflops"] * 1e12, rates["attn_tflops"] * 1e12, rates["copy_gbps"] * 1e9
-    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * 128 * 2
+    kv_per_token = 2 * config.num_hidden_layers * config.num_key_value_heads * _head_dim(config) * 2
     weights = weight_bytes(config)
 
     def work(tokens: int, pairs: float) -> float:
@@ -190,6 +250,8 @@ def floors(mode: str, n: int, block: int, world: int, rates: dict, config, share
             t = sum(work(plan.blocks[i][1] - plan.blocks[i][0], _block_pairs(plan, i)) for i in own)
             if plan.rank_needs_anchor(r) and own and own[0] != 0 and not plan.anchor_shared:
                 t += work(plan.anchor, plan.anchor * (plan.anchor + 1) / 2)
+            if stride:
+                t += work(0, delta_pairs(plan, stride, plan.rank_span(r) if world > 1 else (0, n)))
             per_rank.append(t)
         local = max(plan.rank_span(r)[1] - plan.rank_span(r)[0] for r in range(world))
     else:  # dense causal work, split evenly (ring's zigzag balances it; global has world = 1)
@@ -203,6 +265,40 @@ def floors(mode: str, n: int, block: int, world: int, rates: dict, config, share
     }
 
 
+def delta_pairs(plan, stride: int, keys: tuple[int, int]) -> float:
+    """Extra (query row, key) pairs of the delta correction over the keys ``[start, stop)`` one
+    rank holds: every block but the first has ``ceil(length / stride)`` exact rows, each over the
+    context before its block (the block's own causal part is shared with Star's output). Over
+    all keys that is about ``n^2 / (2 stride)``."""
+    start, stop = keys
+    pairs = 0.0
+    for b_start, b_stop in plan.blocks[1:]:
+        rows = -(-(b_stop - b_start) // stride)
+        pairs += rows * max(0, min(stop, b_start) - start)
+    return pairs
+
+
+def compare_to_plain(runs: list[dict]) -> None:
+    """Add ``phase1_vs_plain`` to every corrected star run: its best phase-1 time over the best of
+    plain Star at the same context, block and GPU count (``--repeats`` runs of each)."""
+    best: dict[tuple, float] = {}
+    for r in runs:
+        if "error" not in r and r["mode"] == "star":
+            key = (r["context"], r["block"], r["gpus"], r.get("delta_stride", 0))
+            best[key] = min(best.get(key, float("inf")), r["phase1_s"])
+    for r in runs:
+        stride = r.get("delta_stride", 0)
+        plain = best.get((r.get("context"), r.get("block"), r.get("gpus"), 0))
+        if "error" not in r and r["mode"] == "star" and stride and plain:
+            key = (r["context"], r["block"], r["gpus"], stride)
+            r["phase1_vs_plain"] = best[key] / plain
+            r["phase1_best_s"] = best[key]
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
 def _block_pairs(plan, i: int) -> float:
     length = plan.blocks[i][1] - plan.blocks[i][0]
     return length * (length + 1) / 2 + (length * plan.anchor if i > 0 else 0)
@@ -210,32 +306,38 @@ def _block_pairs(plan, i: int) -> float:
 
 def weight_bytes(config) -> int:
     """bf16 bytes a decode step reads: every layer and the LM head (the embedding reads one row)."""
-    h, i, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * 128
+    h, i, kv = config.hidden_size, config.intermediate_size, config.num_key_value_heads * _head_dim(config)
     per_layer = h * (h + 2 * kv) + h * h + 3 * h * i + 2 * h
     return 2 * (per_layer * config.num_hidden_layers + config.vocab_size * h + h)
 
 
-def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> dict:
-    """One configuration through the engine's public phases; every rank returns the same dict."""
-    from engine.settings import GenerationSettings, RunSettings
+def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int, stride: int = 0) -> dict:
+    """One configuration through the engine's public phases; every rank returns the same dict.
+    ``stride``: star's phase 1 with the delta correction every ``stride`` rows (0: plain)."""
+    from engine.settings import Correction, GenerationSettings, RunSettings
 
     options = engine_options()
 
+    vocab = min(128000, engine.model.config.vocab_size)
     gen = torch.Generator().manual_seed(n)
-    context = torch.randint(0, 128000, (n,), generator=gen).tolist()
-    query = torch.randint(0, 128000, (QUERY_TOKENS,), generator=gen).tolist()
+    context = torch.randint(0, vocab, (n,), generator=gen).tolist()
+    query = torch.randint(0, vocab, (QUERY_TOKENS,), generator=gen).tolist()
+    corrected = mode == "star" and stride > 0
     settings = RunSettings(
         attention=mode,
         block_size=block if mode == "star" else None,
         generation=GenerationSettings.plain(max_tokens=decode_tokens, temperature=0.0),
         options=options,
+        correction=Correction.DELTA if corrected else Correction.NONE,
+        delta_stride=stride if corrected else RunSettings().delta_stride,
+        kv_dtype=KV_DTYPE["value"],
     )
     plan = engine.plan(settings, n, len(query))
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    synchronize()
+    reset_peak_memory()
     started = time.perf_counter()
     encoded = yield_all(engine.encode_context(context, plan))
-    torch.cuda.synchronize()
+    synchronize()
     phase1 = time.perf_counter() - started
     stats = None
     token_ids = []
@@ -244,9 +346,9 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
             stats = event
         elif event.kind == "token" and event.token_id >= 0:
             token_ids.append(event.token_id)
-    torch.cuda.synchronize()
+    synchronize()
     rank_phase1 = encoded.rank_seconds or [phase1]
-    peaks = comm.gather_floats(torch.cuda.max_memory_allocated() / 2**30)
+    peaks = comm.gather_floats(peak_gib())
     # Only the query host sees Stats; every rank joins the gathers.
     ttft = comm.gather_floats(stats.ttft_s if stats else -1.0)[comm.host]
     capture_s = comm.gather_floats(stats.graph_capture_s if stats else 0.0)[comm.host]  # once per query
@@ -257,6 +359,8 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
         "context": n,
         "block": block if mode == "star" else None,
         "gpus": comm.world_size,
+        "correction": str(plan.correction),
+        "delta_stride": plan.delta_stride,
         "phase1_s": phase1,
         "phase1_rank_s": rank_phase1,
         "peak_gib": peaks,
@@ -275,7 +379,8 @@ def run_one(engine, comm, mode: str, n: int, block: int, decode_tokens: int) -> 
         "first_tokens": [t for t in comm.broadcast_from_host((token_ids + [-1] * 8)[:8]) if t >= 0],
     }
     del encoded
-    torch.cuda.empty_cache()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return result
 
 
@@ -307,31 +412,32 @@ def worker(args) -> None:
     from engine.api import Engine
     from engine.comm import Comm, DistComm
 
+    KV_DTYPE["value"] = getattr(args, "kv_dtype", "model")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    torch.cuda.set_device(local)
+    cuda = args.device == "cuda"
+    if cuda:
+        torch.cuda.set_device(local)
     comm = Comm()
     if world > 1:
-        dist.init_process_group("nccl", timeout=datetime.timedelta(seconds=args.timeout))
-        comm = DistComm(torch.device("cuda", local))
+        backend = "nccl" if cuda else "gloo"
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
+        comm = DistComm(torch.device("cuda", local) if cuda else torch.device("cpu"))
     rates = measure_rates() if comm.rank == 0 and not args.skip_rates else {}
     if comm.rank == 0:
-        rates["device"] = torch.cuda.get_device_name(local)
-    model = build_model(max(args.lengths) + 4096, args.layers)
+        rates["device"] = torch.cuda.get_device_name(local) if cuda else "cpu"
+    model = build_model(max(args.lengths) + 4096, args.layers, args.shape, args.device)
     engine = Engine(model, StubTokenizer(), comm)
     results = []
-    configs = [
-        (m, n, b) for n in args.lengths for m in args.modes for b in (args.blocks if m == "star" else [0])
-    ]
-    configs = [c for c in configs if not (c[0] == "global" and (world > 1 or c[1] > args.dense_max_length))]
-    warm = {(m, b) for m, _, b in configs}
-    for m, b in sorted(warm):  # compile kernels and build cuDNN plans outside the timings
-        run_one(engine, comm, m, 2 * max(b, 4096), max(b, 4096), 3)
+    configs = run_configs(args, world)
+    warm = {(m, b, s) for m, _, b, s, _ in configs}
+    for m, b, s in sorted(warm):  # compile kernels and build cuDNN plans outside the timings
+        run_one(engine, comm, m, 2 * max(b, args.warm_block), max(b, args.warm_block), 3, s)
     if args.profile and world == 1:
         profile_phase1(engine, comm, max(args.blocks), args.profile)
-    for mode, n, block in configs:
+    for mode, n, block, stride, repeat in configs:
         try:
-            res = run_one(engine, comm, mode, n, block, args.decode_tokens)
+            res = run_one(engine, comm, mode, n, block, args.decode_tokens, stride)
         except torch.OutOfMemoryError as exc:
             if world > 1:
                 raise  # the other ranks are inside a collective: end the job
@@ -340,9 +446,12 @@ def worker(args) -> None:
                 "context": n,
                 "block": block or None,
                 "gpus": world,
+                "correction": correction_label(stride),
+                "delta_stride": stride,
                 "error": f"OOM: {exc}"[:200],
             }
             torch.cuda.empty_cache()
+        res["repeat"] = repeat
         if comm.rank == 0:
             print(json.dumps(res), flush=True)
         results.append(res)
@@ -350,6 +459,21 @@ def worker(args) -> None:
         Path(args.worker_out).write_text(json.dumps({"rates": rates, "results": results}))
     if world > 1:
         dist.destroy_process_group()
+
+
+def run_configs(args, world: int) -> list[tuple[str, int, int, int, int]]:
+    """(mode, context, block, delta stride, repeat) in run order: a configuration's repeats and
+    corrections interleave, so that drift in the machine's speed touches all of them alike."""
+    configs = []
+    for n in args.lengths:
+        for mode in args.modes:
+            if mode == "global" and (world > 1 or n > args.dense_max_length):
+                continue
+            for block in args.blocks if mode == "star" else [0]:
+                strides = args.corrections if mode == "star" else [0]
+                for repeat in range(args.repeats):
+                    configs += [(mode, n, block, stride, repeat) for stride in strides]
+    return configs
 
 
 def main() -> None:
@@ -364,6 +488,19 @@ def main() -> None:
     p.add_argument("--skip-rates", action="store_true")
     p.add_argument("--dense-max-length", type=int, default=131072, help="longest context for global mode")
     p.add_argument("--profile", default=None, help="write a kernel-time table of one star run here")
+    p.add_argument(
+        "--corrections",
+        type=parse_correction,
+        nargs="+",
+        default=[0],
+        metavar="none|delta:STRIDE",
+        help="star's phase-1 corrections to run (issue 15), e.g. none delta:16 delta:64",
+    )
+    p.add_argument("--repeats", type=int, default=1, help="timed runs of every configuration")
+    p.add_argument("--kv-dtype", default="model", choices=["model", "fp8", "auto"], help="the context's KV")
+    p.add_argument("--shape", choices=sorted(SHAPES), default="llama-8b", help="tiny: a smoke run")
+    p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: a smoke run")
+    p.add_argument("--warm-block", type=int, default=4096, help="the smallest warm-up block")
     p.add_argument("--out", default="docs/bench-speed.json")
     p.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -402,20 +539,22 @@ def main() -> None:
         report["rates"] = report["rates"] or data["rates"]
         report.setdefault("device", data["rates"].get("device"))
         report["runs"].extend(data["results"])
-    config = build_config_only()
+    config = build_config_only(args.shape)
     for run in report["runs"]:
         if "error" not in run and "matmul_tflops" in report["rates"]:
             shape = (run["mode"], run["context"], run["block"] or 0, run["gpus"])
-            run.update(floors(*shape, report["rates"], config, run.get("anchor_shared", False)))
+            shared, stride = run.get("anchor_shared", False), run.get("delta_stride", 0)
+            run.update(floors(*shape, report["rates"], config, shared, stride))
+    compare_to_plain(report["runs"])
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
 
 
-def build_config_only():
+def build_config_only(shape_name: str = "llama-8b"):
     from transformers import LlamaConfig
 
-    return LlamaConfig(**LLAMA_8B)
+    return LlamaConfig(**SHAPES[shape_name])
 
 
 if __name__ == "__main__":

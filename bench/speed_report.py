@@ -47,6 +47,13 @@ def table(report: dict) -> str:
             notes.append("anchor sent by rank 0")
         if r.get("blocks_per_rank") and r["gpus"] > 1:
             notes.append("blocks " + "+".join(str(x) for x in r["blocks_per_rank"]))
+        if r.get("delta_stride"):
+            ratio = r.get("phase1_vs_plain")
+            notes.append(
+                f"delta γ={r['delta_stride']}" + (f": phase 1 {ratio:.3f}× plain star" if ratio else "")
+            )
+        if r.get("repeat"):
+            notes.append(f"repeat {r['repeat']}")
         if r["mode"] != "global":
             notes.append(
                 "graph decode" if r.get("decode_graph") else f"eager decode ({r.get('graph_fallback')})"

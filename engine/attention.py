@@ -25,6 +25,7 @@ from engine.ring_attention import ring_attention
 from engine.variant_attention import Variant, variant_of
 from kernels import (
     attention_with_lse,
+    attention_with_lse_fp8,
     block_attention,
     decode_attention,
     delta_block_attention,
@@ -66,8 +67,9 @@ def star_attention_forward(
         anchor_k, anchor_v = star_cache.anchor_kv(module.layer_idx)
         earlier = star_cache.earlier_kv(module.layer_idx) if star_cache.delta_stride else None
         if earlier is not None:
+            scales = star_cache.earlier_scales(module.layer_idx)  # fp8: read as stored, not widened
             out = delta_block_attention(
-                query, key, value, anchor_k, anchor_v, *earlier, scale, star_cache.delta_stride
+                query, key, value, anchor_k, anchor_v, *earlier, scale, star_cache.delta_stride, scales
             )
         else:
             out, _ = block_attention(query, key, value, anchor_k, anchor_v, scale)
@@ -99,6 +101,7 @@ def _query_attention(cache: StarCache, layer_idx: int, query, key, value, scale)
             out, lse = attention_with_lse(query, *joined, scale, causal=False)
             return cache.comm.merge_across_ranks(out, lse)
     ctx_k, ctx_v = cache.context_kv(layer_idx)
+    ctx_scales = cache.context_scales(layer_idx)  # None unless the context KV is fp8
     if cache.graph_slot is not None:  # decode step under a CUDA graph: one fused pass
         host = cache.comm.is_host
         out, lse = decode_attention(
@@ -109,10 +112,13 @@ def _query_attention(cache: StarCache, layer_idx: int, query, key, value, scale)
             value if host else None,
             cache.graph_kv_len if host else None,
             scale,
+            ctx_scales,
         )
         return cache.comm.merge_across_ranks(out, lse)
     if ctx_k is None or ctx_k.shape[2] == 0:
         o, lse = empty_partial(query, value.shape[-1])  # a rank with no blocks
+    elif ctx_scales is not None:
+        o, lse = attention_with_lse_fp8(query, ctx_k, ctx_v, ctx_scales, scale)
     else:
         o, lse = attention_with_lse(query, ctx_k, ctx_v, scale, causal=False)
     outs, lses = [o], [lse]

@@ -10,6 +10,7 @@ import torch
 from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.comm import Comm
+from kernels import dequantize, quantize_fp8
 
 Phase = Literal["anchor", "block", "query", "ring", "delta"]
 
@@ -25,6 +26,10 @@ class StarLayer(CacheLayerMixin):
         self.anchor_v: torch.Tensor | None = None
         self.tail_k: torch.Tensor | None = None
         self.tail_v: torch.Tensor | None = None
+        # fp8 context (kernels.quant): context_k/v hold e4m3 values, these their per-token scales
+        self.context_ks: torch.Tensor | None = None
+        self.context_vs: torch.Tensor | None = None
+        self.kept_anchor: tuple[torch.Tensor, torch.Tensor] | None = None  # fp8: block 0's anchor
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.is_initialized = True
@@ -92,16 +97,28 @@ class StarCache(Cache):
     """
 
     def __init__(
-        self, num_layers: int, comm: Comm, local_context: int, context_tokens: int, tail_room: int = 0
+        self,
+        num_layers: int,
+        comm: Comm,
+        local_context: int,
+        context_tokens: int,
+        tail_room: int = 0,
+        kv_fp8: bool = False,
     ):
         super().__init__(layers=[StarLayer() for _ in range(num_layers)])
         self.comm = comm
         self.local_context = local_context  # tokens this rank holds
         self.context_tokens = context_tokens  # tokens of the whole context (all ranks)
+        # The context KV in fp8 (kernels.quant), written as phase 1 produces it; the query and
+        # answer's KV (the tail) stays in the model's dtype, in buffers of its own.
+        self.kv_fp8 = kv_fp8
         # The query host keeps room for the query and answer right after its context, so that a
         # decode step attends to both with one call (``joined_kv``): two calls and a merge per
         # layer cost a CPU decode step ~10%, far more on a busy machine (docs/cpu-speed.md).
-        self.tail_room = tail_room if comm.is_host else 0
+        self.tail_room = tail_room if comm.is_host and not kv_fp8 else 0
+        # Rank 0 under fp8: block 0's first ``keep_anchor`` tokens' KV is kept in the model's dtype
+        # as the anchor (the fp8 copy in the context buffer would change phase 1 for every block).
+        self.keep_anchor = 0
         self.joined = False  # this query's tail lives in that room
         self.phase: Phase = "block"
         self.block_offset = 0
@@ -134,7 +151,12 @@ class StarCache(Cache):
         self.phase, self.block_offset = "block", offset
 
     def use_anchor_from_context(self, anchor: int) -> None:
-        """Block 0 is on this rank: its first ``anchor`` tokens' KV *is* the anchor's (causal prefix)."""
+        """Block 0 is on this rank: its first ``anchor`` tokens' KV *is* the anchor's (causal prefix).
+        Under fp8 it was kept at full precision while block 0 was written (``keep_anchor``)."""
+        if self.kv_fp8:
+            for layer in self.layers:
+                (layer.anchor_k, layer.anchor_v), layer.kept_anchor = layer.kept_anchor, None
+            return
         for layer in self.layers:
             layer.anchor_k = layer.context_k[:, :, :anchor]
             layer.anchor_v = layer.context_v[:, :, :anchor]
@@ -148,12 +170,20 @@ class StarCache(Cache):
 
     def earlier_kv(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The KV of every context token before the block being encoded, at this layer (the delta
-        correction), or None where there is none. Blocks are encoded in order through every layer,
-        so at block ``i`` the buffer already holds blocks ``0..i-1`` at every layer."""
+        correction), or None where there is none; fp8 values under fp8 (``earlier_scales``).
+        Blocks are encoded in order through every layer, so at block ``i`` the buffer already
+        holds blocks ``0..i-1`` at every layer."""
         layer = self.layers[layer_idx]
         if layer.context_k is None or self.block_offset == 0:
             return None
         return layer.context_k[:, :, : self.block_offset], layer.context_v[:, :, : self.block_offset]
+
+    def earlier_scales(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The per-token scales of ``earlier_kv`` under fp8, else None."""
+        layer = self.layers[layer_idx]
+        if layer.context_ks is None:
+            return None
+        return layer.context_ks[:, :, : self.block_offset], layer.context_vs[:, :, : self.block_offset]
 
     def drop_anchor(self) -> None:
         for share in (self.anchor_send, self.anchor_recv):
@@ -216,15 +246,24 @@ class StarCache(Cache):
             return key_states, value_states
         if self.phase in ("block", "ring", "delta"):  # ring and delta: all this rank's tokens at once
             if layer.context_k is None:
-                size = self.local_context + self.tail_room
-                shape = (*key_states.shape[:2], size, key_states.shape[3])
-                vshape = (*value_states.shape[:2], size, value_states.shape[3])
-                layer.context_k = key_states.new_empty(shape)
-                layer.context_v = value_states.new_empty(vshape)
-                layer.is_initialized = True
+                self._allocate_context(layer, key_states, value_states)
             end = self.block_offset + length
-            layer.context_k[:, :, self.block_offset : end] = key_states
-            layer.context_v[:, :, self.block_offset : end] = value_states
+            if self.kv_fp8:
+                if self.keep_anchor and self.block_offset == 0:  # taken up after block 0
+                    layer.kept_anchor = (
+                        key_states[:, :, : self.keep_anchor].clone(),
+                        value_states[:, :, : self.keep_anchor].clone(),
+                    )
+                for values, scales, states in (
+                    (layer.context_k, layer.context_ks, key_states),
+                    (layer.context_v, layer.context_vs, value_states),
+                ):
+                    q, scale = quantize_fp8(states)
+                    values[:, :, self.block_offset : end] = q
+                    scales[:, :, self.block_offset : end] = scale
+            else:
+                layer.context_k[:, :, self.block_offset : end] = key_states
+                layer.context_v[:, :, self.block_offset : end] = value_states
             if self.anchor_send is not None:  # rank 0 encoding block 0: send this layer's anchor
                 self.anchor_send.send(layer_idx, key_states, value_states)
             if layer_idx == len(self.layers) - 1:
@@ -253,11 +292,46 @@ class StarCache(Cache):
             self.tail_len += length
         return layer.tail_k[:, :, : start + length], layer.tail_v[:, :, : start + length]
 
+    def _allocate_context(
+        self, layer: StarLayer, key_states: torch.Tensor, value_states: torch.Tensor
+    ) -> None:
+        size = self.local_context + self.tail_room
+        shape = (*key_states.shape[:2], size, key_states.shape[3])
+        vshape = (*value_states.shape[:2], size, value_states.shape[3])
+        if self.kv_fp8:
+            layer.context_k = torch.empty(shape, dtype=torch.float8_e4m3fn, device=key_states.device)
+            layer.context_v = torch.empty(vshape, dtype=torch.float8_e4m3fn, device=value_states.device)
+            scale_kw = {"dtype": torch.float32, "device": key_states.device}
+            layer.context_ks = torch.empty(shape[:3], **scale_kw)
+            layer.context_vs = torch.empty(vshape[:3], **scale_kw)
+        else:
+            layer.context_k = key_states.new_empty(shape)
+            layer.context_v = value_states.new_empty(vshape)
+        layer.is_initialized = True
+
     def context_kv(self, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """This rank's context KV as stored: the model's dtype, or fp8 values (``context_scales``)."""
         layer = self.layers[layer_idx]
         if layer.context_k is None:
             return None, None
         return layer.context_k[:, :, : self.context_len], layer.context_v[:, :, : self.context_len]
+
+    def context_scales(self, layer_idx: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The fp8 context's per-token scales of K and V, or None where the KV is not fp8."""
+        layer = self.layers[layer_idx]
+        if layer.context_ks is None:
+            return None
+        return layer.context_ks[:, :, : self.context_len], layer.context_vs[:, :, : self.context_len]
+
+    def context_kv_dequantized(
+        self, layer_idx: int, dtype: torch.dtype
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The context KV in ``dtype`` (a widened copy under fp8): for paths without an fp8 kernel."""
+        k, v = self.context_kv(layer_idx)
+        scales = self.context_scales(layer_idx)
+        if k is None or scales is None:
+            return k, v
+        return dequantize(k, scales[0], dtype), dequantize(v, scales[1], dtype)
 
     def local_offsets(self) -> list[int]:
         """Where each of ``context_spans`` starts in this rank's context buffer."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from kernels import attention_with_lse, empty_partial, merge_partials
+from kernels import attention_with_lse, empty_partial, merge_partials, spread_deltas
 
 
 @dataclass(frozen=True)
@@ -83,9 +83,7 @@ def delta_attention(cache, layer_idx: int, q, k, v, scale: float) -> torch.Tenso
         block_exact = exact[:, :, at : at + count]
         at += count
         block = out[:, :, local_start:local_stop]
-        delta = block_exact - block[:, :, :: info.stride]
-        block += delta.repeat_interleave(info.stride, dim=2)[:, :, :length]
-        block[:, :, :: info.stride] = block_exact
+        spread_deltas(block, block_exact, info.stride, out=block)
     return out.to(q.dtype)
 
 

@@ -62,6 +62,13 @@ class UnsupportedModelError(EngineError):
         super().__init__(f"model type {model_type!r} is not supported: {feature}")
 
 
+class NotEnoughMemoryError(EngineError):
+    """The run's estimated peak memory exceeds what its device has free (``engine.memory``):
+    refused before any weights load, naming both figures and the ways out (exit 2, like any run
+    its settings cannot serve here). Past the estimate, a real allocation failure is
+    ``OutOfMemoryError`` (exit 1)."""
+
+
 class InputMismatchError(EngineError):
     """The nodes of a multi-node job read different input (token ids or run plan): each node reads
     and tokenizes its own sources, so they must be identical everywhere (exit 2)."""
@@ -99,6 +106,7 @@ _REGISTRY: dict[str, type[StarcliError]] = {
         BadSettingError,
         ContextTooLongError,
         UnsupportedModelError,
+        NotEnoughMemoryError,
         InputMismatchError,
         ModelLoadError,
         RankError,

@@ -19,10 +19,12 @@ import types
 
 import torch
 
+from engine.support import FUSED_MODEL_TYPES
+
 # Classes whose forward is exactly Llama's (weight * norm(x).to(dtype); down(act(gate) * up)).
 NORM_CLASSES = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
 MLP_CLASSES = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
-ROPE_MODEL_TYPES = {"llama", "mistral", "qwen2", "qwen3"}
+ROPE_MODEL_TYPES = FUSED_MODEL_TYPES
 _MARK = "_starcli_fused"
 
 

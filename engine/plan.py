@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from engine.errors import BadSettingError, EmptyInputError
+from engine.support import SINK_MODEL_TYPES
 
 # Calibration against measured phase-1 times (Llama-3.1-8B shape, bf16, fused pointwise kernels,
 # H100, docs/benchmarks.md): a 16K block without anchor took 0.487 s and one with a 16K anchor
@@ -28,6 +29,10 @@ class CostModel:
     pointwise: float = 0.0
     attn_rate: float = 1.0
     windowed: tuple[tuple[int, float], ...] = ()
+    # Whether the fp8 split-KV kernel serves this model's phase 2 (a power-of-two head dim from 16
+    # to 256, no sliding window, soft-capping or sink); elsewhere an fp8 context would be widened
+    # back to the model's dtype in every layer of every step, so ``--kv-dtype auto`` keeps that.
+    fp8_kernel: bool = True
 
     @classmethod
     def for_config(cls, config) -> CostModel:
@@ -45,12 +50,15 @@ class CostModel:
         for window in windows:
             if window is not None:
                 by_window[window] = by_window.get(window, 0.0) + key_cost
+        plain = not by_window and not getattr(config, "attn_logit_softcapping", None)
+        plain = plain and getattr(config, "model_type", None) not in SINK_MODEL_TYPES
         return cls(
             linear=linear,
             per_key=key_cost * sum(1 for w in windows if w is None),
             pointwise=POINTWISE_FRACTION * linear,
             attn_rate=ATTENTION_RATE,
             windowed=tuple(sorted(by_window.items())),
+            fp8_kernel=plain and 16 <= head_dim <= 256 and head_dim & (head_dim - 1) == 0,
         )
 
     def block(self, tokens: int, anchor: int) -> float:

@@ -9,13 +9,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine import compiled, fused
+from engine import chunked, compiled, fused
 from engine.cache import StarCache
 from engine.comm import Comm
 from engine.events import ContextEncoded, Event
 from engine.modelcall import call_model
 from engine.runplan import RunPlan
-from engine.settings import EngineOptions, Kernels
+from engine.settings import MLP_CHUNK_TOKENS, EngineOptions, Kernels
 from engine.support import needs_eager_attention
 from kernels import use_reference_kernels
 
@@ -50,6 +50,8 @@ class ModelRunner:
                 compiled.compile_pointwise(model)
             elif options.fused:  # fused Triton norm/MLP/RoPE: no compile on first use
                 fused.fuse_pointwise(model)
+        if not (self.device.type == "cuda" and options.compile):  # compiled MLPs run whole
+            chunked.chunk_mlps(model, MLP_CHUNK_TOKENS)
 
     def forward(self, ids: list[int], position: int, cache) -> torch.Tensor:
         """Run the model on ``ids`` at positions ``position ..``; return the last token's logits."""

@@ -23,6 +23,7 @@ from engine.settings import (
     Correction,
     EngineOptions,
     GenerationSettings,
+    KVDtype,
     Positions,
     RunSettings,
 )
@@ -54,6 +55,11 @@ class RunPlan:
     window: int | None = None  # the model's position limit the plan was checked against
     correction: Correction = Correction.NONE  # phase 1's correction (star only; kernels.delta)
     delta_stride: int = 0  # Correction.DELTA: every this-many-th block row is computed exactly
+    kv_dtype: KVDtype = KVDtype.MODEL  # how the context KV is stored (fp8: kernels.quant); never AUTO
+
+    @property
+    def kv_fp8(self) -> bool:
+        return self.kv_dtype == KVDtype.FP8
 
     @property
     def blocks(self) -> int:
@@ -97,6 +103,7 @@ class RunPlan:
                 "generation": GenerationSettings.from_dict(data["generation"]),
                 "options": EngineOptions.from_dict(data["options"]),
                 "correction": Correction(data.get("correction", Correction.NONE)),
+                "kv_dtype": KVDtype(data.get("kv_dtype", KVDtype.MODEL)),
             }
         )
 
@@ -161,7 +168,27 @@ def make_run_plan(
         window=window,
         correction=correction,
         delta_stride=settings.delta_stride if correction == Correction.DELTA else 0,
+        kv_dtype=_kv_dtype(settings, attention, device, dtype, cost),
     )
+
+
+def _kv_dtype(
+    settings: RunSettings, attention: Attention, device: str, dtype: str, cost: CostModel | None
+) -> KVDtype:
+    """The KV storage asked for (``auto``: fp8 on CUDA for star and ring attention over a 16-bit
+    model whose attention the fp8 kernel serves, else the model's dtype), or the error saying why
+    it cannot run here."""
+    kv_dtype = _choice(KVDtype, settings.kv_dtype)
+    if kv_dtype == KVDtype.AUTO:
+        fp8 = device.startswith("cuda") and attention != Attention.GLOBAL and dtype in ("bfloat16", "float16")
+        fp8 = fp8 and (cost is None or cost.fp8_kernel)
+        return KVDtype.FP8 if fp8 else KVDtype.MODEL
+    if kv_dtype == KVDtype.FP8 and attention == Attention.GLOBAL:
+        raise BadSettingError(
+            "--kv-dtype fp8 stores star or ring attention's context cache; global (dense) attention "
+            "keeps transformers' own cache (use --attention star, or --kv-dtype auto)"
+        )
+    return kv_dtype
 
 
 def _correction(settings: RunSettings, attention: Attention, positions: Positions, world: int) -> Correction:

@@ -38,6 +38,17 @@ from engine.settings import Attention
 
 HIT, MISS, OFF = "hit", "miss", "off"
 
+# How fast a saved context loads and is written, in bytes of KV per second, by device kind; the
+# CRC-32 of every tensor is inside both, as every load and save pays it. Load: reading the file,
+# the CRC, the copy into the cache's buffers. CPU: 290 MB in a median 0.36 s on the 2-core VM
+# (docs/saved-context-cpu.json). CUDA: 2.43 GB/s on an H200 with the page cache warm, as a hit on
+# the file a miss just wrote finds it (cold: 1.10-1.33 GB/s; at 128K tokens 1.01 s of the 1.24 s
+# is the CRC pass, which also pulls the mapped pages in), docs/saved-context-gpu.json. Save: the
+# copy off the device, the CRC, the write: CPU 290 MB in 2.1-3.4 s (0.086-0.14 GB/s); CUDA 0.75
+# GB/s at 32K tokens, 0.65 GB/s at 128K (0.75 and 3.0 GB in 1.00 and 4.62 s). Rounded down.
+LOAD_BYTES_PER_S = {"cpu": 0.8e9, "cuda": 2.4e9}
+SAVE_BYTES_PER_S = {"cpu": 0.08e9, "cuda": 0.65e9}
+
 
 def context_key(spec: StoreSpec, plan: RunPlan, context: list[int], runner: ModelRunner) -> str:
     """The entry's key for this rank's view of the run (the same on every rank of one host)."""
@@ -60,18 +71,34 @@ def context_key(spec: StoreSpec, plan: RunPlan, context: list[int], runner: Mode
         "world": plan.world_size,
         "window": plan.window,
         "correction": [str(plan.correction), plan.delta_stride],
+        "kv_dtype": str(plan.kv_dtype),
         "options": [options.share_anchor, options.compile, options.fused, str(options.kernels)],
     }
     return context_store.entry_key(json.loads(json.dumps(parts)))
 
 
-def kv_bytes(config, tokens: int, dtype: torch.dtype) -> int:
-    """The KV of ``tokens`` context tokens over every layer (what all ranks save together)."""
+def kv_bytes(config, tokens: int, dtype: torch.dtype, fp8: bool = False) -> int:
+    """The KV of ``tokens`` context tokens over every layer (what all ranks save together); fp8:
+    one byte an element plus a float32 scale per token and head (``kernels.quant``)."""
     heads = config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    element = torch.empty((), dtype=dtype).element_size()
-    return 2 * config.num_hidden_layers * kv_heads * head_dim * tokens * element
+    per_head = head_dim + 4 if fp8 else head_dim * torch.empty((), dtype=dtype).element_size()
+    return 2 * config.num_hidden_layers * kv_heads * per_head * tokens
+
+
+def worth_saving(entry_bytes: int, encode_s: float, device_type: str) -> bool:
+    """Whether the entry pays for itself by the first hit: writing it now and loading it once, at
+    the device's measured rates, against the phase 1 this run just measured. The save is paid
+    before this run's answer (so that the entry exists even if the answer is interrupted) and how
+    many hits follow is unknown, so one hit must win it back. On a CPU that holds by far (4 s
+    against 74 s at 6.3K tokens); on an H200 the default model's bf16 KV at 32K and 128K tokens
+    takes longer to write and load once (1.5 s, 5.9 s) than its phase 1 ran in a fresh process
+    (1.2 s, 1.8-2.8 s), so it stays in memory only (``chat``, ``--also``): docs/benchmarks.md,
+    issue 14. A device kind not measured is taken at the CPU's rates."""
+    load = LOAD_BYTES_PER_S.get(device_type, LOAD_BYTES_PER_S["cpu"])
+    write = SAVE_BYTES_PER_S.get(device_type, SAVE_BYTES_PER_S["cpu"])
+    return entry_bytes / load + entry_bytes / write < encode_s
 
 
 def savable(encoded: EncodedContext) -> bool:
@@ -121,6 +148,9 @@ def _tensors_and_meta(encoded: EncodedContext) -> tuple[dict[str, torch.Tensor],
             k, v = cache.context_kv(i)
             if k is not None:
                 tensors[f"k.{i}"], tensors[f"v.{i}"] = k, v
+            scales = cache.context_scales(i)
+            if scales is not None:  # fp8 KV: the per-token scales beside the values
+                tensors[f"ks.{i}"], tensors[f"vs.{i}"] = scales
         meta = {
             "kind": "star",
             "layers": len(cache.layers),
@@ -128,6 +158,7 @@ def _tensors_and_meta(encoded: EncodedContext) -> tuple[dict[str, torch.Tensor],
             "local_context": cache.local_context,
             "context_tokens": cache.context_tokens,
             "spans": [list(span) for span in cache.context_spans],
+            "kv_fp8": cache.kv_fp8,
         }
         return tensors, meta
     for i, layer in enumerate(cache.layers):
@@ -153,9 +184,19 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
         if names != set(meta["crc"]):
             raise ValueError("tensors missing or extra")
 
+        fp8 = kind == "star" and plan.kv_fp8
+        if kind == "star" and meta.get("kv_fp8", False) != fp8:
+            raise ValueError("another KV dtype's entry")
+
         def tensor(name: str) -> torch.Tensor:
             value = handle.get_tensor(name)
-            if value.dtype != dtype or value.dim() != 4 or value.shape[2] != meta["context_len"]:
+            scale = name.startswith(("ks.", "vs."))
+            want = torch.float32 if scale else (torch.float8_e4m3fn if fp8 else dtype)
+            if (
+                value.dtype != want
+                or value.dim() != (3 if scale else 4)
+                or value.shape[2] != meta["context_len"]
+            ):
                 raise ValueError(f"{name}: unexpected shape or dtype")
             if _crc(value) != meta["crc"][name]:
                 raise ValueError(f"{name}: checksum mismatch")
@@ -173,9 +214,11 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
         local = sum(layout.blocks[i][1] - layout.blocks[i][0] for i in layout.ranks[rank])  # ring: 2 chunks
         if meta["local_context"] != local or meta["context_tokens"] != plan.context_tokens:
             raise ValueError("another plan's entry")
-        cache = StarCache(layers, runner.comm, meta["local_context"], meta["context_tokens"], tail_room=room)
+        cache = StarCache(
+            layers, runner.comm, meta["local_context"], meta["context_tokens"], tail_room=room, kv_fp8=fp8
+        )
         cache.context_spans = tuple(tuple(span) for span in meta["spans"])
-        if names and len(names) != 2 * layers:
+        if names and len(names) != (4 if fp8 else 2) * layers:
             raise ValueError("layers missing")
         for i, layer in enumerate(cache.layers if names else ()):
             k, v = tensor(f"k.{i}"), tensor(f"v.{i}")
@@ -184,6 +227,11 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
             layer.context_v = v.new_empty((*v.shape[:2], size, v.shape[3]))
             layer.context_k[:, :, : k.shape[2]] = k
             layer.context_v[:, :, : v.shape[2]] = v
+            if fp8:
+                layer.context_ks = layer.context_k.new_empty(layer.context_k.shape[:3], dtype=torch.float32)
+                layer.context_vs = layer.context_v.new_empty(layer.context_v.shape[:3], dtype=torch.float32)
+                layer.context_ks[:, :, : k.shape[2]] = tensor(f"ks.{i}")
+                layer.context_vs[:, :, : v.shape[2]] = tensor(f"vs.{i}")
             layer.is_initialized = True
         cache.context_len = meta["context_len"]
         return cache
@@ -204,7 +252,7 @@ class SavedContexts:
         comm = runner.comm
         self.path = context_store.rank_file(self.directory, self.key, comm.rank, comm.world_size)
         dtype = next(runner.model.parameters()).dtype
-        self.bytes = kv_bytes(runner.model.config, plan.context_tokens, dtype)
+        self.bytes = kv_bytes(runner.model.config, plan.context_tokens, dtype, plan.kv_fp8)
 
     def load(self) -> tuple[object | None, float]:
         """This rank's cache (or None) and the seconds it took."""
@@ -215,11 +263,14 @@ class SavedContexts:
         return cache, time.perf_counter() - started
 
     def save(self, encoded: EncodedContext) -> bool:
-        """Save this rank's part (not when the whole entry would exceed the store's size); the
-        host then records the entry and evicts the least recently used ones. Saving is never
+        """Save this rank's part (not when the whole entry would exceed the store's size, nor
+        when writing and loading it once would take longer than phase 1 ran: ``worth_saving``);
+        the host then records the entry and evicts the least recently used ones. Saving is never
         worth failing a run for: an unwritable cache only means encoding again next time."""
         comm = self.runner.comm
-        wanted = self.bytes <= self.spec.max_bytes and savable(encoded)
+        encode_s = max(encoded.rank_seconds, default=encoded.seconds)  # the same on every rank
+        faster = worth_saving(self.bytes, encode_s, self.runner.device.type)
+        wanted = self.bytes <= self.spec.max_bytes and savable(encoded) and faster
         ok = False
         if wanted:
             try:

@@ -44,6 +44,20 @@ class Correction(StrEnum):
     DELTA = "delta"
 
 
+class KVDtype(StrEnum):
+    """How the context's KV cache is stored (phase 1 writes it, phase 2 and decoding read it)."""
+
+    # fp8 where it pays and was measured to cost nothing: on CUDA, for star and ring attention over
+    # a bf16/fp16 model (docs/accuracy.md: 99% of dense over 627 needle questions, p = 0.68; half
+    # the KV memory: 1M tokens fit one H200). Elsewhere the model's dtype (``make_run_plan``).
+    AUTO = "auto"
+    MODEL = "model"  # the model's dtype: exact
+    # float8 e4m3 with one scale per token and KV head (kernels.quant): half of bf16's bytes, so
+    # twice the context per GPU and half the KV read per decode step; not exact. Star and ring
+    # attention only (dense attention keeps transformers' own cache).
+    FP8 = "fp8"
+
+
 class Kernels(StrEnum):
     """Attention kernels: the fastest for the device, or float32 math everywhere (debugging)."""
 
@@ -70,6 +84,10 @@ MAX_AUTO_LOCAL_MULTIPLE = 1.0
 MIN_LOCAL_BLOCK = 256  # local positions: below this, the window is too small for blocks at all
 MIN_BLOCK_SIZE = 128  # the CLI's floor: a block is a forward pass, so tiny blocks only cost time
 DEFAULT_DELTA_STRIDE = 64  # the paper's gamma: ~1.5% of a block's query rows computed exactly
+# Phase 1 runs the MLP over at most this many tokens at a time (engine.chunked): its gate, up and
+# product (3 x tokens x intermediate) stay 0.66 GiB at the 8B shape in bf16 whatever the block,
+# against 5.25 GiB for a whole 64K block; GEMMs of 8K rows still run at the matmul rate.
+MLP_CHUNK_TOKENS = 8192
 DEFAULT_COLLECTIVE_TIMEOUT_S = 300.0  # long phase-1 blocks on slow CPUs must fit inside
 
 
@@ -132,6 +150,9 @@ class EngineOptions:
     fused: bool = True  # fused Triton RMSNorm / SiLU-mul / RoPE (CUDA only; off when compiling)
     kernels: Kernels = Kernels.AUTO
     collective_timeout_s: float = DEFAULT_COLLECTIVE_TIMEOUT_S
+    # Refuse, before any weights load, a run whose estimated peak memory exceeds what its device
+    # has free (engine.memory); off: run it anyway (an estimate can be wrong for an unusual model).
+    memory_check: bool = True
 
     def validate(self) -> None:
         if not self.collective_timeout_s > 0:
@@ -157,6 +178,7 @@ class RunSettings:
     options: EngineOptions = field(default_factory=EngineOptions)
     correction: Correction = Correction.NONE
     delta_stride: int = DEFAULT_DELTA_STRIDE  # rows per exact row under Correction.DELTA
+    kv_dtype: KVDtype = KVDtype.AUTO
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -172,4 +194,5 @@ class RunSettings:
             options=EngineOptions.from_dict(data.get("options", {})),
             correction=Correction(data.get("correction", Correction.NONE)),
             delta_stride=data.get("delta_stride", DEFAULT_DELTA_STRIDE),
+            kv_dtype=KVDtype(data.get("kv_dtype", KVDtype.AUTO)),
         )

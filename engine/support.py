@@ -62,6 +62,10 @@ def check_model_supported(config) -> None:
         raise UnsupportedModelError(model_type, "sliding-window layers without a sliding_window size")
 
 
+# Model types whose RMSNorm, SiLU MLP and RoPE are Llama's own (``engine.fused`` runs them fused on
+# CUDA; ``engine.memory`` then counts no float32 copy in the norm).
+FUSED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
 # Model types whose attention has per-head sinks (a logit with no value), which sdpa lacks.
 SINK_MODEL_TYPES = frozenset({"gpt_oss"})
 

@@ -88,7 +88,7 @@ def query_attention(variant: Variant, cache: StarCache, layer_idx: int, query, k
     if cache.graph_slot is not None:  # positions move inside a graph: keep this path eager
         raise RuntimeError("attention variants run eagerly, not under a CUDA graph")
     q_start = cache.context_tokens + cache.query_offset
-    ctx_k, ctx_v = cache.context_kv(layer_idx)
+    ctx_k, ctx_v = cache.context_kv_dequantized(layer_idx, query.dtype)
     parts = []
     if ctx_k is not None:
         for local, (g_start, g_stop) in zip(cache.local_offsets(), cache.context_spans, strict=True):

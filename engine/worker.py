@@ -102,6 +102,28 @@ def check_same_input(request: Request, device: torch.device, per_node: int, host
             )
 
 
+def check_gpu_memory(plan, model: str | None, device: torch.device) -> None:
+    """Refuse (``NotEnoughMemoryError``) a plan whose estimated peak exceeds this rank's GPU's free
+    memory (``engine.memory``); a model whose config cannot be read here is left to run."""
+    from transformers import AutoConfig
+
+    from engine.memory import ModelShape
+    from engine.memory_budget import Budget, check_budget, free_bytes
+    from engine.models import default_model_config, is_default
+    from engine.plan import CostModel
+
+    try:
+        if is_default(model):
+            config = default_model_config()
+        else:
+            config = AutoConfig.from_pretrained(model, local_files_only=True)
+        shape = ModelShape.for_config(config)
+    except Exception:  # noqa: BLE001 - no estimate: the run finds out for itself
+        return
+    budget = Budget(free_bytes("cuda", device.index), 1, str(device))
+    check_budget(plan, shape, budget, CostModel.for_config(config))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description=__doc__)
     parser.add_argument("--request", required=True, help="request JSON file (engine.Request.to_json)")
@@ -149,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 if int(os.environ.get("LOCAL_RANK", "0")) == 0:
                     writer.write(Joined(hosts=hosts))
                 check_same_input(request, device, per_node, hosts)
+        if plan is not None and device.type == "cuda" and plan.options.memory_check:
+            check_gpu_memory(plan, args.model, device)  # before the weights: the CLI reads no GPU of a job
         phase = "model load"
         started = time.perf_counter()
         loaded = load_model(args.model, device, plan.dtype if plan else None)

@@ -12,7 +12,11 @@ bridges the two exactly, on any device, so its logic is tested on CPU too:
   (``[B, Hkv, G*Lq, D]``) and causal attention repeats the KV heads (8-15% of the causal kernel's
   time at 16K on an H100, docs/benchmarks.md);
 - causal attention with ``Lq < Lk`` is the unmasked prefix ``[0, Lk-Lq)`` merged with the causal
-  square ``[Lk-Lq, Lk)``; with ``Lq == 1`` it is simply unmasked.
+  square ``[Lk-Lq, Lk)``; with ``Lq == 1`` it is simply unmasked;
+- a causal square of few query rows (phase 2's query over itself and a conversation's tail) goes to
+  a backend with no per-shape setup (``few_causal``: flash): cuDNN builds an execution graph for
+  every new shape and stride, hundreds of ms each (sglang #4650 measured ~400 ms), which every
+  question of a new length and every regrown conversation tail would pay before its first token.
 
 ``GQA_STRATEGY`` says which of the two the unmasked and the causal case use (bench/probe_phase1.py
 measures both).
@@ -35,6 +39,10 @@ MergeFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 # whose grid has only ceil(rows / 128) tiles per head and leaves most SMs idle.
 FEW_QUERY_ROWS = 512
 
+# The backend of few-row causal squares: "flash" (no per-shape setup) or "cudnn" (as every other
+# causal call; bench/chat_followup_gpu.py --few-causal cudnn measures the difference).
+FEW_CAUSAL_BACKEND = "flash"
+
 # "native": hand the grouped heads to the ``grouped`` backend; "fold"/"repeat": the equal-head
 # workarounds above. Either falls back to the workaround when the grouped backend refuses.
 GQA_STRATEGY = {"unmasked": "native", "causal": "native"}
@@ -50,10 +58,12 @@ def gqa_attention_with_lse(
     few: FewFn | None = None,
     merge: MergeFn = merge_partials,
     grouped: DenseFn | None = None,
+    few_causal: DenseFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped-query, bottom-right-causal attention with LSE over ``dense`` (equal heads; causal
-    only with ``Lq == Lk``), ``few`` (unmasked, grouped heads, few query rows) and ``grouped``
-    (like ``dense`` but takes ``Hkv < Hq``; may raise RuntimeError to decline)."""
+    only with ``Lq == Lk``), ``few`` (unmasked, grouped heads, few query rows), ``grouped``
+    (like ``dense`` but takes ``Hkv < Hq``; may raise RuntimeError to decline) and ``few_causal``
+    (like ``dense``, for causal squares of few query rows)."""
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     if lq == 0 or lk == 0:
@@ -65,12 +75,17 @@ def gqa_attention_with_lse(
         return attention_with_lse_math(q, k, v, scale, causal=True)
     if causal and lq < lk:
         cut = lk - lq
-        fns = (dense, few, merge, grouped)
+        fns = (dense, few, merge, grouped, few_causal)
         head = gqa_attention_with_lse(q, k[:, :, :cut], v[:, :, :cut], scale, False, *fns)
         tail = gqa_attention_with_lse(q, k[:, :, cut:], v[:, :, cut:], scale, True, *fns)
         return merge([head[0], tail[0]], [head[1], tail[1]], out_dtype=q.dtype)
     if not causal and few is not None and groups * lq <= FEW_QUERY_ROWS:
         return few(q, k, v, scale)
+    if causal and few_causal is not None and groups * lq <= FEW_QUERY_ROWS:  # Lq == Lk here
+        if groups > 1:  # a few rows of keys: repeating them costs nothing
+            k = k.repeat_interleave(groups, dim=1)
+            v = v.repeat_interleave(groups, dim=1)
+        return few_causal(q, k, v, scale, True)
     if groups > 1 and grouped is not None and GQA_STRATEGY["causal" if causal else "unmasked"] == "native":
         try:
             return grouped(q, k, v, scale, causal)
@@ -123,9 +138,20 @@ def attention_with_lse_cuda(q, k, v, scale, causal=False):
 
     if q.dtype not in (torch.float16, torch.bfloat16) or not tri.supported(q) or q.shape[-1] > 128:
         return attention_with_lse_math(q, k, v, scale, causal)
+    few_causal = flash_first_cuda if FEW_CAUSAL_BACKEND == "flash" else None
     return gqa_attention_with_lse(
-        q, k, v, scale, causal, dense_cuda, tri.split_kv_attention, merge_cuda, grouped_cuda
+        q, k, v, scale, causal, dense_cuda, tri.split_kv_attention, merge_cuda, grouped_cuda, few_causal
     )
+
+
+def flash_first_cuda(q, k, v, scale, causal):
+    """Equal-head fused attention with LSE, flash first: its kernels are built ahead of time, so
+    a new shape costs nothing before it runs; cuDNN where flash refuses the inputs."""
+    try:
+        out, lse = _flash(q, k, v, scale, causal)
+        return out, lse.reshape(q.shape[0], q.shape[1], q.shape[2]).float()
+    except RuntimeError:
+        return dense_cuda(q, k, v, scale, causal)
 
 
 def grouped_cuda(q, k, v, scale, causal):

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import torch
 
 from kernels.merge import merge_partials as _merge_reference
+from kernels.quant import dequantize
 from kernels.reference import attention_with_lse_cpu_flash, attention_with_lse_math
 
 AttentionFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
@@ -92,6 +93,35 @@ def attention_with_lse_upto(
     return attention_with_lse(q, k[:, :, :n], v[:, :, :n], scale, causal=False)
 
 
+def _triton_ready(q: torch.Tensor) -> bool:
+    """Whether the Triton split-KV kernels take these queries (CUDA, fp16/bf16, a head dim they
+    handle) and the reference kernels are not forced."""
+    if q.device.type != "cuda" or _reference_only:
+        return False
+    from kernels.triton_attention import supported
+
+    return supported(q) and q.dtype in (torch.float16, torch.bfloat16)
+
+
+def attention_with_lse_fp8(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    kv_scales: tuple[torch.Tensor, torch.Tensor],
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unmasked attention over an fp8 KV (``kernels.quant``: values and per-token scales): on CUDA
+    the split-KV kernel dequantizes as it reads, so the context is never widened in memory;
+    elsewhere the KV is dequantized to ``q``'s dtype and attended as usual."""
+    if _triton_ready(q):
+        from kernels.triton_attention import split_kv_attention
+
+        return split_kv_attention(q, k, v, scale, kv_scales=kv_scales)
+    return attention_with_lse(
+        q, dequantize(k, kv_scales[0], q.dtype), dequantize(v, kv_scales[1], q.dtype), scale, causal=False
+    )
+
+
 def decode_attention(
     q: torch.Tensor,
     ctx_k: torch.Tensor | None,
@@ -100,18 +130,21 @@ def decode_attention(
     tail_v: torch.Tensor | None,
     tail_len: torch.Tensor | None,
     scale: float,
+    ctx_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention over all context keys and the first ``tail_len`` tail keys (either part
-    may be ``None``): the decode step's attention, one split-KV pass and one merge on CUDA."""
-    if q.device.type == "cuda" and not _reference_only:
+    may be ``None``): the decode step's attention, one split-KV pass and one merge on CUDA.
+    ``ctx_scales``: the context KV is fp8 (``kernels.quant``)."""
+    if _triton_ready(q):
         from kernels.triton_attention import decode_attention as fused
-        from kernels.triton_attention import supported
 
-        if supported(q) and q.dtype in (torch.float16, torch.bfloat16):
-            return fused(q, ctx_k, ctx_v, tail_k, tail_v, tail_len, scale)
+        return fused(q, ctx_k, ctx_v, tail_k, tail_v, tail_len, scale, ctx_scales)
     outs, lses = [], []
     if ctx_k is not None and ctx_k.shape[2] > 0:
-        o, lse = attention_with_lse(q, ctx_k, ctx_v, scale, causal=False)
+        if ctx_scales is not None:
+            o, lse = attention_with_lse_fp8(q, ctx_k, ctx_v, ctx_scales, scale)
+        else:
+            o, lse = attention_with_lse(q, ctx_k, ctx_v, scale, causal=False)
         outs.append(o)
         lses.append(lse)
     if tail_k is not None and tail_k.shape[2] > 0:

@@ -67,7 +67,9 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
     return y
 
 
-@triton.jit
+# The sequence length only splits the program id into (batch, token): not specialised on, so that
+# a question whose length divides by 16 (or is 1) compiles no variant of its own (issue 14).
+@triton.jit(do_not_specialize=["L"])
 def _rope_kernel(
     X,
     COS,

@@ -20,14 +20,29 @@ import triton
 import triton.language as tl
 
 _LOG2E = 1.4426950408889634
+# Integers that change from call to call (query length, key count, rows) are not specialised on:
+# Triton would otherwise compile a kernel again whenever one becomes divisible by 16 or equal to 1,
+# which a chat's follow-up of a new length paid for on its first token (0.5-0.8 s on an H200).
 
 # Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these). One
 # program per SM was fastest timed inside a CUDA graph on an H100 at 128K keys: 189 µs (2.84 TB/s)
-# against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md).
-DECODE_CONFIG = {"block_n": 64, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
+# against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md); on an H200, 128-key tiles:
+# 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile.json).
+DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
+# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 48
+# shapes swept by bench/decode_profile.py on an H200, 2.89 TB/s at 128K keys (docs/benchmarks.md).
+# ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate).
+FP8_DECODE_CONFIG = {
+    "block_n": 128,
+    "num_warps": 4,
+    "num_stages": 3,
+    "programs_per_sm": 2,
+    "k_rows": False,
+    "f16": True,
+}
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["kv_len_static", "chunk", "split_offset", "LQ"])
 def _split_kv_kernel(
     Q,
     K,
@@ -35,6 +50,8 @@ def _split_kv_kernel(
     O_PART,
     L_PART,
     KV_LEN,
+    K_SCALE,
+    V_SCALE,
     kv_len_static,
     chunk,
     split_offset,
@@ -48,11 +65,15 @@ def _split_kv_kernel(
     sv_b,
     sv_h,
     sv_n,
+    ss_b,
+    ss_h,
+    LQ,
     HKV: tl.constexpr,
     G: tl.constexpr,
-    LQ: tl.constexpr,
     D: tl.constexpr,
     HAS_LEN: tl.constexpr,
+    QUANT: tl.constexpr,
+    F16: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
@@ -62,7 +83,7 @@ def _split_kv_kernel(
     pid_s = tl.program_id(2)
     b = (pid_bh // HKV).to(tl.int64)
     h = (pid_bh % HKV).to(tl.int64)
-    m_rows: tl.constexpr = G * LQ
+    m_rows = G * LQ
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < m_rows
     g = rows // LQ
@@ -83,22 +104,48 @@ def _split_kv_kernel(
     acc = tl.zeros([BLOCK_M, D], tl.float32)
     k_base = K + b * sk_b + h * sk_h
     v_base = V + b * sv_b + h * sv_h
+    ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
+    vs_base = V_SCALE + b * ss_b + h * ss_h
+    if QUANT and F16:
+        # fp8 KV: e4m3 widens to fp16 in one instruction (to bf16 it takes several, which made the
+        # kernel compute-bound), so the dots run in fp16; each query row is scaled into fp16's range
+        # first and its scale folded back into the scores.
+        q_amax = tl.max(tl.abs(q.to(tl.float32)), 1)
+        q_scale = tl.where(q_amax > 0, q_amax, 1.0)
+        qd = (q.to(tl.float32) / q_scale[:, None]).to(tl.float16)
+        row_scale = q_scale * scale_log2
+    else:
+        qd = q
+        row_scale = tl.full([BLOCK_M], 1.0, tl.float32) * scale_log2
     for n in range(start, end, BLOCK_N):
         cols = n + tl.arange(0, BLOCK_N)
         col_ok = cols < end
         if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
             k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * scale_log2
+            s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
         else:
             k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
-            s = tl.dot(q, k) * scale_log2
+            s = tl.dot(qd, k.to(qd.dtype))
+        s = s * row_scale[:, None]
+        if QUANT:  # the key's scale multiplies its column of scores
+            s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
         s = tl.where(col_ok[None, :], s, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        if QUANT:  # the value's scale multiplies its column of probabilities
+            # Taken relative to the tile's largest scale, which multiplies the dot's result: p times
+            # a raw scale (amax / 448, often below 1e-4) falls below fp16's normal range, where
+            # every probability under ~1e-3 of the row's largest was flushed to zero.
+            v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
+            v_top = tl.max(v_scale, 0)
+            v_top = tl.where(v_top > 0, v_top, 1.0)
+            pv = p * (v_scale / v_top)[None, :]
+            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
+        else:
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
 
     has_keys = l_i > 0
@@ -109,7 +156,7 @@ def _split_kv_kernel(
     tl.store(L_PART + base + rows, lse, mask=row_ok)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["P", "R", "H", "LQ"])
 def _merge_kernel(
     PARTS,
     L,
@@ -190,7 +237,7 @@ def merge_stacked(
     return out, out_lse
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["R", "H", "LQ"])
 def _merge2_kernel(
     OA,
     LA,
@@ -280,11 +327,11 @@ def merge_pair(
     return out, out_lse
 
 
-def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None):
+def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None, fp8: bool = False):
     """(block_m, block_n, m_tiles, splits, chunk, warps, stages) of one split-KV launch."""
     m_rows = (q.shape[1] // hkv) * q.shape[2]
     block_m = max(16, triton.next_power_of_2(min(m_rows, 64)))
-    cfg = DECODE_CONFIG
+    cfg = FP8_DECODE_CONFIG if fp8 else DECODE_CONFIG
     small = block_m <= 16
     block_n = cfg["block_n"] if small else 32
     m_tiles = triton.cdiv(m_rows, block_m)
@@ -299,11 +346,14 @@ def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None
     return block_m, block_n, m_tiles, splits, chunk, warps, stages
 
 
-def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len) -> None:
+def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None) -> None:
     block_m, block_n, m_tiles, splits, chunk, warps, stages = shape
     b, hq, lq, d = q.shape
     hkv = k.shape[1]
     length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
+    k_scale, v_scale = scales if scales is not None else (l_part, l_part)  # unused unless QUANT
+    if scales is not None and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
+        raise ValueError("fp8 KV scales must be [B, Hkv, Lk] with the same strides, last dim contiguous")
     _split_kv_kernel[(m_tiles, b * hkv, splits)](
         q,
         k,
@@ -311,6 +361,8 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len) -> None:
         o_part,
         l_part,
         length,
+        k_scale,
+        v_scale,
         k.shape[2],
         chunk,
         offset,
@@ -324,14 +376,18 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len) -> None:
         v.stride(0),
         v.stride(1),
         v.stride(2),
+        k_scale.stride(0) if scales is not None else 0,
+        k_scale.stride(1) if scales is not None else 0,
+        lq,
         HKV=hkv,
         G=hq // hkv,
-        LQ=lq,
         D=d,
         HAS_LEN=kv_len is not None,
+        QUANT=scales is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        K_ROWS=bool(DECODE_CONFIG.get("k_rows", False)),
+        K_ROWS=bool((FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG).get("k_rows", False)),
+        F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         num_warps=warps,
         num_stages=stages,
     )
@@ -348,20 +404,23 @@ def split_kv_attention(
     scale: float,
     kv_len: torch.Tensor | None = None,
     splits: int | None = None,
+    kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention of ``q`` [B, Hq, Lq, D] over ``k``/``v`` [B, Hkv, Lk, D] → (O, LSE fp32).
 
     ``kv_len`` (a one-element device tensor) limits the keys to the first ``kv_len``: the launch
     shape then depends only on ``Lk`` (the buffer's capacity), so a CUDA graph can replay it.
+    ``kv_scales`` (K's and V's [B, Hkv, Lk] float32): ``k``/``v`` are fp8 (``kernels.quant``),
+    dequantized tile by tile as they are read.
     """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
     q, k, v = _last_dim_contiguous(q, k, v)
-    shape = _launch_shape(q, b, hkv, lk, splits)
+    shape = _launch_shape(q, b, hkv, lk, splits, fp8=kv_scales is not None)
     n_splits, m_rows = shape[3], (hq // hkv) * lq
     o_part = torch.empty((n_splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
     l_part = torch.empty((n_splits, b, hkv, m_rows), dtype=torch.float32, device=q.device)
-    _launch(q, k, v, o_part, l_part, 0, shape, scale, kv_len)
+    _launch(q, k, v, o_part, l_part, 0, shape, scale, kv_len, kv_scales)
     # Rows of [B, Hkv, G*Lq] are exactly the rows of a contiguous [B, Hq, Lq].
     o_part = o_part.view(n_splits, b, hq, lq, d)
     l_part = l_part.view(n_splits, b, hq, lq)
@@ -378,32 +437,33 @@ def decode_attention(
     tail_v: torch.Tensor | None,
     tail_len: torch.Tensor | None,
     scale: float,
+    ctx_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Unmasked attention of a few query rows over every context key and the first ``tail_len``
     tail keys, in three launches (context splits, tail splits, one merge of all partials) rather
     than two attention calls, a cast and a pairwise merge: the decode step's attention.
-    Either part may be absent (``None`` or no keys)."""
+    Either part may be absent (``None`` or no keys). ``ctx_scales``: the context is fp8."""
     b, hq, lq, d = q.shape
     (q,) = _last_dim_contiguous(q)
     parts = []
     if ctx_k is not None and ctx_k.shape[2] > 0:
         ctx_k, ctx_v = _last_dim_contiguous(ctx_k, ctx_v)
-        parts.append((ctx_k, ctx_v, None))
+        parts.append((ctx_k, ctx_v, None, ctx_scales))
     if tail_k is not None and tail_k.shape[2] > 0:
         tail_k, tail_v = _last_dim_contiguous(tail_k, tail_v)
-        parts.append((tail_k, tail_v, tail_len))
+        parts.append((tail_k, tail_v, tail_len, None))
     if not parts:
         out = q.new_zeros(b, hq, lq, d)
         return out, torch.full((b, hq, lq), float("-inf"), dtype=torch.float32, device=q.device)
     hkv = parts[0][0].shape[1]
-    shapes = [_launch_shape(q, b, hkv, k.shape[2], None) for k, _, _ in parts]
+    shapes = [_launch_shape(q, b, hkv, k.shape[2], None, fp8=sc is not None) for k, _, _, sc in parts]
     total = sum(s[3] for s in shapes)
     m_rows = (hq // hkv) * lq
     o_part = torch.empty((total, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
     l_part = torch.empty((total, b, hkv, m_rows), dtype=torch.float32, device=q.device)
     offset = 0
-    for (k, v, length), shape in zip(parts, shapes):
-        _launch(q, k, v, o_part, l_part, offset, shape, scale, length)
+    for (k, v, length, scales), shape in zip(parts, shapes):
+        _launch(q, k, v, o_part, l_part, offset, shape, scale, length, scales)
         offset += shape[3]
     return merge_stacked(o_part.view(total, b, hq, lq, d), l_part.view(total, b, hq, lq), out_dtype=q.dtype)
 

@@ -11,6 +11,11 @@ Soft-capping is ``cap * tanh(s / cap)`` on the scaled score, before the mask.
 Each program owns ``BLOCK_M`` query rows of one query head and walks only the key tiles some of
 its rows can see, so a window layer costs ``O(W)`` keys per query, not ``O(L)``. For few query
 rows (decode) the visible keys are cut into splits that run in parallel and are merged by LSE.
+
+Triton compiles a kernel again for every new pattern of its integer arguments' divisibility by 16
+unless told not to; the positions and lengths change with every question and decode step, so
+they are left unspecialised (``_PER_CALL``) and a follow-up of a new length, at a new position,
+compiles nothing (issue 14). The strides stay specialised: they are fixed by the cache's buffers.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import triton.language as tl
 _LOG2E = tl.constexpr(1.4426950408889634)
 _LN2 = tl.constexpr(0.6931471805599453)
 
+# Integers that differ from call to call: never specialised on (see the module's docstring).
+_PER_CALL = ["q_start", "k_start", "lq", "lk", "window", "split_len"]
 
-@triton.jit
+
+@triton.jit(do_not_specialize=_PER_CALL)
 def _positioned_kernel(
     Q,
     K,

@@ -71,7 +71,8 @@ def _main(
     Engine options (how, never what, the engine computes) are read from the config file or these
     variables: STARCLI_SHARE_ANCHOR (1: rank 0 sends the anchor), STARCLI_CUDA_GRAPHS (1),
     STARCLI_COMPILE (0), STARCLI_FUSED (1), STARCLI_KERNELS (auto or reference),
-    STARCLI_TIMEOUT (300: seconds a rank waits for the others).
+    STARCLI_TIMEOUT (300: seconds a rank waits for the others), STARCLI_MEMORY_CHECK (1: refuse
+    a run whose estimated peak memory exceeds the device's free memory, before loading weights).
     """
 
 
@@ -284,7 +285,7 @@ def _execute(
 
     if _may_refuse_for_length(settings):  # an estimate then stops a far too long input before the exact count
         options["context_estimate"] = ingestion.estimate_context_tokens(ingested.documents)
-    else:
+    elif settings.positions != "local":  # past the window map-reduce answers, up to its part limit
         _check_map_reduce_reach(settings, ingested, options["command"])
     documents_text = ingestion.render_documents(ingested.documents)
     several = len(queries) > 1
@@ -329,12 +330,15 @@ def _execute(
 
 
 def _may_refuse_for_length(settings: Settings) -> bool:
-    """Whether any input length can be refused: not with star attention, automatic positions and
-    the map-reduce fallback (the defaults), which answer at any length."""
-    answers_any_length = (
-        settings.fallback == "map-reduce" and settings.positions == "auto" and settings.attention == "star"
+    """Whether any input length can be refused: not with star attention and either automatic
+    positions with the map-reduce fallback (the defaults) or local positions (every block stays
+    within the window however many there are), which answer at any length. Where none can be,
+    no estimate is made: a run counts exactly, and the estimate's vocabulary takes time to load."""
+    if settings.attention != "star":
+        return True
+    return not (
+        settings.positions == "local" or (settings.fallback == "map-reduce" and settings.positions == "auto")
     )
-    return not answers_any_length
 
 
 def _check_map_reduce_reach(settings: Settings, ingested, command: str) -> None:
@@ -465,6 +469,7 @@ def _make_request(
     of_window = f" of {window:,}" if window else ""
     renderer.update_stage(f"Tokenized: {n:,} context + {m:,} query tokens{of_window}")
     plan = make_run_plan(run_settings, n, m, nproc, device, window, cost)
+    _refuse_beyond_memory(settings, plan, cost)
     if settings.max_tokens is None and plan.max_tokens < run_settings.generation.default_max_tokens:
         renderer.note(f"answer limited to {plan.max_tokens} tokens by the model's window of {window:,}")
     if plan.positions == Positions.LOCAL and window and n + m > window and renderer.err_tty:
@@ -474,6 +479,22 @@ def _make_request(
             "window: docs/long-inputs.md)"
         )
     return Request(prompt.context_ids, ids, run_settings, plan, _saved_contexts(settings))
+
+
+def _refuse_beyond_memory(settings: Settings, plan, cost) -> None:
+    """Refuse, before any weights load, a plan whose estimated peak exceeds the free memory of its
+    device (``engine.memory``). On CPU the machine's ranks share it; on CUDA this process reads its
+    GPU only where it runs the one rank itself: a torchrun job's ranks read their own GPU before
+    loading (read here, every GPU would keep this process's CUDA context for the whole run)."""
+    if not plan.options.memory_check:
+        return
+    from engine.memory_budget import check_budget, probe_budget
+    from starcli.prompt import model_shape
+
+    shape = model_shape(settings.model)
+    budget = probe_budget(plan, settings.nnodes)
+    if shape is not None and budget is not None:
+        check_budget(plan, shape, budget, cost)
 
 
 def _saved_contexts(settings: Settings):

@@ -31,6 +31,7 @@ from engine.settings import (
     EngineOptions,
     GenerationSettings,
     Kernels,
+    KVDtype,
     Positions,
     RunSettings,
 )
@@ -44,6 +45,7 @@ ATTENTION_MODES: tuple[str, ...] = tuple(a.value for a in AttentionMode)
 POSITION_MODES: tuple[str, ...] = ("auto", *(p.value for p in Positions))
 FALLBACKS: tuple[str, ...] = ("map-reduce", "refuse")
 CORRECTIONS: tuple[str, ...] = tuple(c.value for c in Correction)
+KV_DTYPES: tuple[str, ...] = tuple(k.value for k in KVDtype)
 _ENGINE_DEFAULTS = EngineOptions()
 # The answer's default length per command (an explicit --max-tokens is honoured or refused; a
 # default is lowered to the room the model's window leaves): a question wants a short answer, and
@@ -67,6 +69,7 @@ class Settings:
     anchor_size: int | None = None  # None: as long as a block (the paper's choice)
     correction: str = Correction.NONE.value  # delta: correct phase 1 from exact rows (issue 15)
     delta_stride: int = DEFAULT_DELTA_STRIDE
+    kv_dtype: str = KVDtype.AUTO.value  # auto: fp8 on a GPU (star, ring), else the model's dtype (issue 16)
     nproc: int | None = None  # None: every visible GPU, else 1 (decided once the device is known)
     nnodes: int = 1  # machines in the job; past 1, torchrun's c10d rendezvous at rdzv_endpoint
     rdzv_endpoint: str | None = None  # HOST:PORT every node reaches (one node's address)
@@ -88,6 +91,7 @@ class Settings:
     fused: bool = _ENGINE_DEFAULTS.fused
     kernels: str = _ENGINE_DEFAULTS.kernels.value
     timeout: float = _ENGINE_DEFAULTS.collective_timeout_s
+    memory_check: bool = _ENGINE_DEFAULTS.memory_check
 
     def run_settings(self, command: str = "ask") -> RunSettings:
         """What the engine is asked for by ``command`` (``ask`` or ``summarize``, whose default
@@ -110,6 +114,7 @@ class Settings:
             options=self.engine_options(),
             correction=Correction(self.correction),
             delta_stride=self.delta_stride,
+            kv_dtype=KVDtype(self.kv_dtype),
         )
 
     @property
@@ -125,13 +130,22 @@ class Settings:
             fused=self.fused,
             kernels=Kernels(self.kernels),
             collective_timeout_s=self.timeout,
+            memory_check=self.memory_check,
         )
 
 
 SETTING_NAMES = tuple(f.name for f in fields(Settings))
 ENV_VARS = {name: f"STARCLI_{name.upper()}" for name in SETTING_NAMES}
 # Settings with no flag, read from the environment by ``resolve`` (the rest arrive through Typer).
-ENGINE_OPTION_NAMES = ("share_anchor", "cuda_graphs", "compile", "fused", "kernels", "timeout")
+ENGINE_OPTION_NAMES = (
+    "share_anchor",
+    "cuda_graphs",
+    "compile",
+    "fused",
+    "kernels",
+    "timeout",
+    "memory_check",
+)
 NO_FLAG_NAMES = (*ENGINE_OPTION_NAMES, "context_cache_size")
 OPTION_NAMES = tuple(name for name in SETTING_NAMES if name not in NO_FLAG_NAMES)
 _INTS = {
@@ -145,7 +159,7 @@ _INTS = {
     "no_repeat_ngram",
 }
 _FLOATS = {"temperature", "timeout", "repetition_penalty"}
-_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache"}
+_BOOLS = {"share_anchor", "cuda_graphs", "compile", "fused", "loop_stop", "context_cache", "memory_check"}
 _MINIMUM = {
     "block_size": MIN_BLOCK_SIZE,
     "anchor_size": 0,
@@ -163,6 +177,7 @@ _CHOICES = {
     "positions": POSITION_MODES,
     "fallback": FALLBACKS,
     "correction": CORRECTIONS,
+    "kv_dtype": KV_DTYPES,
     "device": DEVICES,
     "kernels": tuple(k.value for k in Kernels),
 }
@@ -392,6 +407,17 @@ DeltaStride = Annotated[
         envvar=ENV_VARS["delta_stride"],
         metavar="N",
         min=1,
+    ),
+]
+KVDtypeOption = Annotated[
+    str | None,
+    _setting(
+        "How the context's KV cache is stored: model (the model's dtype, exact), fp8 (e4m3 with a "
+        "scale per token: half of bf16's memory and decode reads, not exact; star and ring "
+        "attention) or auto (fp8 on a GPU for star and ring attention, else model) (default: auto).",
+        envvar=ENV_VARS["kv_dtype"],
+        metavar="[" + "|".join(KV_DTYPES) + "]",
+        callback=_one_of(KV_DTYPES),
     ),
 ]
 Nproc = Annotated[

@@ -42,6 +42,7 @@ ENGINE = (
     Shared("anchor_size", opt.AnchorSize),
     Shared("correction", opt.CorrectionOption),
     Shared("delta_stride", opt.DeltaStride),
+    Shared("kv_dtype", opt.KVDtypeOption),
     Shared("nproc", opt.Nproc),
     Shared("nnodes", opt.Nnodes),
     Shared("rdzv_endpoint", opt.RdzvEndpoint),

@@ -146,6 +146,18 @@ def model_facts(model: str | None, convert: bool = True) -> tuple[int | None, Co
     return getattr(config, "max_position_embeddings", None), CostModel.for_config(config)
 
 
+def model_shape(model: str | None):
+    """The model's shape for the memory estimate (``engine.memory.ModelShape``), read from its
+    config without converting or loading anything; None when the config is not available locally."""
+    from engine.memory import ModelShape
+
+    config = model_config(model, convert=False)
+    try:
+        return None if config is None else ModelShape.for_config(config)
+    except (AttributeError, TypeError):  # a config without the usual decoder fields: no estimate
+        return None
+
+
 def refuse_far_beyond_window(
     settings, run_settings, context_estimate: int, question: str, nproc: int, device: str, window: int | None
 ) -> None:
@@ -245,6 +257,7 @@ def estimate_plan(
         plan = make_run_plan(run_settings, part, query_tokens, 1, device, window, cost)
     except ContextTooLongError as exc:
         raise _refused(exc, counted["exact"]) from None
+    memory = _memory_plan(settings, plan, cost)
     return {
         "dry_run": True,
         "model": model,
@@ -256,6 +269,7 @@ def estimate_plan(
         "anchor_size": plan.anchor_size,
         "correction": str(plan.correction),
         "delta_stride": plan.delta_stride,
+        "kv_dtype": str(plan.kv_dtype),
         "positions": str(plan.positions),
         "window": window,
         "sources": [{"path": path, "tokens": tokens} for path, tokens in sources],
@@ -269,7 +283,33 @@ def estimate_plan(
         "query_position": plan.context_span,
         "max_tokens": plan.max_tokens,
         "fallback": None,
+        "memory": memory,
         **(fallback or {}),
+    }
+
+
+def _memory_plan(settings, plan, cost) -> dict | None:
+    """The dry run's memory figures (``engine.memory``): the estimated peak of the device that
+    needs most and what it has free, refused as the run would refuse it; None without a config."""
+    from engine import memory, memory_budget
+
+    shape = model_shape(settings.model)
+    if shape is None:
+        return None
+    budget = memory_budget.probe_budget(plan, settings.nnodes, every_gpu=True)
+    if budget is not None and plan.options.memory_check:
+        memory_budget.check_budget(plan, shape, budget, cost)
+    estimates = memory.estimate(plan, shape)
+    worst = max(estimates, key=lambda e: e.peak)
+    shared = budget if budget is not None else memory_budget.Budget(0, 1, plan.device)
+    return {
+        "peak_bytes": memory_budget.needed(estimates, shared),
+        "weights_bytes": worst.weights,
+        "kv_cache_bytes": worst.kv_cache,
+        "work_bytes": worst.work,
+        "free_bytes": budget.free if budget is not None else None,
+        "where": shared.where,
+        "ranks_sharing": shared.ranks_per_device,
     }
 
 

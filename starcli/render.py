@@ -508,6 +508,18 @@ def answer_json(stats: Stats, model: str, ingested, total_s: float) -> dict[str,
     }
 
 
+def _memory_line(memory: dict[str, Any]) -> str:
+    """The dry run's estimate of the peak memory beside what the device has free."""
+    gib = 1 << 30
+    names = (("weights", "weights_bytes"), ("KV cache", "kv_cache_bytes"), ("work", "work_bytes"))
+    parts = " + ".join(f"{name} {memory[key] / gib:.1f}" for name, key in names)
+    sharing = memory.get("ranks_sharing") or 1
+    each = f"{sharing} ranks sharing it, the largest " if sharing > 1 else ""
+    free = memory.get("free_bytes")
+    room = f"{free / gib:.1f} GiB free on {memory['where']}" if free is not None else "free memory unknown"
+    return f"Memory: ~{memory['peak_bytes'] / gib:.1f} GiB at the peak ({each}{parts} GiB); {room}"
+
+
 def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
     """``--dry-run``'s plan as text: tokens by folder (items under ``fold_below`` tokens folded),
     skips, totals, and the run plan rank by rank (or, past the window, the map-reduce that would
@@ -542,12 +554,16 @@ def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
         lines.append("Dry run: no model was loaded.")
         return "\n".join(lines) + "\n"
     if plan["attention"] != "star":
-        lines.append(f"Attention: {plan['attention']}; {_plural(plan['blocks'], 'block')}")
+        lines.append(
+            f"Attention: {plan['attention']}; {_plural(plan['blocks'], 'block')}"
+            + (", fp8 KV cache" if plan.get("kv_dtype") == "fp8" else "")
+        )
     else:
         lines.append(
             f"Attention: star, {_plural(plan['blocks'], 'block')} of {plan['block_size']:,} tokens, "
             f"anchor {plan['anchor_size']:,}, {plan['positions']} positions"
             + (f", delta correction every {plan['delta_stride']} rows" if plan.get("delta_stride") else "")
+            + (", fp8 KV cache" if plan.get("kv_dtype") == "fp8" else "")
         )
     for span in plan["ranks"]:
         if not span["blocks"]:
@@ -560,6 +576,8 @@ def format_plan(plan: dict[str, Any], fold_below: int = 0) -> str:
             f"  rank {span['rank']}: {blocks}, tokens {start:,}-{stop - 1:,}, positions {p0:,}-{p1 - 1:,}"
         )
     lines.append(f"  query and answer from position {plan['query_position']:,}")
+    if plan.get("memory"):
+        lines.append(_memory_line(plan["memory"]))
     if plan["positions"] == "local" and window and tokens > window:
         lines.append(
             f"Window: the input exceeds the window ({tokens:,} > {window:,} tokens); the run "

@@ -160,9 +160,12 @@ def star_plan(
 
 
 def settings_of(mode: str = "star", steps: int = 16, **kwargs):
-    """``RunSettings`` for a test: an attention mode, an answer length, block/anchor sizes."""
+    """``RunSettings`` for a test: an attention mode, an answer length, block/anchor sizes. The KV
+    is stored in the model's dtype unless a test asks otherwise (``auto`` is fp8 on CUDA), so that
+    exactness tests stay exact on a GPU too."""
     from engine.settings import GenerationSettings, RunSettings
 
+    kwargs.setdefault("kv_dtype", "model")
     return RunSettings(attention=mode, generation=GenerationSettings.plain(max_tokens=steps), **kwargs)
 
 

@@ -13,7 +13,7 @@ from engine.errors import BadSettingError
 from engine.modelcall import call_model
 from engine.runplan import make_run_plan
 from engine.settings import Attention, Correction, GenerationSettings, Positions, RunSettings
-from kernels import attention_with_lse_math, delta_block_attention
+from kernels import attention_with_lse_math, delta_block_attention, spread_deltas
 from tests.helpers import (
     IdTokenizer,
     dense_greedy,
@@ -131,6 +131,33 @@ def test_kernel_rows_get_the_delta_of_the_sampled_row_at_or_before_them():
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
     every_row = delta_block_attention(q, k, v, ak, av, ek, ev, 0.3, 1)
     torch.testing.assert_close(every_row, exact, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("length, stride", [(12, 4), (12, 5), (3, 8), (1, 1)])
+def test_spread_deltas_repeats_each_delta_over_its_group(length, stride):
+    """Whole groups, a shorter last group, a stride past the block: row j gets the delta of row
+    stride * (j // stride), written into a bf16 output in transformers' [B, L, H, D] layout."""
+    g = torch.Generator().manual_seed(1)
+    star = torch.randn(1, 3, length, 8, generator=g)
+    exact = torch.randn(1, 3, -(-length // stride), 8, generator=g)
+    out = torch.empty(1, length, 3, 8, dtype=torch.bfloat16).transpose(1, 2)
+    got = spread_deltas(star, exact, stride, out)
+    group = torch.arange(length) // stride
+    expected = star + (exact - star[:, :, ::stride])[:, :, group]
+    assert got.data_ptr() == out.data_ptr() and got.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(got.float(), expected, atol=2e-2, rtol=1e-2)
+    assert torch.equal(got[:, :, ::stride], exact.to(torch.bfloat16))
+
+
+def test_kernel_output_needs_no_copy_to_go_back_to_transformers():
+    """transformers transposes the output to [B, L, H, D] and makes it contiguous: no copy."""
+    q = torch.randn(1, 4, 9, 8, dtype=torch.bfloat16)
+    k, v = torch.randn(1, 2, 9, 8, dtype=torch.bfloat16), torch.randn(1, 2, 9, 8, dtype=torch.bfloat16)
+    ek, ev = torch.randn(1, 2, 5, 8, dtype=torch.bfloat16), torch.randn(1, 2, 5, 8, dtype=torch.bfloat16)
+    out = delta_block_attention(q, k, v, ek[:, :, :2], ev[:, :, :2], ek, ev, 0.3, 4)
+    assert out.dtype == torch.bfloat16 and out.transpose(1, 2).is_contiguous()
+    exact, _ = attention_with_lse_math(q, torch.cat([ek, k], 2), torch.cat([ev, v], 2), 0.3, causal=True)
+    torch.testing.assert_close(out[:, :, ::4].float(), exact[:, :, ::4].float(), atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,44 @@ def test_grouped_backend_that_declines_falls_back_to_equal_heads():
         assert _rel(out, ref_o) < 1e-5 and _rel(lse, ref_lse) < 1e-5
 
 
+@pytest.mark.parametrize(("lq", "lk"), [(5, 5), (5, 40), (300, 340)])
+def test_few_row_causal_squares_go_to_the_backend_without_per_shape_setup(lq, lk):
+    """Phase 2's query over itself and a conversation's tail: the causal square of a few rows goes
+    to ``few_causal`` (flash on CUDA: no cuDNN graph built per new query length); with many rows
+    it stays with the grouped backend (phase 1's blocks, whose shapes repeat)."""
+    from kernels.cuda_attention import FEW_QUERY_ROWS
+
+    used = []
+
+    def recording(name, fn):
+        def call(q, k, v, scale, causal):
+            used.append((name, causal, q.shape[2], k.shape[1]))
+            return fn(q, k, v, scale, causal)
+
+        return call
+
+    gen = torch.Generator().manual_seed(lq)
+    q = torch.randn(1, 4, lq, 16, generator=gen)
+    k, v = torch.randn(1, 2, lk, 16, generator=gen), torch.randn(1, 2, lk, 16, generator=gen)
+    out, lse = gqa_attention_with_lse(
+        q,
+        k,
+        v,
+        0.25,
+        True,
+        _dense,
+        _few,
+        merge_partials,
+        recording("grouped", _grouped),
+        recording("few", _dense),
+    )
+    ref_o, ref_lse = attention_with_lse_math(q.double(), k.double(), v.double(), 0.25, True)
+    assert _rel(out, ref_o) < 1e-5 and _rel(lse, ref_lse) < 1e-5
+    expected = "few" if 2 * lq <= FEW_QUERY_ROWS else "grouped"
+    heads = 4 if expected == "few" else 2  # equal heads for the few-row backend: keys repeated
+    assert [call for call in used if call[1]] == [(expected, True, lq, heads)]  # the causal call
+
+
 def test_decode_attention_on_cpu_equals_attention_over_both_parts():
     from kernels import decode_attention
 

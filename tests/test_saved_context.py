@@ -205,3 +205,44 @@ def test_two_gloo_ranks_save_their_own_blocks_and_a_hit_gives_the_fresh_tokens(t
     assert host["ring-hit"][0] == host["ring-fresh"][0] == dense_greedy(tiny_llama, CTX + Q2, STEPS)
     rank_files = ["rank-0-of-2.safetensors", "rank-1-of-2.safetensors"]
     assert host["files"] == ["entry.json"] * 2 + sorted(rank_files * 2)  # one entry per mode
+
+
+def test_a_context_is_saved_only_where_writing_and_loading_it_once_beats_encoding_it():
+    from engine.saved_context import LOAD_BYTES_PER_S, SAVE_BYTES_PER_S, worth_saving
+
+    def one_second(device: str) -> int:  # the bytes written and loaded once in one second
+        load, write = LOAD_BYTES_PER_S[device], SAVE_BYTES_PER_S[device]
+        return int(load * write / (load + write))
+
+    for device in ("cuda", "cpu"):
+        entry = one_second(device)
+        assert worth_saving(entry, 1.1, device)
+        assert not worth_saving(entry, 0.9, device)
+        # loading alone would beat encoding again, but the write, paid before the answer, is
+        # not won back by the first hit
+        assert 2 * entry / LOAD_BYTES_PER_S[device] < 1.5 and not worth_saving(2 * entry, 1.5, device)
+    entry = one_second("cpu")
+    for encode_s in (0.9, 1.1):  # an unmeasured device is taken at the CPU's rates
+        assert worth_saving(entry, encode_s, "npu") == worth_saving(entry, encode_s, "cpu") == (encode_s > 1)
+
+
+def test_the_measured_contexts_are_saved_where_their_figures_say():
+    """The entries and phase-1 times of docs/saved-context-cpu.json, docs/saved-context-gpu.json
+    (phase 1 first in its process, then warm) and docs/startup-gpu.json (a fresh CLI run)."""
+    from engine.saved_context import worth_saving
+
+    assert worth_saving(290_448_771, 74.38, "cpu")  # 6.3K tokens on the 2-core VM: by far
+    h200 = {753_529_776: (1.226, 0.225), 3_019_076_184: (1.760, 1.516, 2.807)}  # 32K, 128K, bf16
+    assert not any(worth_saving(entry, s, "cuda") for entry, times in h200.items() for s in times)
+
+
+def test_a_context_that_would_load_slower_than_it_encodes_stays_in_memory(tiny_llama, spec, monkeypatch):
+    from engine import saved_context
+
+    engine = Engine(tiny_llama, IdTokenizer())
+    monkeypatch.setitem(saved_context.LOAD_BYTES_PER_S, "cpu", 1.0)  # a byte a second: never worth it
+    expected, first = ask(engine, spec, Q1, block_size=16)
+    tokens, second = ask(engine, spec, Q1, block_size=16)
+    assert (first.context_cache, second.context_cache) == ("miss", "miss")
+    assert tokens == expected
+    assert store.list_entries(Path(spec.directory)) == []

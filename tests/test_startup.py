@@ -52,3 +52,36 @@ def test_a_run_loads_the_tokenizer_once_and_builds_no_estimate(tiny_model_dir, t
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.stderr
     assert loads == [tiny_model_dir]
+
+
+@pytest.mark.usefixtures("isolated")
+@pytest.mark.parametrize(("positions", "estimates"), [("local", False), ("global", True)])
+def test_only_a_run_that_may_refuse_for_length_estimates_first(
+    tiny_model_dir, tmp_path, monkeypatch, positions, estimates
+):
+    """Local positions keep every block within the window at any length, so nothing is refused
+    for length and no estimate is made before the exact count; global positions may be refused."""
+    monkeypatch.setenv("STARCLI_CACHE", str(tmp_path / "cache"))
+    doc = tmp_path / "notes.txt"
+    doc.write_text("The ferry is named Storm Petrel and carries 180 passengers.\n")
+    made = []
+    real = ingest.estimate_context_tokens
+    monkeypatch.setattr(ingest, "estimate_context_tokens", lambda docs: made.append(1) or real(docs))
+    args = ["ask", str(doc), "Name?", "--model", tiny_model_dir, "--max-tokens", "3"]
+    result = CliRunner().invoke(app, [*args, "--positions", positions, "--no-cache"])
+    assert result.exit_code == 0, result.stderr
+    assert bool(made) == estimates
+
+
+def test_every_step_the_start_up_trace_times_still_exists():
+    """bench/cli_trace.py wraps the CLI's functions by name: a renamed one would drop out of the
+    GPU start-up figures silently."""
+    import importlib
+
+    from bench.cli_trace import STEPS
+
+    for module, attribute, _ in STEPS:
+        owner = importlib.import_module(module)
+        for part in attribute.split("."):
+            owner = getattr(owner, part)
+        assert callable(owner), f"{module}.{attribute}"

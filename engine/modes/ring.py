@@ -28,7 +28,7 @@ def encode_context(
     layout = ZigzagLayout.from_plan(plan.layout)
     positions = layout.positions(comm.rank)
     layers, room = runner.model.config.num_hidden_layers, plan.query_tokens + plan.max_tokens
-    cache = StarCache(layers, comm, len(positions), len(context), tail_room=room)
+    cache = StarCache(layers, comm, len(positions), len(context), tail_room=room, kv_fp8=plan.kv_fp8)
     cache.phase, cache.block_offset, cache.ring_layout = "ring", 0, layout
     cache.context_spans = tuple(layout.span(c) for c in layout.chunks(comm.rank))
     runner.use_attention(ATTN_NAME)

@@ -28,7 +28,7 @@ def encode_context(
     own = layout.ranks[rank]
     start, stop = layout.rank_span(rank)
     layers, room = runner.model.config.num_hidden_layers, plan.query_tokens + plan.max_tokens
-    cache = StarCache(layers, comm, stop - start, len(context), tail_room=room)
+    cache = StarCache(layers, comm, stop - start, len(context), tail_room=room, kv_fp8=plan.kv_fp8)
     cache.context_spans = ((start, stop),)
     cache.delta_stride = plan.delta_stride if plan.correction == Correction.DELTA else 0
     started = time.perf_counter()
@@ -46,8 +46,9 @@ def encode_context(
         b_start, b_stop = layout.blocks[i]
         cache.start_block(b_start - start)
         cache.anchor_send = share if i == 0 else None  # rank 0 sends the anchor during block 0
+        cache.keep_anchor = layout.anchor if i == 0 and layout.rank_needs_anchor(rank) else 0
         runner.forward(context[b_start:b_stop], plan.block_position(i), cache)
-        cache.anchor_send = None
+        cache.anchor_send, cache.keep_anchor = None, 0
         if i == 0 and layout.rank_needs_anchor(rank):
             cache.use_anchor_from_context(layout.anchor)
         yield Progress(stage="phase1", done=done, total=len(own), rank=rank, tokens=b_stop - b_start)
