@@ -89,9 +89,12 @@ def dense_answer(model_dir: str, source: Path) -> tuple[str, int]:
     prompt = build(tokenizer, render_documents(ingest([str(source)]).documents), question)
     model = LlamaForCausalLM.from_pretrained(model_dir).eval()
     tokens = dense_greedy(model, prompt.context_ids + prompt.query_ids, STEPS)
-    if tokenizer.eos_token_id in tokens:
-        tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
-    return tokenizer.decode(tokens, skip_special_tokens=True), len(prompt.context_ids)
+    # Cut where the engine stops: the model's EOS too (a tiny config's 2, here the byte '#'), not
+    # only the tokenizer's (none). The prompt holds the source's path, so whether the greedy
+    # tokens meet an EOS within STEPS changed with the temp dir's name: a flake.
+    eos = {model.config.eos_token_id, model.generation_config.eos_token_id, tokenizer.eos_token_id}
+    stop = next((i for i, token in enumerate(tokens) if token in eos), len(tokens))
+    return tokenizer.decode(tokens[:stop], skip_special_tokens=True), len(prompt.context_ids)
 
 
 def test_two_nodes_give_the_dense_models_greedy_answer_on_the_query_hosts_node(tiny_model_dir, doc, tmp_path):
