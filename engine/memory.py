@@ -223,12 +223,20 @@ def estimate_rank(plan: RunPlan, shape: ModelShape, rank: int, kv_bytes: int | N
     return MemoryEstimate(
         rank=rank,
         weights=shape.parameters * e,
-        kv_cache=kv_tokens * shape.kv_token_bytes(kv_bytes),
+        kv_cache=_kv_cache_bytes(shape, kv_tokens, room if host else 0, kv_bytes, e),
         anchor=anchor,
         phase1=phase1,
         phase2=phase2,
         workspace=CUDA_WORKSPACE if plan.device == "cuda" else 0,
     )
+
+
+def _kv_cache_bytes(shape: ModelShape, tokens: int, room: int, kv_bytes: int, model_bytes: int) -> int:
+    """A rank's KV cache: under fp8 the query/answer tail (``room``, the host's) stays in the
+    model's dtype (``engine.cache``); otherwise every token is stored alike."""
+    if kv_bytes == model_bytes or room == 0:
+        return tokens * shape.kv_token_bytes(kv_bytes)
+    return (tokens - room) * shape.kv_token_bytes(kv_bytes) + room * shape.kv_token_bytes(model_bytes)
 
 
 def _anchor_tokens(plan: RunPlan, rank: int, cache_differs: bool) -> int:

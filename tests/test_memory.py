@@ -247,3 +247,13 @@ def test_a_torchrun_rank_checks_its_own_gpu_before_loading(free_memory):
         check_gpu_memory(plan, None, torch.device("cuda", 1))
     free_memory["bytes"] = 64 << 30
     check_gpu_memory(plan, None, torch.device("cuda", 1))  # fits: no error
+
+
+def test_under_fp8_the_query_hosts_tail_is_counted_in_the_models_dtype():
+    shape = ModelShape.for_config(LLAMA_8B)
+    plan = plan_8b("star", 131072, 16384, kv_dtype="fp8")
+    [rank] = estimate(plan, shape)
+    room = 64 + 32  # the query and the answer (plan_8b)
+    per_fp8, per_bf16 = shape.kv_token_bytes(1), shape.kv_token_bytes(2)
+    assert per_fp8 == 32 * 2 * 8 * (128 + 4) and per_bf16 == 32 * 2 * 8 * 256
+    assert rank.kv_cache == 131072 * per_fp8 + room * per_bf16
