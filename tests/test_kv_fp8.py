@@ -30,6 +30,7 @@ from tests.helpers import (
     star_plan,
     tiny_config,
 )
+from tests.test_engine_exact import PretendRank
 
 E4M3_MAX = 448.0
 QUERY = [5, 6, 7, 8, 9]
@@ -89,15 +90,6 @@ def test_attention_over_fp8_kv_is_attention_over_the_dequantized_kv():
     whole_k = torch.cat([dequantize(k8, ks, q.dtype), tail_k[:, :, :4]], 2)
     whole_v = torch.cat([dequantize(v8, vs, q.dtype), tail_v[:, :, :4]], 2)
     torch.testing.assert_close(both, attention_with_lse(q, whole_k, whole_v, 0.2)[0], atol=1e-6, rtol=0)
-
-
-class PretendRank:
-    """A single process playing rank ``rank`` of ``world`` for phase 1 (which needs no peers)."""
-
-    def __new__(cls, rank: int, world: int):
-        from tests.test_engine_exact import PretendRank as Pretend
-
-        return Pretend(rank, world)
 
 
 @pytest.mark.parametrize("rank,world", [(0, 1), (0, 2), (1, 2), (2, 3)])
