@@ -3,9 +3,12 @@
 
 The modeling code stays the model's own: norm and MLP modules of the known Llama-family classes
 get a ``forward`` on the instance that calls the same submodules and parameters, and the modeling
-module's ``apply_rotary_pos_emb`` is wrapped. Every wrapper checks its inputs and hands anything
-it was not written for (CPU tensors, float32, odd head sizes, another ``unsqueeze_dim``) to the
-original code, so CPU runs and the exactness tests see eager transformers unchanged.
+module's ``apply_rotary_pos_emb`` is wrapped. For one decode token the projections (Q/K/V in one
+launch, O, down, the LM head) and the MLP's gate/up/SiLU (one launch) go through
+``kernels.gemv``, which streams the weights faster than cuBLAS's one-row GEMMs. Every wrapper
+checks its inputs and hands anything it was not written for (CPU tensors, float32, odd head
+sizes, another ``unsqueeze_dim``, several tokens) to the original code, so CPU runs and the
+exactness tests see eager transformers unchanged.
 
 Unlike ``EngineOptions.compile`` (``engine.compiled``) this costs no compilation on first use beyond
 three small Triton kernels (cached on disk by Triton), which matters for a command-line tool:
@@ -14,16 +17,19 @@ compiling took 15 s on first use and 9 s with a warm cache on an H100 (docs/benc
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 
 import torch
+import torch.nn.functional as F
 
 from engine.support import FUSED_MODEL_TYPES
 
 # Classes whose forward is exactly Llama's (weight * norm(x).to(dtype); down(act(gate) * up)).
 NORM_CLASSES = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
 MLP_CLASSES = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
+ATTENTION_CLASSES = {"LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention"}
 ROPE_MODEL_TYPES = FUSED_MODEL_TYPES
 _MARK = "_starcli_fused"
 
@@ -43,12 +49,93 @@ def _norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    gate, up = self.gate_proj(x), self.up_proj(x)
+    g, u = self.gate_proj, self.up_proj
+    if x.is_cuda and _plain(g) and _plain(u) and g.bias is None and u.bias is None:
+        from kernels.gemv import eligible, gemv_silu_mul
+
+        if eligible(x, g.weight, u.weight):  # one decode token: both products and SiLU in one pass
+            return self.down_proj(gemv_silu_mul(x, g.weight, u.weight))
+    gate, up = g(x), u(x)
     if _fusable(gate) and gate.dtype == up.dtype and gate.is_contiguous() and up.is_contiguous():
         from kernels.fused import silu_mul
 
         return self.down_proj(silu_mul(gate, up))
     return self.down_proj(self.act_fn(gate) * up)
+
+
+def _plain(module: torch.nn.Module) -> bool:
+    return type(module) is torch.nn.Linear
+
+
+def _bias_ok(bias: torch.Tensor | None, x: torch.Tensor) -> bool:
+    return bias is None or (bias.dtype == x.dtype and bias.is_contiguous() and bias.device == x.device)
+
+
+def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
+    """``nn.Linear.forward``, one decode token read through ``kernels.gemv``."""
+    if x.is_cuda:
+        from kernels.gemv import eligible, gemv
+
+        if eligible(x, self.weight) and _bias_ok(self.bias, x):
+            return gemv(x, self.weight, self.bias)
+    return F.linear(x, self.weight, self.bias)
+
+
+class _QKV:
+    """The Q, K and V projections of one attention module: for one decode token all three come
+    from one launch (``kernels.gemv.gemv3``) when Q's is asked for, and K's and V's calls, which the
+    modeling code makes next on the same input, return theirs. Any other order or input takes
+    ``F.linear``, so the result never depends on the call order, only the speed."""
+
+    def __init__(self, q: torch.nn.Linear, k: torch.nn.Linear, v: torch.nn.Linear):
+        self.mods = (q, k, v)
+        self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def project(self, which: int, x: torch.Tensor) -> torch.Tensor:
+        mod = self.mods[which]
+        if which == 0:
+            self.pending = None
+        if which == 0 and x.is_cuda:
+            weights = [m.weight for m in self.mods]
+            biases = [m.bias for m in self.mods]
+            from kernels.gemv import eligible, gemv3
+
+            same_bias = all(b is None for b in biases) or all(b is not None for b in biases)
+            if same_bias and eligible(x, *weights) and all(_bias_ok(b, x) for b in biases):
+                q, k, v = gemv3(x, weights, None if biases[0] is None else biases)
+                self.pending = (x, k, v)
+                return q
+        elif self.pending is not None and self.pending[0] is x:
+            out = self.pending[which]
+            if which == 2:
+                self.pending = None
+            return out
+        return F.linear(x, mod.weight, mod.bias)
+
+
+def _fuse_projections(module: torch.nn.Module) -> int:
+    """Route an attention module's Q/K/V (together) and O projections through ``kernels.gemv``."""
+    names = ("q_proj", "k_proj", "v_proj")
+    if not all(_plain(getattr(module, n, None)) for n in names):
+        return 0
+    qkv = _QKV(*(getattr(module, n) for n in names))
+    for which, name in enumerate(names):
+        mod = getattr(module, name)
+        mod.forward = functools.partial(qkv.project, which)
+        setattr(mod, _MARK, True)
+    count = 3
+    o_proj = getattr(module, "o_proj", None)
+    if _plain(o_proj):
+        count += _fuse_linear(o_proj)
+    return count
+
+
+def _fuse_linear(module: torch.nn.Module) -> int:
+    if not _plain(module) or getattr(module, _MARK, False):
+        return 0
+    module.forward = types.MethodType(_linear_forward, module)
+    setattr(module, _MARK, True)
+    return 1
 
 
 def _wrap_rope(original):
@@ -84,12 +171,17 @@ def _wrap_rope(original):
 
 def fuse_pointwise(model: torch.nn.Module) -> dict[str, int]:
     """Install the fused paths on ``model`` (idempotent); returns how many of each were installed."""
-    counts = {"norm": 0, "mlp": 0, "rope": 0}
+    counts = {"norm": 0, "mlp": 0, "rope": 0, "gemv": 0}
     act_ok = getattr(model.config, "hidden_act", None) in ("silu", "swish")
-    for module in model.modules():
+    known = getattr(model.config, "model_type", None) in FUSED_MODEL_TYPES
+    for module in list(model.modules()):
         name = type(module).__name__
         if getattr(module, _MARK, False):
             continue
+        if known and name in ATTENTION_CLASSES and not getattr(getattr(module, "q_proj", None), _MARK, False):
+            counts["gemv"] += _fuse_projections(module)
+        if known and name in MLP_CLASSES:
+            counts["gemv"] += _fuse_linear(getattr(module, "down_proj", None))
         if name in NORM_CLASSES and hasattr(module, "variance_epsilon"):
             module.forward = types.MethodType(_norm_forward, module)
             setattr(module, _MARK, True)
@@ -98,6 +190,8 @@ def fuse_pointwise(model: torch.nn.Module) -> dict[str, int]:
             module.forward = types.MethodType(_mlp_forward, module)
             setattr(module, _MARK, True)
             counts["mlp"] += 1
+    if known:
+        counts["gemv"] += _fuse_linear(getattr(model, "lm_head", None))
     if getattr(model.config, "model_type", None) in ROPE_MODEL_TYPES:
         for cls in {type(m) for m in model.modules()}:
             modeling = sys.modules.get(cls.__module__)

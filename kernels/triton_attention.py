@@ -39,6 +39,7 @@ FP8_DECODE_CONFIG = {
     "programs_per_sm": 2,
     "k_rows": False,
     "f16": True,
+    "dot8": 0,  # 1: the keys' dot in fp8 (query quantized per row); 2: the values' too
 }
 
 
@@ -74,6 +75,7 @@ def _split_kv_kernel(
     HAS_LEN: tl.constexpr,
     QUANT: tl.constexpr,
     F16: tl.constexpr,
+    DOT8: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
@@ -106,7 +108,14 @@ def _split_kv_kernel(
     v_base = V + b * sv_b + h * sv_h
     ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
     vs_base = V_SCALE + b * ss_b + h * ss_h
-    if QUANT and F16:
+    if QUANT and DOT8 > 0:
+        # fp8 KV read by fp8 tensor-core dots, nothing widened: each query row is quantized to
+        # e4m3 with its own scale (folded back into the scores), as the keys were.
+        q_amax = tl.max(tl.abs(q.to(tl.float32)), 1)
+        q_scale = tl.where(q_amax > 0, q_amax / 448.0, 1.0)
+        qd = (q.to(tl.float32) / q_scale[:, None]).to(tl.float8e4nv)
+        row_scale = q_scale * scale_log2
+    elif QUANT and F16:
         # fp8 KV: e4m3 widens to fp16 in one instruction (to bf16 it takes several, which made the
         # kernel compute-bound), so the dots run in fp16; each query row is scaled into fp16's range
         # first and its scale folded back into the scores.
@@ -143,7 +152,12 @@ def _split_kv_kernel(
             v_top = tl.max(v_scale, 0)
             v_top = tl.where(v_top > 0, v_top, 1.0)
             pv = p * (v_scale / v_top)[None, :]
-            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
+            if DOT8 == 2:  # probabilities in e4m3 too, scaled to its top (448) first
+                acc = acc * alpha[:, None] + tl.dot((pv * 448.0).to(tl.float8e4nv), v) * (v_top / 448.0)
+            elif DOT8 == 1:  # the keys' dot in fp8, the values' in fp16
+                acc = acc * alpha[:, None] + tl.dot(pv.to(tl.float16), v.to(tl.float16)) * v_top
+            else:
+                acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -178,32 +192,37 @@ def _merge_kernel(
     sout_h,
     sout_l,
     D: tl.constexpr,
-    BLOCK_R: tl.constexpr,
+    BLOCK_P: tl.constexpr,
 ):
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    ok = rows < R
-    b = rows // (H * LQ)
-    h = (rows // LQ) % H
-    t = rows % LQ
+    # One program per row, the partials read BLOCK_P at a time (one round trip to memory for the
+    # ~20-70 partials of a decode step, where a loop over them one by one waited on each load).
+    row = tl.program_id(0).to(tl.int64)
+    b = row // (H * LQ)
+    h = (row // LQ) % H
+    t = row % LQ
     d = tl.arange(0, D)
     l_off = b * sl_b + h * sl_h + t * sl_l
     o_off = b * so_b + h * so_h + t * so_l
-    peak = tl.full([BLOCK_R], float("-inf"), tl.float32)
-    for p in range(P):
-        peak = tl.maximum(peak, tl.load(L + p * sl_p + l_off, mask=ok, other=float("-inf")))
+    peak = tl.max(tl.full([BLOCK_P], float("-inf"), tl.float32), 0)
+    total = tl.sum(tl.zeros([BLOCK_P], tl.float32), 0)
+    acc = tl.zeros([D], tl.float32)
+    for p0 in range(0, P, BLOCK_P):
+        ps = p0 + tl.arange(0, BLOCK_P)
+        ok = ps < P
+        lse = tl.load(L + ps.to(tl.int64) * sl_p + l_off, mask=ok, other=float("-inf"))
+        new_peak = tl.maximum(peak, tl.max(lse, 0))
+        shift = tl.where(new_peak == float("-inf"), 0.0, new_peak)
+        alpha = tl.exp(peak - shift)  # 0 while nothing was seen (peak = -inf)
+        w = tl.exp(lse - shift)
+        o = tl.load(PARTS + ps.to(tl.int64)[:, None] * so_p + o_off + d[None, :], mask=ok[:, None], other=0.0)
+        acc = acc * alpha + tl.sum(w[:, None] * o.to(tl.float32), 0)
+        total = total * alpha + tl.sum(w, 0)
+        peak = new_peak
     shift = tl.where(peak == float("-inf"), 0.0, peak)
-    total = tl.zeros([BLOCK_R], tl.float32)
-    acc = tl.zeros([BLOCK_R, D], tl.float32)
-    for p in range(P):
-        w = tl.exp(tl.load(L + p * sl_p + l_off, mask=ok, other=float("-inf")) - shift)
-        o = tl.load(PARTS + p * so_p + o_off[:, None] + d[None, :], mask=ok[:, None], other=0.0)
-        total += w
-        acc += w[:, None] * o.to(tl.float32)
-    out = acc / tl.where(total > 0, total, 1.0)[:, None]
-    lse = tl.where(total > 0, shift + tl.log(tl.where(total > 0, total, 1.0)), peak)
-    out_off = b * sout_b + h * sout_h + t * sout_l
-    tl.store(OUT + out_off[:, None] + d[None, :], out.to(OUT.dtype.element_ty), mask=ok[:, None])
-    tl.store(OUT_L + rows, lse, mask=ok)
+    out = acc / tl.where(total > 0, total, 1.0)
+    lse_out = tl.where(total > 0, shift + tl.log(tl.where(total > 0, total, 1.0)), peak)
+    tl.store(OUT + b * sout_b + h * sout_h + t * sout_l + d, out.to(OUT.dtype.element_ty))
+    tl.store(OUT_L + row, lse_out)
 
 
 def merge_stacked(
@@ -217,8 +236,8 @@ def merge_stacked(
     if rows == 0:
         return out, out_lse
     lse = lse.float()
-    block = 16 if d >= 128 else 32
-    _merge_kernel[(triton.cdiv(rows, block),)](
+    block_p = max(2, min(triton.next_power_of_2(p), 8192 // d))
+    _merge_kernel[(rows,)](
         o,
         lse,
         out,
@@ -231,7 +250,7 @@ def merge_stacked(
         *lse.stride(),
         *out.stride()[:3],
         D=d,
-        BLOCK_R=block,
+        BLOCK_P=block_p,
         num_warps=4,
     )
     return out, out_lse
@@ -388,6 +407,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None) 
         BLOCK_N=block_n,
         K_ROWS=bool((FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG).get("k_rows", False)),
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
+        DOT8=int(FP8_DECODE_CONFIG.get("dot8", 0)) if scales is not None else 0,
         num_warps=warps,
         num_stages=stages,
     )

@@ -17,9 +17,14 @@ def test_fused_wrappers_fall_back_to_eager_on_cpu():
     ids = torch.randint(0, 100, (1, 17))
     with torch.no_grad():
         ref = model(ids).logits
+        ref_one = model(ids[:, :1]).logits
         counts = fuse_pointwise(model)
         out = model(ids).logits
         again = fuse_pointwise(model)  # idempotent
     assert counts["norm"] == 5 and counts["mlp"] == 2
-    assert again["norm"] == 0 and again["mlp"] == 0 and again["rope"] == 0
+    assert counts["gemv"] == 2 * 4 + 2 + 1  # Q/K/V and O per layer, down per layer, the LM head
+    assert again == {"norm": 0, "mlp": 0, "rope": 0, "gemv": 0}
+    with torch.no_grad():
+        one = model(ids[:, :1]).logits  # one token: the decode step's shape, still eager on CPU
+    assert torch.equal(one, ref_one)
     assert torch.equal(out, ref)

@@ -1,0 +1,149 @@
+"""The decode step's weight products at Llama-3.1-8B's shape: cuBLAS against ``kernels.gemv``.
+
+For each product a decode step makes (Q/K/V, O, gate/up with SiLU, down, the LM head) this times
+what eager transformers launches (cuBLAS, plus the fused SiLU-mul kernel for the MLP) and every
+launch shape of the Triton kernel, inside a CUDA graph, rotating over enough copies of the
+weights that none is served from the L2 cache. It keeps the fastest shape per product in
+``kernels.gemv.GEMV_CONFIG`` (for a run that follows in the same process) and reports GB/s beside
+the device's copy rate.
+
+    python bench/gemv_sweep.py --out docs/gemv-sweep.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.speed import LLAMA_8B, graph_us  # noqa: E402 - after the path is set
+
+L2_BYTES = 256 << 20  # rotate past this many bytes of weights (the H200's L2 is 50 MB)
+SHAPES = {  # block_n, block_k, warps, stages
+    "block_n": (4, 8, 16),
+    "block_k": (512, 1024),
+    "num_warps": (4, 8),
+    "num_stages": (1, 3),
+}
+
+
+def _products(shape: dict) -> dict[str, list[tuple[int, int]]]:
+    h, i = shape["hidden_size"], shape["intermediate_size"]
+    kv = shape["num_key_value_heads"] * shape["head_dim"]
+    q = shape["num_attention_heads"] * shape["head_dim"]
+    return {
+        "qkv": [(q, h), (kv, h), (kv, h)],
+        "o_proj": [(h, q)],
+        "gate_up": [(i, h), (i, h)],
+        "down": [(h, i)],
+        "lm_head": [(shape["vocab_size"], h)],
+    }
+
+
+def _copies(mats: list[tuple[int, int]]) -> list[list[torch.Tensor]]:
+    size = sum(n * k * 2 for n, k in mats)
+    count = max(2, -(-L2_BYTES // size))
+    return [
+        [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * k**-0.5 for n, k in mats]
+        for _ in range(count)
+    ]
+
+
+def _eager(kind: str, x: torch.Tensor, ws: list[torch.Tensor]) -> torch.Tensor:
+    from kernels.fused import silu_mul
+
+    if kind == "gate_up":
+        return silu_mul(F.linear(x, ws[0]), F.linear(x, ws[1]))
+    outs = [F.linear(x, w) for w in ws]
+    return outs[0]
+
+
+def _triton(kind: str, x: torch.Tensor, ws: list[torch.Tensor]) -> torch.Tensor:
+    from kernels import gemv
+
+    if kind == "gate_up":
+        return gemv.gemv_silu_mul(x, ws[0], ws[1])
+    return gemv.gemv3(x, ws, kind="qkv" if kind == "qkv" else "linear")[0]
+
+
+def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
+    """Time every product both ways; set ``GEMV_CONFIG`` to the fastest shapes; return the table."""
+    from kernels import gemv
+
+    x = torch.randn(1, 1, shape["hidden_size"], device="cuda", dtype=torch.bfloat16)
+    x_wide = torch.randn(1, 1, shape["intermediate_size"], device="cuda", dtype=torch.bfloat16)
+    out: dict = {}
+    best_by_config_kind: dict[str, dict] = {}
+    for kind, mats in _products(shape).items():
+        copies = _copies(mats)
+        xin = x_wide if mats[0][1] == shape["intermediate_size"] else x
+        nbytes = sum(n * k * 2 for n, k in mats)
+        cublas = graph_us(
+            lambda c, cs=copies, xi=xin, kd=kind: _eager(kd, xi, cs[c % len(cs)]), calls=len(copies)
+        )
+        config_kind = {"qkv": "qkv", "gate_up": "gate_up"}.get(kind, "linear")
+        timings = {}
+        for bn, bk, w, s in itertools.product(*SHAPES.values()):
+            gemv.GEMV_CONFIG[config_kind] = {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+            try:
+                us = graph_us(
+                    lambda c, cs=copies, xi=xin, kd=kind: _triton(kd, xi, cs[c % len(cs)]), calls=len(copies)
+                )
+            except Exception:  # noqa: BLE001 - a shape the compiler refuses
+                continue
+            timings[f"n{bn}-k{bk}-w{w}-s{s}"] = us
+        best = min(timings, key=timings.get)
+        bn, bk, w, s = (int(part[1:]) for part in best.split("-"))
+        chosen = {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+        gemv.GEMV_CONFIG[config_kind] = chosen
+        # o_proj, down and the LM head share one config: keep the one that serves their sum best.
+        best_by_config_kind.setdefault(config_kind, {})[kind] = timings
+        out[kind] = {
+            "bytes": nbytes,
+            "cublas_us": cublas,
+            "cublas_gbps": nbytes / cublas / 1e3,
+            "best": best,
+            "best_us": timings[best],
+            "best_gbps": nbytes / timings[best] / 1e3,
+            "all_us": timings,
+        }
+        print(kind, {k: v for k, v in out[kind].items() if k != "all_us"}, flush=True)
+    for config_kind, by_kind in best_by_config_kind.items():
+        common = set.intersection(*(set(t) for t in by_kind.values()))
+        # weight each product by how often a step makes it (32 layers; the LM head once)
+        per_step = {"o_proj": 32, "down": 32, "lm_head": 1, "qkv": 32, "gate_up": 32}
+        best = min(common, key=lambda c: sum(per_step[k] * t[c] for k, t in by_kind.items()))
+        bn, bk, w, s = (int(part[1:]) for part in best.split("-"))
+        gemv.GEMV_CONFIG[config_kind] = {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+    out["chosen"] = {k: dict(v) for k, v in gemv.GEMV_CONFIG.items()}
+    if copy_gbps:
+        out["copy_gbps"] = copy_gbps
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="docs/gemv-sweep.json")
+    args = p.parse_args()
+    from bench.decode_profile import copy_gbps
+
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        **sweep(copy_gbps=copy_gbps()),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

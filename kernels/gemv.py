@@ -1,0 +1,210 @@
+"""Triton matrix-vector products for the decode step: one token times the model's weights.
+
+A decode step reads every weight once for one row of activations, so it runs at the speed the
+weights stream from memory. cuBLAS serves a one-row product with GEMM tiles (64 x 8, split over K
+with a separate reduction kernel for the narrow projections): on an H200 at Llama-3.1-8B's shape
+the K/V projections read at about 40% of the copy rate, the Q/O projections at about 70%
+(docs/decode-profile.json). These kernels give each program a few whole rows of the weight and
+stream them in wide tiles, reducing over K inside the program, so there is no second kernel and
+nothing to split. Two products are fused where the model computes them from the same input:
+
+- ``gemv3``: Q, K and V from one hidden state in one launch (three weights, three outputs);
+- ``gemv_silu_mul``: ``silu(x @ gate.T) * (x @ up.T)``, the MLP's first half, in one launch, with
+  the two results rounded to the model's dtype before the product as eager transformers does.
+
+Sums are in float32 as cuBLAS's, in another order, so results agree to the model dtype's rounding
+(tests/test_gemv_gpu.py, and tests/test_gemv_cpu.py under Triton's interpreter).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+# Launch shape per product (rows per program, K per tile, warps, pipeline stages), timed on an
+# H200 at Llama-3.1-8B's shapes inside a CUDA graph (bench/gemv_sweep.py, docs/gemv-sweep.json).
+GEMV_CONFIG: dict[str, dict[str, int]] = {
+    "qkv": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
+    "linear": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
+    "gate_up": {"block_n": 4, "block_k": 512, "num_warps": 4, "num_stages": 3},
+}
+
+
+@triton.jit
+def _dot_rows(
+    x_ptr, w_ptr, row0, n, K, stride_w, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr
+):
+    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0)."""
+    rows = row0 + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        cols = k0 + tl.arange(0, BLOCK_K)
+        if EVEN:
+            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :])
+            x = tl.load(x_ptr + cols)
+        else:
+            ok = (rows < n)[:, None] & (cols < K)[None, :]
+            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
+            x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+        acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+    return tl.sum(acc, 1)
+
+
+@triton.jit(do_not_specialize=["N1", "N2", "N3", "K", "sw1", "sw2", "sw3"])
+def _gemv3_kernel(
+    X,
+    W1,
+    W2,
+    W3,
+    B1,
+    B2,
+    B3,
+    Y1,
+    Y2,
+    Y3,
+    N1,
+    N2,
+    N3,
+    K,
+    sw1,
+    sw2,
+    sw3,
+    HAS_BIAS: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    EVEN: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    t1 = tl.cdiv(N1, BLOCK_N)
+    t2 = tl.cdiv(N2, BLOCK_N)
+    # Which of the (up to) three weights this program's rows belong to.
+    if pid < t1:
+        w, bias, y, n, sw, row0 = W1, B1, Y1, N1, sw1, pid * BLOCK_N
+    elif pid < t1 + t2:
+        w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (pid - t1) * BLOCK_N
+    else:
+        w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (pid - t1 - t2) * BLOCK_N
+    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN)
+    rows = row0 + tl.arange(0, BLOCK_N)
+    ok = rows < n
+    if HAS_BIAS:
+        # F.linear rounds the product to the output dtype only after adding the bias
+        out += tl.load(bias + rows, mask=ok, other=0.0).to(tl.float32)
+    tl.store(y + rows, out.to(y.dtype.element_ty), mask=ok)
+
+
+@triton.jit(do_not_specialize=["N", "K", "sg", "su"])
+def _gemv_silu_kernel(
+    X,
+    WG,
+    WU,
+    Y,
+    N,
+    K,
+    sg,
+    su,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    EVEN: tl.constexpr,
+):
+    row0 = tl.program_id(0) * BLOCK_N
+    dt = Y.dtype.element_ty
+    # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
+    # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
+    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN).to(dt).to(tl.float32)
+    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN).to(dt).to(tl.float32)
+    act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
+    rows = row0 + tl.arange(0, BLOCK_N)
+    tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
+
+
+def eligible(x: torch.Tensor, *weights: torch.Tensor) -> bool:
+    """One row of a bf16/fp16 CUDA activation against contiguous 2-D weights of its dtype."""
+    if not (x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and x.is_contiguous()):
+        return False
+    k = x.shape[-1]
+    if x.numel() != k:
+        return False
+    return all(
+        w.dim() == 2 and w.dtype == x.dtype and w.shape[1] == k and w.is_contiguous() and w.device == x.device
+        for w in weights
+    )
+
+
+def _even(k: int, block_k: int, block_n: int, *ns: int) -> bool:
+    return k % block_k == 0 and all(n % block_n == 0 for n in ns)
+
+
+def gemv3(
+    x: torch.Tensor,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor | None] | None = None,
+    kind: str = "qkv",
+) -> list[torch.Tensor]:
+    """``[x @ w.T (+ b) for w in weights]`` for one row ``x`` [..., K] and one to three weights
+    [N_i, K], in one launch; each result has ``x``'s leading shape and ``N_i`` last."""
+    if not 1 <= len(weights) <= 3:
+        raise ValueError("gemv3 takes one to three weights")
+    biases = list(biases) if biases is not None else [None] * len(weights)
+    has_bias = any(b is not None for b in biases)
+    if has_bias and any(b is None for b in biases):
+        raise ValueError("either every weight has a bias or none does")
+    k = x.shape[-1]
+    outs = [torch.empty((*x.shape[:-1], w.shape[0]), dtype=x.dtype, device=x.device) for w in weights]
+    cfg = GEMV_CONFIG[kind]
+    block_n, block_k = cfg["block_n"], cfg["block_k"]
+    ns = [w.shape[0] for w in weights]
+    pad = 3 - len(weights)
+    w3 = weights + [weights[0]] * pad
+    b3 = (biases + [biases[0]] * pad) if has_bias else [w3[0]] * 3  # any pointer when unused
+    y3 = outs + [outs[0]] * pad
+    n3 = ns + [0] * pad
+    grid = (sum(triton.cdiv(n, block_n) for n in ns),)
+    _gemv3_kernel[grid](
+        x,
+        *w3,
+        *b3,
+        *y3,
+        *n3,
+        k,
+        *(w.stride(0) for w in w3),
+        HAS_BIAS=has_bias,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        EVEN=_even(k, block_k, block_n, *ns),
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+    )
+    return outs
+
+
+def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for one row ``x``."""
+    return gemv3(x, [weight], None if bias is None else [bias], kind="linear")[0]
+
+
+def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
+    """``silu(x @ gate.T) * (x @ up.T)`` for one row ``x``, the gate and up weights [N, K]."""
+    if gate.shape != up.shape:
+        raise ValueError("gate and up weights must have one shape")
+    n, k = gate.shape
+    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
+    cfg = GEMV_CONFIG["gate_up"]
+    block_n, block_k = cfg["block_n"], cfg["block_k"]
+    _gemv_silu_kernel[(triton.cdiv(n, block_n),)](
+        x,
+        gate,
+        up,
+        y,
+        n,
+        k,
+        gate.stride(0),
+        up.stride(0),
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        EVEN=_even(k, block_k, block_n, n),
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+    )
+    return y

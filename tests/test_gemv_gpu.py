@@ -1,0 +1,121 @@
+"""``kernels.gemv`` (the decode step's weight products) against cuBLAS and eager transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+
+def _err(out: torch.Tensor, exact: torch.Tensor) -> float:
+    return float((out.double() - exact).norm() / exact.norm())
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    ("ns", "k", "bias"),
+    [
+        ((4096, 1024, 1024), 4096, False),
+        ((896, 128, 128), 896, True),
+        ((1000,), 777, False),
+        ((24, 40), 100, True),
+    ],
+)
+def test_gemv3_is_as_close_to_float64_as_cublas(ns, k, bias, dtype):
+    from kernels.gemv import eligible, gemv3
+
+    torch.manual_seed(len(ns) * 1000 + k)
+    x = torch.randn(1, 1, k, device="cuda", dtype=dtype)
+    ws = [torch.randn(n, k, device="cuda", dtype=dtype) * k**-0.5 for n in ns]
+    bs = [torch.randn(n, device="cuda", dtype=dtype) for n in ns] if bias else [None] * len(ns)
+    assert eligible(x, *ws)
+    outs = gemv3(x, ws, bs if bias else None)
+    for out, w, b in zip(outs, ws, bs, strict=True):
+        exact = F.linear(x.double(), w.double(), None if b is None else b.double())
+        cublas = F.linear(x, w, b)
+        assert out.shape == cublas.shape and out.dtype == dtype
+        # both round a float32 sum to the model's dtype: the same error, up to the sum's order
+        assert _err(out, exact) <= 1.5 * _err(cublas, exact) + 1e-4
+        assert (out == cublas).float().mean() > 0.9
+
+
+def test_gemv_silu_mul_matches_eager_mlp():
+    from kernels.fused import silu_mul
+    from kernels.gemv import gemv_silu_mul
+
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16)
+    gate, up = (torch.randn(14336, 4096, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(2))
+    ref = silu_mul(F.linear(x, gate), F.linear(x, up))
+    out = gemv_silu_mul(x, gate, up)
+    exact = F.silu(F.linear(x.double(), gate.double())) * F.linear(x.double(), up.double())
+    assert _err(out, exact) <= 1.5 * _err(ref, exact) + 1e-4
+    assert (out == ref).float().mean() > 0.9
+
+
+def test_not_eligible_beyond_one_row_or_other_dtypes():
+    from kernels.gemv import eligible
+
+    w = torch.randn(64, 32, device="cuda", dtype=torch.bfloat16)
+    assert eligible(torch.randn(1, 32, device="cuda", dtype=torch.bfloat16), w)
+    assert not eligible(torch.randn(2, 32, device="cuda", dtype=torch.bfloat16), w)
+    assert not eligible(torch.randn(1, 32, device="cuda", dtype=torch.float32), w)
+    assert not eligible(torch.randn(1, 32, dtype=torch.bfloat16), w.cpu())
+    assert not eligible(
+        torch.randn(1, 32, device="cuda", dtype=torch.bfloat16), w.t().contiguous().t()[:, :32]
+    )
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_fused_decode_token_matches_eager_model(arch):
+    """One decode token through a model whose projections go through ``kernels.gemv`` (Qwen2's
+    Q/K/V carry biases) gives eager transformers' logits, and every fused product was used."""
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    import kernels.gemv as kg
+    from engine.fused import fuse_pointwise
+
+    torch.manual_seed(0)
+    shape = dict(
+        hidden_size=512,
+        intermediate_size=1536,
+        num_hidden_layers=2,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+    )
+    config = (
+        LlamaConfig(**shape, vocab_size=1000) if arch == "llama" else Qwen2Config(**shape, vocab_size=1000)
+    )
+    cls = LlamaForCausalLM if arch == "llama" else Qwen2ForCausalLM
+    model = cls(config).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, 1000, (1, 1), device="cuda")
+    with torch.no_grad():
+        ref = model(ids).logits.float()
+    counts = fuse_pointwise(model)
+    assert counts["gemv"] == 2 * 4 + 2 + 1  # Q/K/V and O per layer, down per layer, the LM head
+    assert fuse_pointwise(model)["gemv"] == 0
+    calls = {"gemv3": 0, "silu": 0}
+    originals = (kg.gemv3, kg.gemv_silu_mul)
+
+    def gemv3(*args, **kwargs):
+        calls["gemv3"] += 1
+        return originals[0](*args, **kwargs)
+
+    def silu(*args, **kwargs):
+        calls["silu"] += 1
+        return originals[1](*args, **kwargs)
+
+    kg.gemv3, kg.gemv_silu_mul = gemv3, silu
+    try:
+        with torch.no_grad():
+            out = model(ids).logits.float()
+            several = model(torch.randint(0, 1000, (1, 5), device="cuda")).logits  # not eligible
+    finally:
+        kg.gemv3, kg.gemv_silu_mul = originals
+    # per layer: Q/K/V, O, down; the LM head; plus one SiLU-mul per layer; none for 5 tokens
+    assert calls == {"gemv3": 2 * 3 + 1, "silu": 2}, calls
+    assert several.shape[1] == 5
+    assert float((out - ref).norm() / ref.norm()) < 1e-2
+    assert out.argmax(-1).equal(ref.argmax(-1))
