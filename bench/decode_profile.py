@@ -117,7 +117,7 @@ def profile_steps(engine, encoded, query: list[int], steps: int) -> dict:
 
 def sweep_fp8(length: int) -> dict:
     """The split-KV launch shapes over an fp8 KV of ``length`` keys (8 KV heads, D = 128), widening
-    e4m3 to fp16 or bf16, K loaded as columns or rows; the fastest is kept for the runs."""
+    e4m3 to fp16 or dotting it in fp8 (``dot8``); the fastest widening shape is kept for the runs."""
     from kernels import quantize_fp8
     from kernels import triton_attention as tri
 
@@ -152,7 +152,10 @@ def sweep_fp8(length: int) -> dict:
     errors = {}
     for dot8 in (0, 1, 2):  # relative error against float64 over the unquantized K/V
         tri.FP8_DECODE_CONFIG["dot8"] = dot8
-        errors[f"d{dot8}"] = _fp8_error()
+        try:
+            errors[f"d{dot8}"] = _fp8_error()
+        except Exception as exc:  # noqa: BLE001 - a variant the compiler refuses
+            errors[f"d{dot8}"] = repr(exc)[:300]
     tri.FP8_DECODE_CONFIG["dot8"] = 0
     read = 2 * 8 * length * (128 + 4)
     return {
