@@ -251,6 +251,13 @@ def main() -> None:
     p.add_argument("--out", default="docs/decode-profile.json")
     p.add_argument("--no-sweeps", action="store_true", help="keep the committed launch shapes")
     p.add_argument(
+        "--tune-in-step",
+        type=int,
+        default=0,
+        metavar="N",
+        help="time the N best weight-product shapes of each kind inside the whole decode step at 128K",
+    )
+    p.add_argument(
         "--cublas-too",
         action="store_true",
         help="run every row a second time with the weight products on cuBLAS (kernels.gemv off)",
@@ -292,6 +299,12 @@ def main() -> None:
     )
     for kv in sorted({kv for _, kv in runs}):  # compiles and allocator growth out of the first row
         run(engine, model, 2 * args.block, args.block, kv, 4, 0)
+    if args.tune_in_step and "ranked" in result.get("gemv_sweep", {}):
+        result["gemv_in_step"] = tune_in_step(
+            engine, result["gemv_sweep"]["ranked"], args.block, args.tune_in_step
+        )
+        result["gemv_config"] = {k: dict(v) for k, v in gemv.GEMV_CONFIG.items()}
+        print("gemv_in_step", result["gemv_in_step"], flush=True)
     eligible = gemv.eligible
     plan = [(n, kv, "triton") for n, kv in runs]
     if args.cublas_too:
@@ -311,6 +324,43 @@ def main() -> None:
         result["runs"].append(row)
         out.write_text(json.dumps(result, indent=1))
     gemv.eligible = eligible
+
+
+def tune_in_step(engine, ranked: dict[str, list[str]], block: int, top: int, n: int = 131072) -> dict:
+    """Time the ``top`` shapes of each weight-product kind (ranked in isolation) inside the graph
+    of a whole decode step over one ``n``-token context, one kind at a time, keeping the fastest:
+    isolated timings miss the gaps between a step's ~450 kernels, which favoured fewer launches."""
+    from bench.gemv_sweep import config_of
+    from engine.settings import GenerationSettings, RunSettings
+    from kernels import gemv
+
+    gen = torch.Generator().manual_seed(n)
+    context = torch.randint(0, 128000, (n,), generator=gen).tolist()
+    query = torch.randint(0, 128000, (QUERY_TOKENS,), generator=gen).tolist()
+    settings = RunSettings(
+        attention="star",
+        block_size=block,
+        kv_dtype="model",
+        generation=GenerationSettings.plain(max_tokens=48),
+    )
+    encoded = yield_all(engine.encode_context(context, engine.plan(settings, n, len(query))))
+
+    def step_ms() -> float:
+        stats = next(e for e in engine.answer(encoded, query) if e.kind == "stats")
+        return (stats.decode_s - stats.graph_capture_s) / max(1, stats.generated_tokens - 1) * 1e3
+
+    out: dict[str, dict[str, float]] = {}
+    for kind, names in ranked.items():
+        times = {}
+        for name in names[:top]:
+            gemv.GEMV_CONFIG[kind] = config_of(name)
+            try:
+                times[name] = min(step_ms() for _ in range(2))
+            except Exception:  # noqa: BLE001 - keep the others
+                continue
+        gemv.GEMV_CONFIG[kind] = config_of(min(times, key=times.get))
+        out[kind] = times
+    return out
 
 
 def _gemv_sweep(_length: int) -> dict:

@@ -27,12 +27,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.speed import LLAMA_8B, graph_us  # noqa: E402 - after the path is set
 
 L2_BYTES = 256 << 20  # rotate past this many bytes of weights (the H200's L2 is 50 MB)
-SHAPES = {  # block_n, block_k, warps, stages
-    "block_n": (4, 8, 16),
-    "block_k": (512, 1024),
-    "num_warps": (4, 8),
-    "num_stages": (1, 3),
-}
+KEYS = {"n": "block_n", "k": "block_k", "w": "num_warps", "s": "num_stages", "u": "unroll", "p": "persist"}
+
+
+def _configs() -> list[dict[str, int]]:
+    """Launch shapes tried: K looped (pipelined or not), K unrolled, and a persistent grid of
+    ``persist`` programs per SM walking the tiles."""
+    out = [  # K looped: the four fastest of 24 such shapes on the H200 (2026-12-02 sweep)
+        {"block_n": n, "block_k": k, "num_warps": w, "num_stages": st, "unroll": 0, "persist": 0}
+        for n, k, w, st in ((4, 1024, 4, 1), (8, 512, 4, 3), (4, 512, 8, 1), (8, 1024, 8, 3))
+    ]
+    for n, k, w in itertools.product((1, 2, 4, 8), (1024, 2048), (4, 8)):
+        out.append({"block_n": n, "block_k": k, "num_warps": w, "num_stages": 1, "unroll": 1, "persist": 0})
+    for n, w, p in itertools.product((2, 4), (4, 8), (4, 8)):
+        cfg = {"block_n": n, "block_k": 1024, "num_warps": w, "num_stages": 1, "unroll": 1, "persist": p}
+        out.append(cfg)
+    return out
+
+
+def name_of(cfg: dict[str, int]) -> str:
+    return "-".join(f"{short}{cfg[key]}" for short, key in KEYS.items())
+
+
+def config_of(name: str) -> dict[str, int]:
+    return {KEYS[part[0]]: int(part[1:]) for part in name.split("-")}
 
 
 def _products(shape: dict) -> dict[str, list[tuple[int, int]]]:
@@ -91,19 +109,17 @@ def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
         )
         config_kind = {"qkv": "qkv", "gate_up": "gate_up"}.get(kind, "linear")
         timings = {}
-        for bn, bk, w, s in itertools.product(*SHAPES.values()):
-            gemv.GEMV_CONFIG[config_kind] = {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+        for cfg in _configs():
+            gemv.GEMV_CONFIG[config_kind] = cfg
             try:
                 us = graph_us(
                     lambda c, cs=copies, xi=xin, kd=kind: _triton(kd, xi, cs[c % len(cs)]), calls=len(copies)
                 )
             except Exception:  # noqa: BLE001 - a shape the compiler refuses
                 continue
-            timings[f"n{bn}-k{bk}-w{w}-s{s}"] = us
+            timings[name_of(cfg)] = us
         best = min(timings, key=timings.get)
-        bn, bk, w, s = (int(part[1:]) for part in best.split("-"))
-        chosen = {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
-        gemv.GEMV_CONFIG[config_kind] = chosen
+        gemv.GEMV_CONFIG[config_kind] = config_of(best)
         # o_proj, down and the LM head share one config: keep the one that serves their sum best.
         best_by_config_kind.setdefault(config_kind, {})[kind] = timings
         out[kind] = {
@@ -120,9 +136,9 @@ def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
         common = set.intersection(*(set(t) for t in by_kind.values()))
         # weight each product by how often a step makes it (32 layers; the LM head once)
         per_step = {"o_proj": 32, "down": 32, "lm_head": 1, "qkv": 32, "gate_up": 32}
-        best = min(common, key=lambda c: sum(per_step[k] * t[c] for k, t in by_kind.items()))
-        bn, bk, w, s = (int(part[1:]) for part in best.split("-"))
-        gemv.GEMV_CONFIG[config_kind] = {"block_n": bn, "block_k": bk, "num_warps": w, "num_stages": s}
+        ranked = sorted(common, key=lambda c: sum(per_step[k] * t[c] for k, t in by_kind.items()))
+        gemv.GEMV_CONFIG[config_kind] = config_of(ranked[0])
+        out.setdefault("ranked", {})[config_kind] = ranked
     out["chosen"] = {k: dict(v) for k, v in gemv.GEMV_CONFIG.items()}
     if copy_gbps:
         out["copy_gbps"] = copy_gbps

@@ -33,59 +33,59 @@ GEMV_CONFIG: dict[str, dict[str, int]] = {
 
 @triton.jit
 def _dot_rows(
-    x_ptr, w_ptr, row0, n, K, stride_w, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr
-):
-    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0)."""
-    rows = row0 + tl.arange(0, BLOCK_N)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        cols = k0 + tl.arange(0, BLOCK_K)
-        if EVEN:
-            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :])
-            x = tl.load(x_ptr + cols)
-        else:
-            ok = (rows < n)[:, None] & (cols < K)[None, :]
-            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
-            x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
-        acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
-    return tl.sum(acc, 1)
-
-
-@triton.jit(do_not_specialize=["N1", "N2", "N3", "K", "sw1", "sw2", "sw3"])
-def _gemv3_kernel(
-    X,
-    W1,
-    W2,
-    W3,
-    B1,
-    B2,
-    B3,
-    Y1,
-    Y2,
-    Y3,
-    N1,
-    N2,
-    N3,
-    K,
-    sw1,
-    sw2,
-    sw3,
-    HAS_BIAS: tl.constexpr,
+    x_ptr,
+    w_ptr,
+    row0,
+    n,
+    K: tl.constexpr,
+    stride_w,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     EVEN: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). ``UNROLL``: ``K`` is a
+    constant and the loop over it unrolled, so that every tile's loads are issued before the first
+    product waits on one."""
+    rows = row0 + tl.arange(0, BLOCK_N)
+    acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+    if UNROLL:
+        for k0 in tl.static_range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            ok = (rows < n)[:, None] & (cols < K)[None, :]
+            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
+            x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+    else:
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            if EVEN:
+                w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :])
+                x = tl.load(x_ptr + cols)
+            else:
+                ok = (rows < n)[:, None] & (cols < K)[None, :]
+                w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
+                x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+            acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
+    return tl.sum(acc, 1)
+
+
+@triton.jit
+def _gemv3_tile(
+    X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3, tile,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
+    UNROLL: tl.constexpr,
+):  # fmt: skip
     t1 = tl.cdiv(N1, BLOCK_N)
     t2 = tl.cdiv(N2, BLOCK_N)
-    # Which of the (up to) three weights this program's rows belong to.
-    if pid < t1:
-        w, bias, y, n, sw, row0 = W1, B1, Y1, N1, sw1, pid * BLOCK_N
-    elif pid < t1 + t2:
-        w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (pid - t1) * BLOCK_N
+    # Which of the (up to) three weights this tile's rows belong to.
+    if tile < t1:
+        w, bias, y, n, sw, row0 = W1, B1, Y1, N1, sw1, tile * BLOCK_N
+    elif tile < t1 + t2:
+        w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
     else:
-        w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (pid - t1 - t2) * BLOCK_N
-    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN)
+        w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
+    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL)
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < n
     if HAS_BIAS:
@@ -94,29 +94,59 @@ def _gemv3_kernel(
     tl.store(y + rows, out.to(y.dtype.element_ty), mask=ok)
 
 
-@triton.jit(do_not_specialize=["N", "K", "sg", "su"])
-def _gemv_silu_kernel(
-    X,
-    WG,
-    WU,
-    Y,
-    N,
-    K,
-    sg,
-    su,
-    BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    EVEN: tl.constexpr,
-):
-    row0 = tl.program_id(0) * BLOCK_N
+@triton.jit(do_not_specialize=["N1", "N2", "N3", "sw1", "sw2", "sw3", "TILES"])
+def _gemv3_kernel(
+    X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3, TILES,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
+    UNROLL: tl.constexpr, PERSIST: tl.constexpr,
+):  # fmt: skip
+    if PERSIST:  # a fixed grid walking the tiles: no partial last wave
+        for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            _gemv3_tile(
+                X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K, sw1, sw2, sw3, tile,
+                HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, UNROLL,
+            )  # fmt: skip
+    else:
+        _gemv3_tile(
+            X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K, sw1, sw2, sw3, tl.program_id(0),
+            HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, UNROLL,
+        )  # fmt: skip
+
+
+@triton.jit
+def _gemv_silu_tile(
+    X, WG, WU, Y, N, K: tl.constexpr, sg, su, tile,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
+):  # fmt: skip
+    row0 = tile * BLOCK_N
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
-    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN).to(dt).to(tl.float32)
-    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN).to(dt).to(tl.float32)
+    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
+    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
     rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
+
+
+@triton.jit(do_not_specialize=["N", "sg", "su", "TILES"])
+def _gemv_silu_kernel(
+    X, WG, WU, Y, N, K: tl.constexpr, sg, su, TILES,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
+    PERSIST: tl.constexpr,
+):  # fmt: skip
+    if PERSIST:
+        for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
+            _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tile, BLOCK_N, BLOCK_K, EVEN, UNROLL)
+    else:
+        _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tl.program_id(0), BLOCK_N, BLOCK_K, EVEN, UNROLL)
+
+
+def _grid(tiles: int, cfg: dict, device: torch.device) -> tuple[int]:
+    per_sm = cfg.get("persist", 0)
+    if not per_sm:
+        return (tiles,)
+    return (min(tiles, per_sm * torch.cuda.get_device_properties(device).multi_processor_count),)
 
 
 def eligible(x: torch.Tensor, *weights: torch.Tensor) -> bool:
@@ -160,8 +190,8 @@ def gemv3(
     b3 = (biases + [biases[0]] * pad) if has_bias else [w3[0]] * 3  # any pointer when unused
     y3 = outs + [outs[0]] * pad
     n3 = ns + [0] * pad
-    grid = (sum(triton.cdiv(n, block_n) for n in ns),)
-    _gemv3_kernel[grid](
+    tiles = sum(triton.cdiv(n, block_n) for n in ns)
+    _gemv3_kernel[_grid(tiles, cfg, x.device)](
         x,
         *w3,
         *b3,
@@ -169,10 +199,13 @@ def gemv3(
         *n3,
         k,
         *(w.stride(0) for w in w3),
+        tiles,
         HAS_BIAS=has_bias,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, *ns),
+        UNROLL=bool(cfg.get("unroll", 0)),
+        PERSIST=bool(cfg.get("persist", 0)),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
@@ -192,7 +225,8 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
     y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     cfg = GEMV_CONFIG["gate_up"]
     block_n, block_k = cfg["block_n"], cfg["block_k"]
-    _gemv_silu_kernel[(triton.cdiv(n, block_n),)](
+    tiles = triton.cdiv(n, block_n)
+    _gemv_silu_kernel[_grid(tiles, cfg, x.device)](
         x,
         gate,
         up,
@@ -201,9 +235,12 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
         k,
         gate.stride(0),
         up.stride(0),
+        tiles,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, n),
+        UNROLL=bool(cfg.get("unroll", 0)),
+        PERSIST=bool(cfg.get("persist", 0)),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )

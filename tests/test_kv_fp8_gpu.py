@@ -60,7 +60,9 @@ def test_split_kv_over_fp8_keeps_the_weight_of_small_probabilities_on_small_valu
     out, _ = split_kv_attention(q, k8, v8, d**-0.5, splits=1, kv_scales=(ks, vs))
     ref, _ = _reference(q, dequantize(k8, ks, torch.float64), dequantize(v8, vs, torch.float64), d**-0.5)
     error = float((out.double() - ref).norm() / ref.norm())
-    assert error < 1e-3, error
+    # The output is bf16: rounding the exact result to it alone costs ~1e-3 (the flush cost 1-3e-2).
+    rounding = float((ref.to(out.dtype).double() - ref).norm() / ref.norm())
+    assert error < 2 * rounding + 5e-4, (error, rounding)
 
 
 def test_decode_over_an_fp8_context_and_a_bf16_tail_with_a_device_length():
