@@ -31,7 +31,9 @@ _LOG2E = 1.4426950408889634
 DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
 # The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 48
 # shapes swept by bench/decode_profile.py on an H200, 2.89 TB/s at 128K keys (docs/benchmarks.md).
-# ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate).
+# ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate). Dotting
+# the e4m3 keys directly on fp8 tensor cores (the query quantized per row) ran no faster (2.94
+# against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error.
 FP8_DECODE_CONFIG = {
     "block_n": 128,
     "num_warps": 4,
@@ -39,7 +41,6 @@ FP8_DECODE_CONFIG = {
     "programs_per_sm": 2,
     "k_rows": False,
     "f16": True,
-    "dot8": 0,  # 1: the keys' dot in fp8 (query quantized per row); 2: the values' too
 }
 
 
@@ -75,7 +76,6 @@ def _split_kv_kernel(
     HAS_LEN: tl.constexpr,
     QUANT: tl.constexpr,
     F16: tl.constexpr,
-    DOT8: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
@@ -108,14 +108,7 @@ def _split_kv_kernel(
     v_base = V + b * sv_b + h * sv_h
     ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
     vs_base = V_SCALE + b * ss_b + h * ss_h
-    if QUANT and DOT8 > 0:
-        # fp8 KV read by fp8 tensor-core dots, nothing widened: each query row is quantized to
-        # e4m3 with its own scale (folded back into the scores), as the keys were.
-        q_amax = tl.max(tl.abs(q.to(tl.float32)), 1)
-        q_scale = tl.where(q_amax > 0, q_amax / 448.0, 1.0)
-        qd = (q.to(tl.float32) / q_scale[:, None]).to(tl.float8e4nv)
-        row_scale = q_scale * scale_log2
-    elif QUANT and F16:
+    if QUANT and F16:
         # fp8 KV: e4m3 widens to fp16 in one instruction (to bf16 it takes several, which made the
         # kernel compute-bound), so the dots run in fp16; each query row is scaled into fp16's range
         # first and its scale folded back into the scores.
@@ -152,12 +145,7 @@ def _split_kv_kernel(
             v_top = tl.max(v_scale, 0)
             v_top = tl.where(v_top > 0, v_top, 1.0)
             pv = p * (v_scale / v_top)[None, :]
-            if DOT8 == 2:  # probabilities in e4m3 too, scaled to its top (448) first
-                acc = acc * alpha[:, None] + tl.dot((pv * 448.0).to(tl.float8e4nv), v) * (v_top / 448.0)
-            elif DOT8 == 1:  # the keys' dot in fp8, the values' in fp16
-                acc = acc * alpha[:, None] + tl.dot(pv.to(tl.float16), v.to(tl.float16)) * v_top
-            else:
-                acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
+            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
         else:
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
@@ -407,7 +395,6 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None) 
         BLOCK_N=block_n,
         K_ROWS=bool((FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG).get("k_rows", False)),
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
-        DOT8=int(FP8_DECODE_CONFIG.get("dot8", 0)) if scales is not None else 0,
         num_warps=warps,
         num_stages=stages,
     )
