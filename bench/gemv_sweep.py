@@ -27,20 +27,65 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.speed import LLAMA_8B, graph_us  # noqa: E402 - after the path is set
 
 L2_BYTES = 256 << 20  # rotate past this many bytes of weights (the H200's L2 is 50 MB)
-KEYS = {"n": "block_n", "k": "block_k", "w": "num_warps", "s": "num_stages", "u": "unroll", "p": "persist"}
+KEYS = {
+    "n": "block_n",
+    "k": "block_k",
+    "w": "num_warps",
+    "s": "num_stages",
+    "u": "unroll",
+    "p": "persist",
+    "x": "split",
+}
+CONFIG_KIND = {"qkv": "qkv", "gate_up": "gate_up", "down": "down", "o_proj": "linear", "lm_head": "linear"}
+
+
+def _split_configs() -> list[dict[str, int]]:
+    """K split over 2-7 programs a tile (``kernels.gemv``'s split kernel, the down projection)."""
+    out = []
+    for n, x, k, w in itertools.product((4, 8, 16), (2, 4, 7), (1024,), (4, 8)):
+        out.append(
+            {
+                "block_n": n,
+                "block_k": k,
+                "num_warps": w,
+                "num_stages": 1,
+                "unroll": 1,
+                "persist": 0,
+                "split": x,
+            }
+        )
+    return out
 
 
 def _configs() -> list[dict[str, int]]:
     """Launch shapes tried: K looped (pipelined or not), K unrolled, and a persistent grid of
     ``persist`` programs per SM walking the tiles."""
     out = [  # K looped: the four fastest of 24 such shapes on the H200 (2026-12-02 sweep)
-        {"block_n": n, "block_k": k, "num_warps": w, "num_stages": st, "unroll": 0, "persist": 0}
+        {"block_n": n, "block_k": k, "num_warps": w, "num_stages": st, "unroll": 0, "persist": 0, "split": 1}
         for n, k, w, st in ((4, 1024, 4, 1), (8, 512, 4, 3), (4, 512, 8, 1), (8, 1024, 8, 3))
     ]
     for n, k, w in itertools.product((1, 2, 4, 8), (1024, 2048), (4, 8)):
-        out.append({"block_n": n, "block_k": k, "num_warps": w, "num_stages": 1, "unroll": 1, "persist": 0})
+        out.append(
+            {
+                "block_n": n,
+                "block_k": k,
+                "num_warps": w,
+                "num_stages": 1,
+                "unroll": 1,
+                "persist": 0,
+                "split": 1,
+            }
+        )
     for n, w, p in itertools.product((2, 4), (4, 8), (4, 8)):
-        cfg = {"block_n": n, "block_k": 1024, "num_warps": w, "num_stages": 1, "unroll": 1, "persist": p}
+        cfg = {
+            "block_n": n,
+            "block_k": 1024,
+            "num_warps": w,
+            "num_stages": 1,
+            "unroll": 1,
+            "persist": p,
+            "split": 1,
+        }
         out.append(cfg)
     return out
 
@@ -50,7 +95,8 @@ def name_of(cfg: dict[str, int]) -> str:
 
 
 def config_of(name: str) -> dict[str, int]:
-    return {KEYS[part[0]]: int(part[1:]) for part in name.split("-")}
+    cfg = {KEYS[part[0]]: int(part[1:]) for part in name.split("-")}
+    return {"split": 1, **cfg}
 
 
 def _products(shape: dict) -> dict[str, list[tuple[int, int]]]:
@@ -89,7 +135,9 @@ def _triton(kind: str, x: torch.Tensor, ws: list[torch.Tensor]) -> torch.Tensor:
 
     if kind == "gate_up":
         return gemv.gemv_silu_mul(x, ws[0], ws[1])
-    return gemv.gemv3(x, ws, kind="qkv" if kind == "qkv" else "linear")[0]
+    if kind == "qkv":
+        return gemv.gemv3(x, ws, kind="qkv")[0]
+    return gemv.gemv(x, ws[0], kind=CONFIG_KIND[kind])
 
 
 def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
@@ -107,9 +155,9 @@ def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
         cublas = graph_us(
             lambda c, cs=copies, xi=xin, kd=kind: _eager(kd, xi, cs[c % len(cs)]), calls=len(copies)
         )
-        config_kind = {"qkv": "qkv", "gate_up": "gate_up"}.get(kind, "linear")
+        config_kind = CONFIG_KIND[kind]
         timings = {}
-        for cfg in _configs():
+        for cfg in _configs() + (_split_configs() if kind == "down" else []):
             gemv.GEMV_CONFIG[config_kind] = cfg
             try:
                 us = graph_us(

@@ -32,6 +32,7 @@ MLP_CLASSES = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
 ATTENTION_CLASSES = {"LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention"}
 ROPE_MODEL_TYPES = FUSED_MODEL_TYPES
 _MARK = "_starcli_fused"
+_KIND = "_starcli_gemv_kind"
 
 
 def _fusable(x: torch.Tensor) -> bool:
@@ -77,7 +78,7 @@ def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
         from kernels.gemv import eligible, gemv
 
         if eligible(x, self.weight) and _bias_ok(self.bias, x):
-            return gemv(x, self.weight, self.bias)
+            return gemv(x, self.weight, self.bias, kind=getattr(self, _KIND, "linear"))
     return F.linear(x, self.weight, self.bias)
 
 
@@ -130,11 +131,13 @@ def _fuse_projections(module: torch.nn.Module) -> int:
     return count
 
 
-def _fuse_linear(module: torch.nn.Module) -> int:
+def _fuse_linear(module: torch.nn.Module, kind: str = "linear") -> int:
+    """``kind``: the launch shape ``kernels.gemv`` uses (``down``: the MLP's long-K product)."""
     if not _plain(module) or getattr(module, _MARK, False):
         return 0
     module.forward = types.MethodType(_linear_forward, module)
     setattr(module, _MARK, True)
+    setattr(module, _KIND, kind)
     return 1
 
 
@@ -160,9 +163,9 @@ def _wrap_rope(original):
             )
         if not ok:
             return original(q, k, cos, sin, *args, **kwargs)
-        from kernels.fused import rope
+        from kernels.fused import rope_pair
 
-        return rope(q, cos, sin), rope(k, cos, sin)
+        return rope_pair(q, k, cos, sin)
 
     setattr(apply_rotary_pos_emb, _MARK, True)
     apply_rotary_pos_emb.__wrapped__ = original
@@ -181,7 +184,7 @@ def fuse_pointwise(model: torch.nn.Module) -> dict[str, int]:
         if known and name in ATTENTION_CLASSES and not getattr(getattr(module, "q_proj", None), _MARK, False):
             counts["gemv"] += _fuse_projections(module)
         if known and name in MLP_CLASSES:
-            counts["gemv"] += _fuse_linear(getattr(module, "down_proj", None))
+            counts["gemv"] += _fuse_linear(getattr(module, "down_proj", None), kind="down")
         if name in NORM_CLASSES and hasattr(module, "variance_epsilon"):
             module.forward = types.MethodType(_norm_forward, module)
             setattr(module, _MARK, True)

@@ -69,81 +69,81 @@ def silu_mul(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
 
 # The sequence length only splits the program id into (batch, token): not specialised on, so that
 # a question whose length divides by 16 (or is 1) compiles no variant of its own (issue 14).
-@triton.jit(do_not_specialize=["L"])
+@triton.jit(do_not_specialize=["L", "TQ"])
 def _rope_kernel(
-    X,
-    COS,
-    SIN,
-    Y,
-    L,
-    sx_b,
-    sx_h,
-    sx_l,
-    sy_b,
-    sy_h,
-    sy_l,
-    sc_b,
-    sc_l,
-    ss_b,
-    ss_l,
-    H,
-    HALF: tl.constexpr,
-    BLOCK_H: tl.constexpr,
-):
+    X, Y, X2, Y2, COS, SIN, L, TQ,
+    sx_b, sx_h, sx_l, sy_b, sy_h, sy_l,
+    sx2_b, sx2_h, sx2_l, sy2_b, sy2_h, sy2_l,
+    sc_b, sc_l, ss_b, ss_l, H, H2,
+    HALF: tl.constexpr, BLOCK_H: tl.constexpr,
+):  # fmt: skip
+    # Head tiles below TQ rotate X into Y (the queries), the rest X2 into Y2 (the keys): one launch
+    # for both, as a decode step makes ~30 of these pairs.
     pid = tl.program_id(0).to(tl.int64)
     b = pid // L
     t = pid % L
     d = tl.arange(0, HALF)
-    h = tl.program_id(1) * BLOCK_H + tl.arange(0, BLOCK_H)
-    mask = (h < H)[:, None]
+    tile = tl.program_id(1)
+    if tile < TQ:
+        x_base = X + b * sx_b + t * sx_l
+        y_base = Y + b * sy_b + t * sy_l
+        h = tile * BLOCK_H + tl.arange(0, BLOCK_H)
+        mask = (h < H)[:, None]
+        x_row = x_base + h[:, None] * sx_h
+        y_row = y_base + h[:, None] * sy_h
+    else:
+        x_base = X2 + b * sx2_b + t * sx2_l
+        y_base = Y2 + b * sy2_b + t * sy2_l
+        h = (tile - TQ) * BLOCK_H + tl.arange(0, BLOCK_H)
+        mask = (h < H2)[:, None]
+        x_row = x_base + h[:, None] * sx2_h
+        y_row = y_base + h[:, None] * sy2_h
     c1 = tl.load(COS + b * sc_b + t * sc_l + d).to(tl.float32)[None, :]
     c2 = tl.load(COS + b * sc_b + t * sc_l + HALF + d).to(tl.float32)[None, :]
     s1 = tl.load(SIN + b * ss_b + t * ss_l + d).to(tl.float32)[None, :]
     s2 = tl.load(SIN + b * ss_b + t * ss_l + HALF + d).to(tl.float32)[None, :]
-    x_row = X + b * sx_b + t * sx_l + h[:, None] * sx_h
     x1 = tl.load(x_row + d[None, :], mask=mask, other=0.0).to(tl.float32)
     x2 = tl.load(x_row + HALF + d[None, :], mask=mask, other=0.0).to(tl.float32)
     dt = Y.dtype.element_ty
     # (x * cos) + (rotate_half(x) * sin), each product rounded to the model's dtype, as in eager
     y1 = (x1 * c1).to(dt).to(tl.float32) + (-(x2 * s1)).to(dt).to(tl.float32)
     y2 = (x2 * c2).to(dt).to(tl.float32) + (x1 * s2).to(dt).to(tl.float32)
-    y_row = Y + b * sy_b + t * sy_l + h[:, None] * sy_h
     tl.store(y_row + d[None, :], y1.to(dt), mask=mask)
     tl.store(y_row + HALF + d[None, :], y2.to(dt), mask=mask)
+
+
+def _like(x: torch.Tensor) -> torch.Tensor:
+    y = torch.empty_like(x)
+    return y if y.stride(-1) == 1 else torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def rope_pair(
+    q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary embedding of ``q`` [B, Hq, L, D] and ``k`` [B, Hk, L, D] (any strides, last dim
+    contiguous) with ``cos``/``sin`` [B or 1, L, D], in one launch; each result keeps its input's
+    memory layout (as the eager elementwise ops do)."""
+    b, hq, length, d = q.shape
+    hk = k.shape[1]
+    yq, yk = _like(q), _like(k)
+    if q.numel() == 0 and k.numel() == 0:
+        return yq, yk
+    sc_b = cos.stride(0) if cos.shape[0] > 1 else 0
+    ss_b = sin.stride(0) if sin.shape[0] > 1 else 0
+    block_h = min(triton.next_power_of_2(max(hq, hk)), max(1, 4096 // d))
+    tq = triton.cdiv(hq, block_h)
+    grid = (b * length, tq + triton.cdiv(hk, block_h))
+    _rope_kernel[grid](
+        q, yq, k, yk, cos, sin, length, tq,
+        q.stride(0), q.stride(1), q.stride(2), yq.stride(0), yq.stride(1), yq.stride(2),
+        k.stride(0), k.stride(1), k.stride(2), yk.stride(0), yk.stride(1), yk.stride(2),
+        sc_b, cos.stride(1), ss_b, sin.stride(1), hq, hk,
+        HALF=d // 2, BLOCK_H=block_h, num_warps=4,
+    )  # fmt: skip
+    return yq, yk
 
 
 def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding of ``x`` [B, H, L, D] (any strides, last dim contiguous) with ``cos``/``sin``
     [B or 1, L, D]; the result keeps ``x``'s memory layout (as the eager elementwise ops do)."""
-    b, h, length, d = x.shape
-    y = torch.empty_like(x)
-    if y.stride(-1) != 1:
-        y = torch.empty(x.shape, dtype=x.dtype, device=x.device)
-    if x.numel() == 0:
-        return y
-    sc_b = cos.stride(0) if cos.shape[0] > 1 else 0
-    ss_b = sin.stride(0) if sin.shape[0] > 1 else 0
-    block_h = min(triton.next_power_of_2(h), max(1, 4096 // d))
-    grid = (b * length, triton.cdiv(h, block_h))
-    _rope_kernel[grid](
-        x,
-        cos,
-        sin,
-        y,
-        length,
-        x.stride(0),
-        x.stride(1),
-        x.stride(2),
-        y.stride(0),
-        y.stride(1),
-        y.stride(2),
-        sc_b,
-        cos.stride(1),
-        ss_b,
-        sin.stride(1),
-        h,
-        HALF=d // 2,
-        BLOCK_H=block_h,
-        num_warps=4,
-    )
-    return y
+    return rope_pair(x, x[:, :0], cos, sin)[0]

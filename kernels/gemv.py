@@ -27,6 +27,7 @@ import triton.language as tl
 GEMV_CONFIG: dict[str, dict[str, int]] = {
     "qkv": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
     "linear": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
+    "down": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
     "gate_up": {"block_n": 4, "block_k": 512, "num_warps": 4, "num_stages": 3},
 }
 
@@ -142,6 +143,51 @@ def _gemv_silu_kernel(
         _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tl.program_id(0), BLOCK_N, BLOCK_K, EVEN, UNROLL)
 
 
+@triton.jit(do_not_specialize=["N", "sw"])
+def _gemv_split_kernel(
+    X, W, B, Y, PARTS, COUNTS, N, K: tl.constexpr, sw,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
+    UNROLL: tl.constexpr, SPLIT: tl.constexpr,
+):  # fmt: skip
+    # SPLIT programs share a tile of rows, each over K / SPLIT columns; each stores its float32
+    # partial, and the last of them to arrive (a counter per tile) adds all SPLIT in a fixed order,
+    # writes the rows and resets the counter: no second kernel, and the sum does not depend on
+    # which program finished last.
+    tile = tl.program_id(0) // SPLIT
+    part = tl.program_id(0) % SPLIT
+    KP: tl.constexpr = K // SPLIT
+    row0 = tile * BLOCK_N
+    rows = row0 + tl.arange(0, BLOCK_N)
+    ok = rows < N
+    partial = _dot_rows(X + part * KP, W + part * KP, row0, N, KP, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL)
+    tl.store(PARTS + part * N + rows, partial, mask=ok)
+    arrived = tl.atomic_add(COUNTS + tile, 1)  # acq_rel: the partials above are visible first
+    if arrived == SPLIT - 1:
+        total = tl.zeros([BLOCK_N], tl.float32)
+        for s in tl.static_range(SPLIT):
+            total += tl.load(PARTS + s * N + rows, mask=ok, other=0.0, cache_modifier=".cg")
+        if HAS_BIAS:
+            total += tl.load(B + rows, mask=ok, other=0.0).to(tl.float32)
+        tl.store(Y + rows, total.to(Y.dtype.element_ty), mask=ok)
+        tl.atomic_xchg(COUNTS + tile, 0)
+
+
+_SPLIT_BUFFERS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _split_buffers(device: torch.device, n: int, split: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 partials and the zeroed per-tile counters of one split product shape, made once
+    (before a CUDA graph captures the step, in its warm-up) and reused: the kernel leaves the
+    counters at zero."""
+    key = (device, n, split, tiles)
+    if key not in _SPLIT_BUFFERS:
+        _SPLIT_BUFFERS[key] = (
+            torch.empty((split, n), dtype=torch.float32, device=device),
+            torch.zeros((tiles,), dtype=torch.int32, device=device),
+        )
+    return _SPLIT_BUFFERS[key]
+
+
 def _grid(tiles: int, cfg: dict, device: torch.device) -> tuple[int]:
     per_sm = cfg.get("persist", 0)
     if not per_sm:
@@ -212,9 +258,40 @@ def gemv3(
     return outs
 
 
-def gemv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for one row ``x``."""
-    return gemv3(x, [weight], None if bias is None else [bias], kind="linear")[0]
+def gemv(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, kind: str = "linear"
+) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` for one row ``x``; ``kind`` names the launch shape (``down``:
+    the MLP's long-K product, whose shape may split K over several programs)."""
+    cfg = GEMV_CONFIG[kind]
+    split = cfg.get("split", 1)
+    n, k = weight.shape
+    if split <= 1 or k % split:
+        return gemv3(x, [weight], None if bias is None else [bias], kind=kind)[0]
+    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
+    block_n, block_k = cfg["block_n"], cfg["block_k"]
+    tiles = triton.cdiv(n, block_n)
+    parts, counts = _split_buffers(x.device, n, split, tiles)
+    _gemv_split_kernel[(tiles * split,)](
+        x,
+        weight,
+        bias if bias is not None else weight,
+        y,
+        parts,
+        counts,
+        n,
+        k,
+        weight.stride(0),
+        HAS_BIAS=bias is not None,
+        BLOCK_N=block_n,
+        BLOCK_K=block_k,
+        EVEN=_even(k // split, block_k, block_n, n),
+        UNROLL=bool(cfg.get("unroll", 0)),
+        SPLIT=split,
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
+    )
+    return y
 
 
 def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:

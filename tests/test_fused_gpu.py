@@ -57,7 +57,7 @@ def test_rope_matches_eager_and_keeps_layout(b, length, hq, hkv, d):
     from transformers import LlamaConfig
     from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
-    from kernels.fused import rope
+    from kernels.fused import rope, rope_pair
 
     config = LlamaConfig(hidden_size=hq * d, num_attention_heads=hq, num_key_value_heads=hkv, head_dim=d)
     rotary = LlamaRotaryEmbedding(config).to("cuda")
@@ -67,6 +67,9 @@ def test_rope_matches_eager_and_keeps_layout(b, length, hq, hkv, d):
     cos, sin = rotary(q, positions)
     ref_q, ref_k = _original_rope()(q, k, cos, sin)
     out_q, out_k = rope(q, cos, sin), rope(k, cos, sin)
+    pair_q, pair_k = rope_pair(q, k, cos, sin)
+    assert torch.equal(pair_q, out_q) and torch.equal(pair_k, out_k)
+    assert pair_q.stride() == out_q.stride() and pair_k.stride() == out_k.stride()
     for out, ref in ((out_q, ref_q), (out_k, ref_k)):  # same memory layout (size-1 dims aside)
         assert [st for st, n in zip(out.stride(), out.shape) if n > 1] == [
             st for st, n in zip(ref.stride(), ref.shape) if n > 1
@@ -107,7 +110,7 @@ def test_fused_model_matches_eager_model():
     assert counts["norm"] == 5 and counts["mlp"] == 2
     assert getattr(ml.apply_rotary_pos_emb, "_starcli_fused", False)
     calls = {"rope": 0, "norm": 0, "silu": 0}
-    originals = (kf.rope, kf.rms_norm, kf.silu_mul)
+    originals = (kf.rope_pair, kf.rms_norm, kf.silu_mul)
 
     def counting(name, fn):
         def inner(*args):
@@ -116,7 +119,7 @@ def test_fused_model_matches_eager_model():
 
         return inner
 
-    kf.rope, kf.rms_norm, kf.silu_mul = (
+    kf.rope_pair, kf.rms_norm, kf.silu_mul = (
         counting("rope", originals[0]),
         counting("norm", originals[1]),
         counting("silu", originals[2]),
@@ -125,6 +128,6 @@ def test_fused_model_matches_eager_model():
         with torch.no_grad():
             out = model(ids).logits.float()
     finally:
-        kf.rope, kf.rms_norm, kf.silu_mul = originals
-    assert calls == {"rope": 4, "norm": 5, "silu": 2}, calls
+        kf.rope_pair, kf.rms_norm, kf.silu_mul = originals
+    assert calls == {"rope": 2, "norm": 5, "silu": 2}, calls  # Q and K rotated in one launch
     assert _rel(out, ref) < 1e-2
