@@ -35,58 +35,29 @@ KEYS = {
     "u": "unroll",
     "p": "persist",
     "x": "split",
+    "d": "dot",
 }
 CONFIG_KIND = {"qkv": "qkv", "gate_up": "gate_up", "down": "down", "o_proj": "linear", "lm_head": "linear"}
 
 
+def _shape(n: int, k: int, warps: int, stages: int, **extra: int) -> dict[str, int]:
+    base = {"unroll": 0, "persist": 0, "split": 1, "dot": 0}
+    return {"block_n": n, "block_k": k, "num_warps": warps, "num_stages": stages, **base, **extra}
+
+
 def _split_configs() -> list[dict[str, int]]:
-    """K split over 2-7 programs a tile (``kernels.gemv``'s split kernel, the down projection)."""
-    out = []
-    for n, x, k, w in itertools.product((4, 8, 16), (2, 4, 7), (1024,), (4, 8)):
-        out.append(
-            {
-                "block_n": n,
-                "block_k": k,
-                "num_warps": w,
-                "num_stages": 1,
-                "unroll": 1,
-                "persist": 0,
-                "split": x,
-            }
-        )
-    return out
+    """K split over 2-8 programs a tile (``kernels.gemv``'s split kernel, the down projection).
+    Unrolled multiply-adds so split (2-7 ways, 4-16 rows) lost to the unsplit loop on 2026-12-02."""
+    return [_shape(n, 128, 4, 4, dot=1, split=x) for n, x in itertools.product((64, 128), (2, 4, 8))]
 
 
 def _configs() -> list[dict[str, int]]:
-    """Launch shapes tried: K looped (pipelined or not), K unrolled, and a persistent grid of
-    ``persist`` programs per SM walking the tiles."""
-    out = [  # K looped: the four fastest of 24 such shapes on the H200 (2026-12-02 sweep)
-        {"block_n": n, "block_k": k, "num_warps": w, "num_stages": st, "unroll": 0, "persist": 0, "split": 1}
-        for n, k, w, st in ((4, 1024, 4, 1), (8, 512, 4, 3), (4, 512, 8, 1), (8, 1024, 8, 3))
-    ]
-    for n, k, w in itertools.product((1, 2, 4, 8), (1024, 2048), (4, 8)):
-        out.append(
-            {
-                "block_n": n,
-                "block_k": k,
-                "num_warps": w,
-                "num_stages": 1,
-                "unroll": 1,
-                "persist": 0,
-                "split": 1,
-            }
-        )
-    for n, w, p in itertools.product((2, 4), (4, 8), (4, 8)):
-        cfg = {
-            "block_n": n,
-            "block_k": 1024,
-            "num_warps": w,
-            "num_stages": 1,
-            "unroll": 1,
-            "persist": p,
-            "split": 1,
-        }
-        out.append(cfg)
+    """Launch shapes tried: K looped, K unrolled and tensor-core dots (``dot``). A persistent grid
+    (``persist`` programs per SM walking the tiles) never won on 2026-12-02 and is not retried."""
+    # K looped, K unrolled: the fastest such shapes of the H200 sweeps of 2026-12-02
+    out = [_shape(n, k, w, st) for n, k, w, st in ((4, 1024, 4, 1), (8, 512, 4, 3))]
+    out += [_shape(n, 2048, w, 1, unroll=1) for n, w in itertools.product((1, 2, 4), (4, 8))]
+    out += [_shape(n, k, 4, st, dot=1) for n, k, st in itertools.product((32, 64, 128), (64, 128), (3, 5))]
     return out
 
 
@@ -96,7 +67,7 @@ def name_of(cfg: dict[str, int]) -> str:
 
 def config_of(name: str) -> dict[str, int]:
     cfg = {KEYS[part[0]]: int(part[1:]) for part in name.split("-")}
-    return {"split": 1, **cfg}
+    return {"split": 1, "dot": 0, **cfg}
 
 
 def _products(shape: dict) -> dict[str, list[tuple[int, int]]]:

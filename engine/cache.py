@@ -12,6 +12,17 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 from engine.comm import Comm
 from kernels import dequantize, quantize_fp8
 
+
+def _write_slot(dst_k, dst_v, slot, k, v) -> bool:
+    """The decode token's K and V into the tail at a device index in one launch (CUDA with Triton;
+    False where ``kernels.fused.write_slot`` does not serve the shapes, for the caller to copy)."""
+    if not k.is_cuda:
+        return False
+    from kernels.fused import write_slot
+
+    return write_slot(dst_k, dst_v, slot, k, v)
+
+
 Phase = Literal["anchor", "block", "query", "ring", "delta"]
 
 
@@ -276,8 +287,9 @@ class StarCache(Cache):
         if not self.comm.is_host:
             return key_states, value_states
         if self.graph_slot is not None:  # graph replay: write at a device index, return the buffer
-            layer.tail_k.index_copy_(2, self.graph_slot, key_states)
-            layer.tail_v.index_copy_(2, self.graph_slot, value_states)
+            if not _write_slot(layer.tail_k, layer.tail_v, self.graph_slot, key_states, value_states):
+                layer.tail_k.index_copy_(2, self.graph_slot, key_states)
+                layer.tail_v.index_copy_(2, self.graph_slot, value_states)
             return layer.tail_k, layer.tail_v
         if layer.tail_k is None:
             cap = max(self.tail_capacity, length)

@@ -147,3 +147,47 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotary embedding of ``x`` [B, H, L, D] (any strides, last dim contiguous) with ``cos``/``sin``
     [B or 1, L, D]; the result keeps ``x``'s memory layout (as the eager elementwise ops do)."""
     return rope_pair(x, x[:, :0], cos, sin)[0]
+
+
+@triton.jit
+def _write_slot_kernel(
+    K, V, DK, DV, SLOT, H,
+    sk_b, sk_h, sv_b, sv_h, sdk_b, sdk_h, sdk_l, sdv_b, sdv_h, sdv_l,
+    D: tl.constexpr,
+):  # fmt: skip
+    bh = tl.program_id(0)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    slot = tl.load(SLOT).to(tl.int64)
+    d = tl.arange(0, D)
+    if tl.program_id(1) == 0:
+        tl.store(DK + b * sdk_b + h * sdk_h + slot * sdk_l + d, tl.load(K + b * sk_b + h * sk_h + d))
+    else:
+        tl.store(DV + b * sdv_b + h * sdv_h + slot * sdv_l + d, tl.load(V + b * sv_b + h * sv_h + d))
+
+
+def write_slot(
+    dst_k: torch.Tensor, dst_v: torch.Tensor, slot: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> bool:
+    """``dst_k[:, :, slot] = k`` and the same for V in one launch, ``slot`` a one-element device
+    tensor (a CUDA graph's decode step writes its token's K/V where the graph has counted to).
+    Returns False, writing nothing, for shapes it does not serve (the caller copies then)."""
+    b, h, length, d = k.shape
+    ok = (
+        length == 1
+        and v.shape == k.shape
+        and dst_k.shape[:2] == dst_v.shape[:2] == (b, h)
+        and dst_k.shape[3] == dst_v.shape[3] == d
+        and d & (d - 1) == 0
+        and k.dtype == v.dtype == dst_k.dtype == dst_v.dtype
+        and k.stride(-1) == v.stride(-1) == dst_k.stride(-1) == dst_v.stride(-1) == 1
+    )
+    if not ok:
+        return False
+    _write_slot_kernel[(b * h, 2)](
+        k, v, dst_k, dst_v, slot, h,
+        k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        dst_k.stride(0), dst_k.stride(1), dst_k.stride(2), dst_v.stride(0), dst_v.stride(1), dst_v.stride(2),
+        D=d, num_warps=1,
+    )  # fmt: skip
+    return True

@@ -43,14 +43,30 @@ def _dot_rows(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     EVEN: tl.constexpr,
-    UNROLL: tl.constexpr,
+    MODE: tl.constexpr,
 ):
-    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). ``UNROLL``: ``K`` is a
-    constant and the loop over it unrolled, so that every tile's loads are issued before the first
-    product waits on one."""
+    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). ``MODE`` 0: a loop over
+    K of multiply-adds; 1: the loop unrolled (``K`` is a constant), so that every tile's loads are
+    issued before the first product waits on one; 2: tensor-core dots of ``x`` padded to 16 rows,
+    whose loop Triton pipelines through shared memory as it does a GEMM's (cuBLAS's way)."""
     rows = row0 + tl.arange(0, BLOCK_N)
+    if MODE == 2:
+        m = tl.arange(0, 16)
+        acc2 = tl.zeros([16, BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            if EVEN:
+                w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :])
+                xm = (m[:, None] == 0) & (cols[None, :] >= 0)
+            else:
+                ok = (rows < n)[:, None] & (cols < K)[None, :]
+                w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
+                xm = (m[:, None] == 0) & (cols < K)[None, :]
+            x = tl.load(x_ptr + cols[None, :] + 0 * m[:, None], mask=xm, other=0.0)
+            acc2 = tl.dot(x, tl.trans(w), acc2)
+        return tl.sum(tl.where(m[:, None] == 0, acc2, 0.0), 0)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    if UNROLL:
+    if MODE == 1:
         for k0 in tl.static_range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             ok = (rows < n)[:, None] & (cols < K)[None, :]
@@ -75,7 +91,7 @@ def _dot_rows(
 def _gemv3_tile(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3, tile,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    UNROLL: tl.constexpr,
+    MODE: tl.constexpr,
 ):  # fmt: skip
     t1 = tl.cdiv(N1, BLOCK_N)
     t2 = tl.cdiv(N2, BLOCK_N)
@@ -86,7 +102,7 @@ def _gemv3_tile(
         w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
     else:
         w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
-    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL)
+    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, MODE)
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < n
     if HAS_BIAS:
@@ -99,32 +115,32 @@ def _gemv3_tile(
 def _gemv3_kernel(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3, TILES,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    UNROLL: tl.constexpr, PERSIST: tl.constexpr,
+    MODE: tl.constexpr, PERSIST: tl.constexpr,
 ):  # fmt: skip
     if PERSIST:  # a fixed grid walking the tiles: no partial last wave
         for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
             _gemv3_tile(
                 X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K, sw1, sw2, sw3, tile,
-                HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, UNROLL,
+                HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, MODE,
             )  # fmt: skip
     else:
         _gemv3_tile(
             X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K, sw1, sw2, sw3, tl.program_id(0),
-            HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, UNROLL,
+            HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, MODE,
         )  # fmt: skip
 
 
 @triton.jit
 def _gemv_silu_tile(
     X, WG, WU, Y, N, K: tl.constexpr, sg, su, tile,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, MODE: tl.constexpr,
 ):  # fmt: skip
     row0 = tile * BLOCK_N
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
-    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
-    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
+    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, MODE).to(dt).to(tl.float32)
+    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, MODE).to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
     rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
@@ -133,21 +149,21 @@ def _gemv_silu_tile(
 @triton.jit(do_not_specialize=["N", "sg", "su", "TILES"])
 def _gemv_silu_kernel(
     X, WG, WU, Y, N, K: tl.constexpr, sg, su, TILES,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, MODE: tl.constexpr,
     PERSIST: tl.constexpr,
 ):  # fmt: skip
     if PERSIST:
         for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
-            _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tile, BLOCK_N, BLOCK_K, EVEN, UNROLL)
+            _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tile, BLOCK_N, BLOCK_K, EVEN, MODE)
     else:
-        _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tl.program_id(0), BLOCK_N, BLOCK_K, EVEN, UNROLL)
+        _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tl.program_id(0), BLOCK_N, BLOCK_K, EVEN, MODE)
 
 
 @triton.jit(do_not_specialize=["N", "sw"])
 def _gemv_split_kernel(
     X, W, B, Y, PARTS, COUNTS, N, K: tl.constexpr, sw,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    UNROLL: tl.constexpr, SPLIT: tl.constexpr,
+    MODE: tl.constexpr, SPLIT: tl.constexpr,
 ):  # fmt: skip
     # SPLIT programs share a tile of rows, each over K / SPLIT columns; each stores its float32
     # partial, and the last of them to arrive (a counter per tile) adds all SPLIT in a fixed order,
@@ -159,7 +175,7 @@ def _gemv_split_kernel(
     row0 = tile * BLOCK_N
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < N
-    partial = _dot_rows(X + part * KP, W + part * KP, row0, N, KP, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL)
+    partial = _dot_rows(X + part * KP, W + part * KP, row0, N, KP, sw, BLOCK_N, BLOCK_K, EVEN, MODE)
     tl.store(PARTS + part * N + rows, partial, mask=ok)
     arrived = tl.atomic_add(COUNTS + tile, 1)  # acq_rel: the partials above are visible first
     if arrived == SPLIT - 1:
@@ -186,6 +202,10 @@ def _split_buffers(device: torch.device, n: int, split: int, tiles: int) -> tupl
             torch.zeros((tiles,), dtype=torch.int32, device=device),
         )
     return _SPLIT_BUFFERS[key]
+
+
+def _mode(cfg: dict) -> int:
+    return 2 if cfg.get("dot", 0) else int(bool(cfg.get("unroll", 0)))
 
 
 def _grid(tiles: int, cfg: dict, device: torch.device) -> tuple[int]:
@@ -250,7 +270,7 @@ def gemv3(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, *ns),
-        UNROLL=bool(cfg.get("unroll", 0)),
+        MODE=_mode(cfg),
         PERSIST=bool(cfg.get("persist", 0)),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
@@ -286,7 +306,7 @@ def gemv(
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k // split, block_k, block_n, n),
-        UNROLL=bool(cfg.get("unroll", 0)),
+        MODE=_mode(cfg),
         SPLIT=split,
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
@@ -316,7 +336,7 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, n),
-        UNROLL=bool(cfg.get("unroll", 0)),
+        MODE=_mode(cfg),
         PERSIST=bool(cfg.get("persist", 0)),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],

@@ -131,3 +131,20 @@ def test_fused_model_matches_eager_model():
         kf.rope_pair, kf.rms_norm, kf.silu_mul = originals
     assert calls == {"rope": 2, "norm": 5, "silu": 2}, calls  # Q and K rotated in one launch
     assert _rel(out, ref) < 1e-2
+
+
+def test_write_slot_equals_index_copy_into_a_context_view():
+    """The decode step's K/V write at a device index (one launch) is ``index_copy_``'s, also into
+    a tail that is a view of the context buffer (bf16, the joined layout)."""
+    from kernels.fused import write_slot
+
+    buf_k, buf_v = (torch.zeros(1, 8, 300, 128, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    tail_k, tail_v = buf_k[:, :, 200:], buf_v[:, :, 200:]
+    k, v = (_rand(1, 1, 8, 128).transpose(1, 2) for _ in range(2))  # transformers' layout
+    slot = torch.tensor([37], device="cuda")
+    ref_k, ref_v = buf_k.clone(), buf_v.clone()
+    ref_k[:, :, 200:].index_copy_(2, slot, k)
+    ref_v[:, :, 200:].index_copy_(2, slot, v)
+    assert write_slot(tail_k, tail_v, slot, k, v)
+    assert torch.equal(buf_k, ref_k) and torch.equal(buf_v, ref_v)
+    assert not write_slot(tail_k, tail_v, slot, k.float(), v.float())  # other dtypes: the caller copies
