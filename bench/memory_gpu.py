@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cuda":
         report["device"] = torch.cuda.get_device_name()
         report["free_before_weights"], report["total"] = torch.cuda.mem_get_info()
-    longest = max(n for _, n, _ in runs) * 2 + 4096
+    # room for every run and for the refusal checks' lengths (the plan refuses past the window)
+    longest = max([2 * n for _, n, _ in runs] + [n // scale for _, n, _, _ in REFUSALS]) + 4096
     model = build_model(longest, device=device, **(TINY_SHAPE if args.tiny else {}))
     shape = memory.ModelShape.for_config(model.config)
     engine = Engine(model, StubTokenizer())
