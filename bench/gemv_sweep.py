@@ -27,38 +27,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.speed import LLAMA_8B, graph_us  # noqa: E402 - after the path is set
 
 L2_BYTES = 256 << 20  # rotate past this many bytes of weights (the H200's L2 is 50 MB)
-KEYS = {
-    "n": "block_n",
-    "k": "block_k",
-    "w": "num_warps",
-    "s": "num_stages",
-    "u": "unroll",
-    "p": "persist",
-    "x": "split",
-    "d": "dot",
-}
+KEYS = {"n": "block_n", "k": "block_k", "w": "num_warps", "s": "num_stages", "u": "unroll"}
 CONFIG_KIND = {"qkv": "qkv", "gate_up": "gate_up", "down": "down", "o_proj": "linear", "lm_head": "linear"}
 
 
-def _shape(n: int, k: int, warps: int, stages: int, **extra: int) -> dict[str, int]:
-    base = {"unroll": 0, "persist": 0, "split": 1, "dot": 0}
-    return {"block_n": n, "block_k": k, "num_warps": warps, "num_stages": stages, **base, **extra}
-
-
-def _split_configs() -> list[dict[str, int]]:
-    """K split over 2-8 programs a tile (``kernels.gemv``'s split kernel, the down projection).
-    Unrolled multiply-adds so split (2-7 ways, 4-16 rows) lost to the unsplit loop on 2026-12-02."""
-    return [_shape(n, 128, 4, 4, dot=1, split=x) for n, x in itertools.product((64, 128), (2, 4, 8))]
-
-
 def _configs() -> list[dict[str, int]]:
-    """Launch shapes tried: K looped, K unrolled and tensor-core dots (``dot``). A persistent grid
-    (``persist`` programs per SM walking the tiles) never won on 2026-12-02 and is not retried."""
-    # K looped, K unrolled: the fastest such shapes of the H200 sweeps of 2026-12-02
-    out = [_shape(n, k, w, st) for n, k, w, st in ((4, 1024, 4, 1), (8, 512, 4, 3))]
-    out += [_shape(n, 2048, w, 1, unroll=1) for n, w in itertools.product((1, 2, 4), (4, 8))]
-    out += [_shape(n, k, 4, st, dot=1) for n, k, st in itertools.product((32, 64, 128), (64, 128), (3, 5))]
+    """Launch shapes tried: K looped (pipelined or not) and K unrolled.
+
+    Also tried on the H200 on 2026-12-02 and removed, as none came near (docs/gemv-sweep.json):
+    a persistent grid walking the tiles; K split over 2-8 programs meeting in a counter (the down
+    projection: 41-43 µs against 38.8 unsplit); tensor-core dots of the row padded to 16 (47-116
+    µs against 11-65)."""
+    out = [_shape(n, k, w, st) for n, k, w, st in itertools.product((4, 8), (512, 1024), (4, 8), (1, 3))]
+    out += [_shape(n, k, w, 1, unroll=1) for n, k, w in itertools.product((1, 2, 4, 8), (1024, 2048), (4, 8))]
     return out
+
+
+def _shape(n: int, k: int, warps: int, stages: int, unroll: int = 0) -> dict[str, int]:
+    return {"block_n": n, "block_k": k, "num_warps": warps, "num_stages": stages, "unroll": unroll}
 
 
 def name_of(cfg: dict[str, int]) -> str:
@@ -66,8 +52,8 @@ def name_of(cfg: dict[str, int]) -> str:
 
 
 def config_of(name: str) -> dict[str, int]:
-    cfg = {KEYS[part[0]]: int(part[1:]) for part in name.split("-")}
-    return {"split": 1, "dot": 0, **cfg}
+    """The shape a ``name_of`` string names (older names' extra fields ignored)."""
+    return {KEYS[part[0]]: int(part[1:]) for part in name.split("-") if part[0] in KEYS}
 
 
 def _products(shape: dict) -> dict[str, list[tuple[int, int]]]:
@@ -128,7 +114,7 @@ def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
         )
         config_kind = CONFIG_KIND[kind]
         timings = {}
-        for cfg in _configs() + (_split_configs() if kind == "down" else []):
+        for cfg in _configs():
             gemv.GEMV_CONFIG[config_kind] = cfg
             try:
                 us = graph_us(

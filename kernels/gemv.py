@@ -25,10 +25,10 @@ import triton.language as tl
 # Launch shape per product (rows per program, K per tile, warps, pipeline stages), timed on an
 # H200 at Llama-3.1-8B's shapes inside a CUDA graph (bench/gemv_sweep.py, docs/gemv-sweep.json).
 GEMV_CONFIG: dict[str, dict[str, int]] = {
-    "qkv": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
-    "linear": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
-    "down": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3},
-    "gate_up": {"block_n": 4, "block_k": 512, "num_warps": 4, "num_stages": 3},
+    "qkv": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
+    "linear": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
+    "down": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3, "unroll": 0},
+    "gate_up": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
 }
 
 
@@ -43,30 +43,14 @@ def _dot_rows(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     EVEN: tl.constexpr,
-    MODE: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):
-    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). ``MODE`` 0: a loop over
-    K of multiply-adds; 1: the loop unrolled (``K`` is a constant), so that every tile's loads are
-    issued before the first product waits on one; 2: tensor-core dots of ``x`` padded to 16 rows,
-    whose loop Triton pipelines through shared memory as it does a GEMM's (cuBLAS's way)."""
+    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). A loop over K of
+    multiply-adds; ``UNROLL``: the loop unrolled (``K`` is a constant), so that every tile's loads
+    are issued before the first product waits on one (the faster on an H200 at 4096-wide K)."""
     rows = row0 + tl.arange(0, BLOCK_N)
-    if MODE == 2:
-        m = tl.arange(0, 16)
-        acc2 = tl.zeros([16, BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            if EVEN:
-                w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :])
-                xm = (m[:, None] == 0) & (cols[None, :] >= 0)
-            else:
-                ok = (rows < n)[:, None] & (cols < K)[None, :]
-                w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
-                xm = (m[:, None] == 0) & (cols < K)[None, :]
-            x = tl.load(x_ptr + cols[None, :] + 0 * m[:, None], mask=xm, other=0.0)
-            acc2 = tl.dot(x, tl.trans(w), acc2)
-        return tl.sum(tl.where(m[:, None] == 0, acc2, 0.0), 0)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
-    if MODE == 1:
+    if UNROLL:
         for k0 in tl.static_range(0, K, BLOCK_K):
             cols = k0 + tl.arange(0, BLOCK_K)
             ok = (rows < n)[:, None] & (cols < K)[None, :]
@@ -87,22 +71,23 @@ def _dot_rows(
     return tl.sum(acc, 1)
 
 
-@triton.jit
-def _gemv3_tile(
-    X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3, tile,
+@triton.jit(do_not_specialize=["N1", "N2", "N3", "sw1", "sw2", "sw3"])
+def _gemv3_kernel(
+    X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    MODE: tl.constexpr,
+    UNROLL: tl.constexpr,
 ):  # fmt: skip
+    tile = tl.program_id(0)
     t1 = tl.cdiv(N1, BLOCK_N)
     t2 = tl.cdiv(N2, BLOCK_N)
-    # Which of the (up to) three weights this tile's rows belong to.
+    # Which of the (up to) three weights this program's rows belong to.
     if tile < t1:
         w, bias, y, n, sw, row0 = W1, B1, Y1, N1, sw1, tile * BLOCK_N
     elif tile < t1 + t2:
         w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
     else:
         w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
-    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, MODE)
+    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL)
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < n
     if HAS_BIAS:
@@ -111,108 +96,20 @@ def _gemv3_tile(
     tl.store(y + rows, out.to(y.dtype.element_ty), mask=ok)
 
 
-@triton.jit(do_not_specialize=["N1", "N2", "N3", "sw1", "sw2", "sw3", "TILES"])
-def _gemv3_kernel(
-    X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3, TILES,
-    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    MODE: tl.constexpr, PERSIST: tl.constexpr,
+@triton.jit(do_not_specialize=["N", "sg", "su"])
+def _gemv_silu_kernel(
+    X, WG, WU, Y, N, K: tl.constexpr, sg, su,
+    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
 ):  # fmt: skip
-    if PERSIST:  # a fixed grid walking the tiles: no partial last wave
-        for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
-            _gemv3_tile(
-                X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K, sw1, sw2, sw3, tile,
-                HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, MODE,
-            )  # fmt: skip
-    else:
-        _gemv3_tile(
-            X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K, sw1, sw2, sw3, tl.program_id(0),
-            HAS_BIAS, BLOCK_N, BLOCK_K, EVEN, MODE,
-        )  # fmt: skip
-
-
-@triton.jit
-def _gemv_silu_tile(
-    X, WG, WU, Y, N, K: tl.constexpr, sg, su, tile,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, MODE: tl.constexpr,
-):  # fmt: skip
-    row0 = tile * BLOCK_N
+    row0 = tl.program_id(0) * BLOCK_N
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
-    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, MODE).to(dt).to(tl.float32)
-    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, MODE).to(dt).to(tl.float32)
+    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
+    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
     rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
-
-
-@triton.jit(do_not_specialize=["N", "sg", "su", "TILES"])
-def _gemv_silu_kernel(
-    X, WG, WU, Y, N, K: tl.constexpr, sg, su, TILES,
-    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, MODE: tl.constexpr,
-    PERSIST: tl.constexpr,
-):  # fmt: skip
-    if PERSIST:
-        for tile in range(tl.program_id(0), TILES, tl.num_programs(0)):
-            _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tile, BLOCK_N, BLOCK_K, EVEN, MODE)
-    else:
-        _gemv_silu_tile(X, WG, WU, Y, N, K, sg, su, tl.program_id(0), BLOCK_N, BLOCK_K, EVEN, MODE)
-
-
-@triton.jit(do_not_specialize=["N", "sw"])
-def _gemv_split_kernel(
-    X, W, B, Y, PARTS, COUNTS, N, K: tl.constexpr, sw,
-    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    MODE: tl.constexpr, SPLIT: tl.constexpr,
-):  # fmt: skip
-    # SPLIT programs share a tile of rows, each over K / SPLIT columns; each stores its float32
-    # partial, and the last of them to arrive (a counter per tile) adds all SPLIT in a fixed order,
-    # writes the rows and resets the counter: no second kernel, and the sum does not depend on
-    # which program finished last.
-    tile = tl.program_id(0) // SPLIT
-    part = tl.program_id(0) % SPLIT
-    KP: tl.constexpr = K // SPLIT
-    row0 = tile * BLOCK_N
-    rows = row0 + tl.arange(0, BLOCK_N)
-    ok = rows < N
-    partial = _dot_rows(X + part * KP, W + part * KP, row0, N, KP, sw, BLOCK_N, BLOCK_K, EVEN, MODE)
-    tl.store(PARTS + part * N + rows, partial, mask=ok)
-    arrived = tl.atomic_add(COUNTS + tile, 1)  # acq_rel: the partials above are visible first
-    if arrived == SPLIT - 1:
-        total = tl.zeros([BLOCK_N], tl.float32)
-        for s in tl.static_range(SPLIT):
-            total += tl.load(PARTS + s * N + rows, mask=ok, other=0.0, cache_modifier=".cg")
-        if HAS_BIAS:
-            total += tl.load(B + rows, mask=ok, other=0.0).to(tl.float32)
-        tl.store(Y + rows, total.to(Y.dtype.element_ty), mask=ok)
-        tl.atomic_xchg(COUNTS + tile, 0)
-
-
-_SPLIT_BUFFERS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _split_buffers(device: torch.device, n: int, split: int, tiles: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float32 partials and the zeroed per-tile counters of one split product shape, made once
-    (before a CUDA graph captures the step, in its warm-up) and reused: the kernel leaves the
-    counters at zero."""
-    key = (device, n, split, tiles)
-    if key not in _SPLIT_BUFFERS:
-        _SPLIT_BUFFERS[key] = (
-            torch.empty((split, n), dtype=torch.float32, device=device),
-            torch.zeros((tiles,), dtype=torch.int32, device=device),
-        )
-    return _SPLIT_BUFFERS[key]
-
-
-def _mode(cfg: dict) -> int:
-    return 2 if cfg.get("dot", 0) else int(bool(cfg.get("unroll", 0)))
-
-
-def _grid(tiles: int, cfg: dict, device: torch.device) -> tuple[int]:
-    per_sm = cfg.get("persist", 0)
-    if not per_sm:
-        return (tiles,)
-    return (min(tiles, per_sm * torch.cuda.get_device_properties(device).multi_processor_count),)
 
 
 def eligible(x: torch.Tensor, *weights: torch.Tensor) -> bool:
@@ -257,7 +154,7 @@ def gemv3(
     y3 = outs + [outs[0]] * pad
     n3 = ns + [0] * pad
     tiles = sum(triton.cdiv(n, block_n) for n in ns)
-    _gemv3_kernel[_grid(tiles, cfg, x.device)](
+    _gemv3_kernel[(tiles,)](
         x,
         *w3,
         *b3,
@@ -265,13 +162,11 @@ def gemv3(
         *n3,
         k,
         *(w.stride(0) for w in w3),
-        tiles,
         HAS_BIAS=has_bias,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, *ns),
-        MODE=_mode(cfg),
-        PERSIST=bool(cfg.get("persist", 0)),
+        UNROLL=bool(cfg.get("unroll", 0)),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
@@ -282,36 +177,8 @@ def gemv(
     x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, kind: str = "linear"
 ) -> torch.Tensor:
     """``F.linear(x, weight, bias)`` for one row ``x``; ``kind`` names the launch shape (``down``:
-    the MLP's long-K product, whose shape may split K over several programs)."""
-    cfg = GEMV_CONFIG[kind]
-    split = cfg.get("split", 1)
-    n, k = weight.shape
-    if split <= 1 or k % split:
-        return gemv3(x, [weight], None if bias is None else [bias], kind=kind)[0]
-    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
-    block_n, block_k = cfg["block_n"], cfg["block_k"]
-    tiles = triton.cdiv(n, block_n)
-    parts, counts = _split_buffers(x.device, n, split, tiles)
-    _gemv_split_kernel[(tiles * split,)](
-        x,
-        weight,
-        bias if bias is not None else weight,
-        y,
-        parts,
-        counts,
-        n,
-        k,
-        weight.stride(0),
-        HAS_BIAS=bias is not None,
-        BLOCK_N=block_n,
-        BLOCK_K=block_k,
-        EVEN=_even(k // split, block_k, block_n, n),
-        MODE=_mode(cfg),
-        SPLIT=split,
-        num_warps=cfg["num_warps"],
-        num_stages=cfg["num_stages"],
-    )
-    return y
+    the MLP's long-K product)."""
+    return gemv3(x, [weight], None if bias is None else [bias], kind=kind)[0]
 
 
 def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -323,7 +190,7 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
     cfg = GEMV_CONFIG["gate_up"]
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(n, block_n)
-    _gemv_silu_kernel[_grid(tiles, cfg, x.device)](
+    _gemv_silu_kernel[(tiles,)](
         x,
         gate,
         up,
@@ -332,12 +199,10 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
         k,
         gate.stride(0),
         up.stride(0),
-        tiles,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, n),
-        MODE=_mode(cfg),
-        PERSIST=bool(cfg.get("persist", 0)),
+        UNROLL=bool(cfg.get("unroll", 0)),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )

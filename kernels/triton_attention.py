@@ -44,7 +44,7 @@ FP8_DECODE_CONFIG = {
 }
 
 
-@triton.jit(do_not_specialize=["kv_len_static", "chunk", "split_offset", "LQ"])
+@triton.jit(do_not_specialize=["kv_len_static", "len_offset", "chunk", "split_offset", "LQ"])
 def _split_kv_kernel(
     Q,
     K,
@@ -55,6 +55,7 @@ def _split_kv_kernel(
     K_SCALE,
     V_SCALE,
     kv_len_static,
+    len_offset,
     chunk,
     split_offset,
     scale_log2,
@@ -94,8 +95,8 @@ def _split_kv_kernel(
     q_ptr = Q + b * sq_b + (h * G + g)[:, None] * sq_h + t[:, None] * sq_l + d[None, :]
     q = tl.load(q_ptr, mask=row_ok[:, None], other=0.0)
 
-    if HAS_LEN:
-        kv_len = tl.load(KV_LEN).to(tl.int32)
+    if HAS_LEN:  # the keys before ``len_offset`` (a context ahead of the tail) plus the tail's
+        kv_len = tl.load(KV_LEN).to(tl.int32) + len_offset
     else:
         kv_len = kv_len_static
     start = pid_s * chunk
@@ -353,7 +354,7 @@ def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None
     return block_m, block_n, m_tiles, splits, chunk, warps, stages
 
 
-def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None) -> None:
+def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, len_offset=0) -> None:
     block_m, block_n, m_tiles, splits, chunk, warps, stages = shape
     b, hq, lq, d = q.shape
     hkv = k.shape[1]
@@ -371,6 +372,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None) 
         k_scale,
         v_scale,
         k.shape[2],
+        len_offset,
         chunk,
         offset,
         scale * _LOG2E,
@@ -452,27 +454,67 @@ def decode_attention(
     Either part may be absent (``None`` or no keys). ``ctx_scales``: the context is fp8."""
     b, hq, lq, d = q.shape
     (q,) = _last_dim_contiguous(q)
-    parts = []
-    if ctx_k is not None and ctx_k.shape[2] > 0:
+    parts = []  # (keys, values, device length, fp8 scales, keys ahead of the device length)
+    has_ctx = ctx_k is not None and ctx_k.shape[2] > 0
+    has_tail = tail_k is not None and tail_k.shape[2] > 0
+    if (
+        has_ctx
+        and has_tail
+        and ctx_scales is None
+        and tail_len is not None
+        and _joined(ctx_k, ctx_v, tail_k, tail_v)
+    ):
+        # The tail lies right after the context in one buffer (engine.cache's joined layout): one
+        # launch over both, the first ctx + tail_len keys.
+        n_ctx = ctx_k.shape[2]
+        size = (b, ctx_k.shape[1], n_ctx + tail_k.shape[2], d)
+        parts.append(
+            (
+                ctx_k.as_strided(size, ctx_k.stride()),
+                ctx_v.as_strided(size, ctx_v.stride()),
+                tail_len,
+                None,
+                n_ctx,
+            )
+        )
+        has_ctx = has_tail = False
+    if has_ctx:
         ctx_k, ctx_v = _last_dim_contiguous(ctx_k, ctx_v)
-        parts.append((ctx_k, ctx_v, None, ctx_scales))
-    if tail_k is not None and tail_k.shape[2] > 0:
+        parts.append((ctx_k, ctx_v, None, ctx_scales, 0))
+    if has_tail:
         tail_k, tail_v = _last_dim_contiguous(tail_k, tail_v)
-        parts.append((tail_k, tail_v, tail_len, None))
+        parts.append((tail_k, tail_v, tail_len, None, 0))
     if not parts:
         out = q.new_zeros(b, hq, lq, d)
         return out, torch.full((b, hq, lq), float("-inf"), dtype=torch.float32, device=q.device)
     hkv = parts[0][0].shape[1]
-    shapes = [_launch_shape(q, b, hkv, k.shape[2], None, fp8=sc is not None) for k, _, _, sc in parts]
+    shapes = [_launch_shape(q, b, hkv, k.shape[2], None, fp8=sc is not None) for k, _, _, sc, _ in parts]
     total = sum(s[3] for s in shapes)
     m_rows = (hq // hkv) * lq
     o_part = torch.empty((total, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
     l_part = torch.empty((total, b, hkv, m_rows), dtype=torch.float32, device=q.device)
     offset = 0
-    for (k, v, length, scales), shape in zip(parts, shapes):
-        _launch(q, k, v, o_part, l_part, offset, shape, scale, length, scales)
+    for (k, v, length, scales, ahead), shape in zip(parts, shapes, strict=True):
+        _launch(q, k, v, o_part, l_part, offset, shape, scale, length, scales, ahead)
         offset += shape[3]
     return merge_stacked(o_part.view(total, b, hq, lq, d), l_part.view(total, b, hq, lq), out_dtype=q.dtype)
+
+
+def _joined(ctx_k, ctx_v, tail_k, tail_v) -> bool:
+    """Whether each tail tensor continues its context tensor in memory, with the same strides and
+    a contiguous last dim: one strided view then covers both."""
+
+    def follows(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return (
+            a.stride() == b.stride()
+            and a.stride(-1) == 1
+            and a.dtype == b.dtype
+            and a.shape[:2] == b.shape[:2]
+            and a.shape[3] == b.shape[3]
+            and b.data_ptr() == a.data_ptr() + a.shape[2] * a.stride(2) * a.element_size()
+        )
+
+    return follows(ctx_k, tail_k) and follows(ctx_v, tail_v)
 
 
 def supported(q: torch.Tensor) -> bool:

@@ -184,3 +184,29 @@ def test_decode_attention_fuses_context_and_tail(parts):
     values = [t for t, use in ((cv, use_ctx), (tv[:, :, :17], use_tail)) if use]
     ro, rl = _ref(q, torch.cat(keys, 2), torch.cat(values, 2), 0.088, False)
     assert _rel(out, ro) < BF16_TOL and _rel(lse, rl) < LSE_TOL
+
+
+def test_decode_over_a_tail_that_continues_the_context_is_one_launch_per_part():
+    """engine.cache's joined layout (the tail right after the context in one buffer): the decode
+    attention reads both through one strided view up to the context plus the device tail length,
+    and equals attention over the same keys in separate buffers (two launches)."""
+    import kernels.triton_attention as tri
+
+    buf_k, buf_v = _rand(1, 8, 5000, 128, seed=3), _rand(1, 8, 5000, 128)
+    ctx = 4200
+    parts = (buf_k[:, :, :ctx], buf_v[:, :, :ctx], buf_k[:, :, ctx:], buf_v[:, :, ctx:])
+    assert tri._joined(*parts)
+    assert not tri._joined(*(p.clone() for p in parts))
+    q = _hf_layout(1, 32, 1, 128)
+    tail_len = torch.tensor([1], device="cuda", dtype=torch.int32)
+    tri.decode_attention(q, *parts[:2], *parts[2:], tail_len, 0.088)  # compile outside the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out, lse = tri.decode_attention(q, *parts[:2], *parts[2:], tail_len, 0.088)
+    for n in (1, 37, 800):
+        tail_len.fill_(n)
+        graph.replay()
+        apart = tri.decode_attention(q, *(p.clone() for p in parts), tail_len, 0.088)
+        ro, rl = _ref(q, buf_k[:, :, : ctx + n], buf_v[:, :, : ctx + n], 0.088, False)
+        assert _rel(out, ro) < BF16_TOL and _rel(lse, rl) < LSE_TOL, n
+        assert _rel(out, apart[0]) < BF16_TOL, n
