@@ -2,7 +2,11 @@
 memory floor, and TTFT in seconds, as bars scaled to the largest value of each panel (PNG through
 ``bench.accuracy_plot``'s writer: no plotting dependency).
 
-    python bench/decode_report.py docs/decode-profile.json --png docs/decode-profile.png
+    python bench/decode_report.py docs/decode-profile.json docs/decode-final-128k.json \
+        --png docs/decode-profile.png
+
+Several files: a later file's run of the same context and KV dtype replaces an earlier one's
+(a re-measurement after a change), in the order the runs first appear.
 """
 
 from __future__ import annotations
@@ -53,11 +57,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("json", type=Path)
+    parser.add_argument("json", type=Path, nargs="+")
     parser.add_argument("--png", type=Path, required=True)
     args = parser.parse_args()
-    data = json.loads(args.json.read_text())
-    runs = [r for r in data["runs"] if "error" not in r]
+    by_key: dict[tuple, dict] = {}
+    for path in args.json:
+        for run in json.loads(path.read_text())["runs"]:
+            if "error" not in run and run.get("weights", "triton") == "triton":
+                by_key[(run["context"], run["kv_dtype"] == "fp8")] = run
+    runs = list(by_key.values())
     groups = [_label(r) for r in runs]
     canvas = Canvas(900, 700)
     y = panel(

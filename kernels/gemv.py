@@ -3,17 +3,19 @@
 A decode step reads every weight once for one row of activations, so it runs at the speed the
 weights stream from memory. cuBLAS serves a one-row product with GEMM tiles (64 x 8, split over K
 with a separate reduction kernel for the narrow projections): on an H200 at Llama-3.1-8B's shape
-the K/V projections read at about 40% of the copy rate, the Q/O projections at about 70%
-(docs/decode-profile.json). These kernels give each program a few whole rows of the weight and
-stream them in wide tiles, reducing over K inside the program, so there is no second kernel and
-nothing to split. Two products are fused where the model computes them from the same input:
+the Q/K/V projections took 28 µs in three launches where these kernels take 16 in one
+(docs/gemv-sweep.json). Each program takes a few whole rows of the weight and streams them in wide
+tiles, reducing over K inside the program: no second kernel, nothing to split. Two products are
+fused where the model computes them from the same input:
 
 - ``gemv3``: Q, K and V from one hidden state in one launch (three weights, three outputs);
 - ``gemv_silu_mul``: ``silu(x @ gate.T) * (x @ up.T)``, the MLP's first half, in one launch, with
   the two results rounded to the model's dtype before the product as eager transformers does.
 
-Sums are in float32 as cuBLAS's, in another order, so results agree to the model dtype's rounding
-(tests/test_gemv_gpu.py, and tests/test_gemv_cpu.py under Triton's interpreter).
+Fewer launches counted as much as faster ones: a decode step is ~450 memory-bound kernels in a CUDA
+graph, each boundary costing about a microsecond, and the whole step at 128K went from 10.46 ms
+(cuBLAS) to 9.48 with these (docs/benchmarks.md). Sums are in float32 as cuBLAS's, in another
+order, so results agree to the model dtype's rounding (tests/test_gemv_gpu.py).
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import torch
 import triton
 import triton.language as tl
 
-# Launch shape per product (rows per program, K per tile, warps, pipeline stages), timed on an
-# H200 at Llama-3.1-8B's shapes inside a CUDA graph (bench/gemv_sweep.py, docs/gemv-sweep.json).
+# Launch shape per product (rows per program, K per tile, warps, pipeline stages, K unrolled):
+# the fastest inside a whole decode step on an H200 at Llama-3.1-8B's shapes, among the best of
+# each kind timed alone in a CUDA graph (bench/decode_profile.py --tune-in-step, bench/gemv_sweep.py,
+# docs/gemv-sweep.json). ``down`` is the MLP's down projection (K = 14336 there).
 GEMV_CONFIG: dict[str, dict[str, int]] = {
     "qkv": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
     "linear": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},

@@ -27,7 +27,7 @@ _LOG2E = 1.4426950408889634
 # Launch shape of the split-KV kernel for single-token decode (bench/speed.py sweeps these). One
 # program per SM was fastest timed inside a CUDA graph on an H100 at 128K keys: 189 µs (2.84 TB/s)
 # against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md); on an H200, 128-key tiles:
-# 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile.json).
+# 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile-cublas.json).
 DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
 # The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 48
 # shapes swept by bench/decode_profile.py on an H200, 2.89 TB/s at 128K keys (docs/benchmarks.md).
