@@ -130,13 +130,17 @@ def bar_panel(
     values,
     height=260,
     intervals=None,
+    peak: float | None = None,
+    digits: int = 0,
 ):
     """Bars of ``values[g][s]`` (0..100 or None) for each group and series, with a legend that
-    wraps; ``intervals[g][s]``: an optional (low, high) whisker on each bar."""
+    wraps; ``intervals[g][s]``: an optional (low, high) whisker on each bar. ``peak``: the bars are
+    of any unit, scaled to this value (no 0-100 grid); ``digits``: decimals of the bar labels."""
     left, plot_w = 70, canvas.width - 90
     base = top + 30 + height
     canvas.text(left, top, title)
-    for tick in range(0, 101, 25):
+    top_value = 100.0 if peak is None else (peak or 1.0)
+    for tick in range(0, 101, 25) if peak is None else ():
         y = base - tick * height // 100
         canvas.rect(left, y, left + plot_w, y + 1, (225, 225, 225))
         canvas.text(left - text_width(str(tick)) - 8, y - 5, str(tick))
@@ -147,12 +151,12 @@ def bar_panel(
         for s in range(len(series)):
             value = values[g][s]
             if value is not None:
-                y = base - round(value * height / 100)
+                y = base - round(value * height / top_value)
                 canvas.rect(x, y, x + bar_w - 3, base, PALETTE[s % len(PALETTE)])
-                label = f"{value:.0f}"
+                label = f"{value:.{digits}f}"
                 span = intervals[g][s] if intervals is not None else None
                 if span is not None:  # a whisker in the middle of the bar
-                    lo, hi = (base - round(v * height / 100) for v in span)
+                    lo, hi = (base - round(v * height / top_value) for v in span)
                     mid = x + (bar_w - 3) // 2
                     canvas.rect(mid - 1, hi, mid + 1, lo + 1, (0, 0, 0))
                     canvas.rect(mid - 3, hi, mid + 4, hi + 1, (0, 0, 0))

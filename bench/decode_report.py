@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from bench.accuracy_plot import PALETTE, Canvas, text_width, write_png
+from bench.accuracy_plot import Canvas, bar_panel, write_png
 
 
 def _label(run: dict) -> str:
@@ -25,32 +25,9 @@ def _label(run: dict) -> str:
 
 
 def panel(canvas: Canvas, top: int, title: str, groups: list[str], series: list[str], values) -> int:
-    """Bars of ``values[g][s]`` scaled to the panel's largest value, each labelled with its value."""
-    left, plot_w, height = 70, canvas.width - 90, 220
-    base = top + 30 + height
-    canvas.text(left, top, title)
-    peak = max(v for row in values for v in row if v is not None) or 1.0
-    group_w = plot_w // len(groups)
-    bar_w = max(8, (group_w - 30) // len(series))
-    for g, name in enumerate(groups):
-        x = left + g * group_w + 15
-        for s, value in enumerate(values[g]):
-            if value is not None:
-                y = base - round(value / peak * height)
-                canvas.rect(x, y, x + bar_w - 3, base, PALETTE[(s + 1) % len(PALETTE)])
-                label = f"{value:.1f}"
-                scale = 2 if text_width(label) <= bar_w else 1
-                canvas.text(
-                    x + (bar_w - 3 - text_width(label, scale)) // 2, y - 7 * scale, label, scale=scale
-                )
-            x += bar_w
-        canvas.text(left + g * group_w + (group_w - text_width(name)) // 2, base + 8, name)
-    canvas.rect(left, base, left + plot_w, base + 2, (0, 0, 0))
-    x, y = left, base + 32
-    for s, name in enumerate(series):
-        canvas.rect(x, y, x + 12, y + 12, PALETTE[(s + 1) % len(PALETTE)])
-        x = canvas.text(x + 18, y + 1, name) + 24
-    return y + 28
+    """``bar_panel`` of values in any unit, scaled to the panel's largest, labelled to 0.1."""
+    peak = max(v for row in values for v in row if v is not None)
+    return bar_panel(canvas, top, title, groups, series, values, height=220, peak=peak, digits=1)
 
 
 def main() -> None:
