@@ -15,7 +15,8 @@ fused where the model computes them from the same input:
 Fewer launches counted as much as faster ones: a decode step is ~450 memory-bound kernels in a CUDA
 graph, each boundary costing about a microsecond, and the whole step at 128K went from 10.46 ms
 (cuBLAS) to 9.48 with these (docs/benchmarks.md). Sums are in float32 as cuBLAS's, in another
-order, so results agree to the model dtype's rounding (tests/test_gemv_gpu.py).
+order, so results agree to the model dtype's rounding (tests/test_gemv_gpu.py, and
+tests/test_kernels_interpreter.py on CPU under Triton's interpreter).
 """
 
 from __future__ import annotations

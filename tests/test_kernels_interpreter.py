@@ -1,0 +1,97 @@
+"""The Triton kernels' logic on CPU: Triton's interpreter runs them in one process of their own
+(tests/interpreter_checks.py; ``TRITON_INTERPRET=1`` must be set before triton is imported), and
+each test here reads its kernel's numbers. The GPU tests (test_gemv_gpu.py, test_fused_gpu.py,
+test_kernels_gpu*.py) check speed-critical shapes and bfloat16 on the device; these check masking,
+strides and the arithmetic in CI, which has no GPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("triton")
+
+ROOT = Path(__file__).resolve().parent.parent
+ULP = 1.0  # float16 spacings: results rounded once, to the nearest
+ATTENTION_ERR = 1e-3  # float16 probabilities and output; a masking slip is ~1e-1
+LSE_ERR = 1e-4
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.interpreter_checks"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout)
+
+
+def _group(results: dict, prefix: str) -> dict:
+    assert f"{prefix}/crashed" not in results, results[f"{prefix}/crashed"]
+    group = {name: r for name, r in results.items() if name.startswith(prefix + "/")}
+    assert group, f"no {prefix} checks ran"
+    return group
+
+
+def test_gemv3_matches_float64_linear(results):
+    cases = _group(results, "gemv3")
+    assert len(cases) == 14  # 7 shapes, with and without bias
+    for name, r in cases.items():
+        assert r["err_ulp"] <= ULP, name
+    assert results["gemv/offset_weight"]["err_ulp"] <= ULP
+
+
+def test_gemv_silu_mul_rounds_as_eager(results):
+    for name, r in _group(results, "gemv_silu_mul").items():
+        assert r["err_ulp"] <= 2 * ULP, name
+        # The check tells the orders apart: rounding once agrees far less often.
+        assert r["equal_eager"] >= 0.95 > r["equal_rounded_once"], name
+
+
+def test_rope_pair_equals_transformers_and_keeps_layout(results):
+    for name, r in _group(results, "rope_pair").items():
+        assert r["equal"] and r["layout_kept"], name
+    for name, r in _group(results, "rope").items():
+        assert r["equal"], name
+
+
+def test_write_slot_equals_index_copy(results):
+    cases = _group(results, "write_slot")
+    for dtype in ("int64", "int32"):
+        assert cases[f"write_slot/{dtype}"] == {"done": True, "equal": True}
+
+
+def test_merge_stacked_matches_float64(results):
+    cases = _group(results, "merge_stacked")
+    assert len(cases) == 3
+    for name, r in cases.items():
+        assert r["err_ulp"] <= ULP and r["lse_err"] <= 1e-5, name
+        assert r["empty_row_zero"] and r["empty_row_lse_neg_inf"], name
+
+
+def test_split_kv_attention_matches_float64(results):
+    cases = _group(results, "split_kv")
+    assert len(cases) == 5
+    for name, r in cases.items():
+        lse_err = 10 * LSE_ERR if "fp8" in name else LSE_ERR  # fp16 dots over a per-row scaled query
+        assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
+
+
+def test_decode_attention_joined_and_separate(results):
+    cases = _group(results, "decode")
+    assert cases["decode/joined"]["detected"]
+    for name, r in cases.items():
+        lse_err = 10 * LSE_ERR if "fp8" in name else LSE_ERR
+        assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
