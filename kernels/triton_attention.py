@@ -502,11 +502,14 @@ def decode_attention(
 
 def _joined(ctx_k, ctx_v, tail_k, tail_v) -> bool:
     """Whether each tail tensor continues its context tensor in memory, with the same strides and
-    a contiguous last dim: one strided view then covers both."""
+    a contiguous last dim: one strided view then covers both. Both must be views of one storage:
+    two allocations that only happen to lie back to back are not one tensor's memory (a view
+    over both would run past the context's storage)."""
 
     def follows(a: torch.Tensor, b: torch.Tensor) -> bool:
         return (
-            a.stride() == b.stride()
+            a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+            and a.stride() == b.stride()
             and a.stride(-1) == 1
             and a.dtype == b.dtype
             and a.shape[:2] == b.shape[:2]

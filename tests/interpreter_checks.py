@@ -14,6 +14,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -202,6 +203,16 @@ def check_split_kv() -> dict:
     return results
 
 
+def _adjacent_buffers(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two tensors with storages of their own that lie back to back in memory (as two allocations
+    of a caching allocator may)."""
+    n = int(np.prod(shape))
+    flat = np.random.default_rng(0).standard_normal(2 * n).astype(np.float16)
+    first = torch.from_numpy(flat[:n]).view(shape)
+    second = torch.from_numpy(flat[n:]).view(shape)
+    return first, second
+
+
 def check_decode() -> dict:
     results = {}
     torch.manual_seed(7)
@@ -220,6 +231,15 @@ def check_decode() -> dict:
     }
     apart = tri.decode_attention(q, ctx_k.clone(), ctx_v.clone(), tail_k.clone(), tail_v.clone(), n, scale)
     results["decode/separate"] = _attention_result(*apart, *ref)
+    # Separate storages that happen to lie back to back: still read as two parts.
+    (ck, tk), (cv, tv) = _adjacent_buffers((1, 1, 300, 64)), _adjacent_buffers((1, 1, 300, 64))
+    q1 = torch.randn(1, 4, 1, 64, dtype=DT)
+    ref = _attention_ref(q1, torch.cat([ck, tk[:, :, :57]], 2), torch.cat([cv, tv[:, :, :57]], 2), scale)
+    try:
+        adjacent = _attention_result(*tri.decode_attention(q1, ck, cv, tk, tv, n, scale), *ref)
+    except RuntimeError as exc:
+        adjacent = {"error": str(exc).splitlines()[0]}
+    results["decode/adjacent_storages"] = adjacent
     # An fp8 context (never joined) and a float16 tail of its own.
     (k8, ks), (v8, vs) = quantize_fp8(ctx_k), quantize_fp8(ctx_v)
     kd, vd = dequantize(k8, ks, torch.float64), dequantize(v8, vs, torch.float64)

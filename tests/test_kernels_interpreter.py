@@ -85,6 +85,7 @@ def test_split_kv_attention_matches_float64(results):
     cases = _group(results, "split_kv")
     assert len(cases) == 5
     for name, r in cases.items():
+        assert "error" not in r, f"{name}: {r.get('error')}"
         lse_err = 10 * LSE_ERR if "fp8" in name else LSE_ERR  # fp16 dots over a per-row scaled query
         assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
 
@@ -93,5 +94,6 @@ def test_decode_attention_joined_and_separate(results):
     cases = _group(results, "decode")
     assert cases["decode/joined"]["detected"]
     for name, r in cases.items():
+        assert "error" not in r, f"{name}: {r.get('error')}"
         lse_err = 10 * LSE_ERR if "fp8" in name else LSE_ERR
         assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
