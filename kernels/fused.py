@@ -171,10 +171,14 @@ def write_slot(
 ) -> bool:
     """``dst_k[:, :, slot] = k`` and the same for V in one launch, ``slot`` a one-element device
     tensor (a CUDA graph's decode step writes its token's K/V where the graph has counted to).
-    Returns False, writing nothing, for shapes it does not serve (the caller copies then)."""
+    Returns False, writing nothing, for shapes it does not serve (the caller copies then, and
+    ``index_copy_`` raises where the slot is not one integer index)."""
     b, h, length, d = k.shape
     ok = (
         length == 1
+        and slot.numel() == 1
+        and slot.dtype in (torch.int32, torch.int64)
+        and slot.device == k.device
         and v.shape == k.shape
         and dst_k.shape[:2] == dst_v.shape[:2] == (b, h)
         and dst_k.shape[3] == dst_v.shape[3] == d

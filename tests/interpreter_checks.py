@@ -130,6 +130,19 @@ def check_write_slot() -> dict:
             "done": done,
             "equal": torch.equal(buf_k, ref_k) and torch.equal(buf_v, ref_v),
         }
+    # Shapes it does not serve: two tokens; a slot that is not one integer. Nothing written.
+    buf_k, buf_v = torch.zeros(1, 2, 8, 64, dtype=DT), torch.zeros(1, 2, 8, 64, dtype=DT)
+    two = torch.randn(1, 2, 2, 64, dtype=DT)
+    one = torch.randn(1, 2, 1, 64, dtype=DT)
+    declined = {
+        "two_tokens": fused.write_slot(buf_k, buf_v, torch.tensor([1]), two, two),
+        "float_slot": fused.write_slot(buf_k, buf_v, torch.tensor([1.0]), one, one),
+        "two_slots": fused.write_slot(buf_k, buf_v, torch.tensor([1, 2]), one, one),
+    }
+    results["write_slot/declined"] = {
+        "returned": declined,
+        "untouched": not buf_k.any().item() and not buf_v.any().item(),
+    }
     return results
 
 

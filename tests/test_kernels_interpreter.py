@@ -71,6 +71,9 @@ def test_write_slot_equals_index_copy(results):
     cases = _group(results, "write_slot")
     for dtype in ("int64", "int32"):
         assert cases[f"write_slot/{dtype}"] == {"done": True, "equal": True}
+    declined = cases["write_slot/declined"]  # left to index_copy_, which raises where it should
+    assert declined["returned"] == {"two_tokens": False, "float_slot": False, "two_slots": False}
+    assert declined["untouched"]
 
 
 def test_merge_stacked_matches_float64(results):
