@@ -35,8 +35,14 @@ _MARK = "_starcli_fused"
 _KIND = "_starcli_gemv_kind"
 
 
+def _on_gpu(x: torch.Tensor) -> bool:
+    """The one device test of every wrapper (tests/interpreter_checks.py lets CPU tensors through
+    it, to run the wrappers over Triton's interpreter)."""
+    return x.is_cuda
+
+
 def _fusable(x: torch.Tensor) -> bool:
-    return x.is_cuda and x.dtype in (torch.bfloat16, torch.float16)
+    return _on_gpu(x) and x.dtype in (torch.bfloat16, torch.float16)
 
 
 def _norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -51,7 +57,7 @@ def _norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
 
 def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
     g, u = self.gate_proj, self.up_proj
-    if x.is_cuda and _plain(g) and _plain(u) and g.bias is None and u.bias is None:
+    if _on_gpu(x) and _plain(g) and _plain(u) and g.bias is None and u.bias is None:
         from kernels.gemv import eligible, gemv_silu_mul
 
         if eligible(x, g.weight, u.weight):  # one decode token: both products and SiLU in one pass
@@ -74,7 +80,7 @@ def _bias_ok(bias: torch.Tensor | None, x: torch.Tensor) -> bool:
 
 def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
     """``nn.Linear.forward``, one decode token read through ``kernels.gemv``."""
-    if x.is_cuda:
+    if _on_gpu(x):
         from kernels.gemv import eligible, gemv
 
         if eligible(x, self.weight) and _bias_ok(self.bias, x):
@@ -96,7 +102,7 @@ class _QKV:
         mod = self.mods[which]
         if which == 0:
             self.pending = None
-        if which == 0 and x.is_cuda:
+        if which == 0 and _on_gpu(x):
             weights = [m.weight for m in self.mods]
             biases = [m.bias for m in self.mods]
             from kernels.gemv import eligible, gemv3

@@ -118,8 +118,9 @@ def _gemv_silu_kernel(
 
 
 def eligible(x: torch.Tensor, *weights: torch.Tensor) -> bool:
-    """One row of a bf16/fp16 CUDA activation against contiguous 2-D weights of its dtype."""
-    if not (x.is_cuda and x.dtype in (torch.bfloat16, torch.float16) and x.is_contiguous()):
+    """One row of a bf16/fp16 activation against contiguous 2-D weights of its dtype and device
+    (the caller decides which devices: ``engine.fused`` sends CUDA tensors)."""
+    if not (x.dtype in (torch.bfloat16, torch.float16) and x.is_contiguous()):
         return False
     k = x.shape[-1]
     if x.numel() != k:

@@ -100,3 +100,25 @@ def test_decode_attention_joined_and_separate(results):
         assert "error" not in r, f"{name}: {r.get('error')}"
         lse_err = 10 * LSE_ERR if "fp8" in name else LSE_ERR
         assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_fused_wrappers_decode_as_eager(results, arch):
+    """engine.fused's hook-up (Q/K/V from one launch, O/down/LM head, gate/up/SiLU, RoPE, norms)
+    gives eager transformers' logits, every decode-step product going through kernels.gemv."""
+    _group(results, "wrappers")
+    r = results[f"wrappers/{arch}/decode"]
+    assert r["err_ulp"] <= 4 * ULP
+    layers, steps = r["layers"], r["steps"]
+    assert r["calls"] == {  # no F.linear from the wrappers: K and V came from Q's launch
+        "gemv3": steps * (3 * layers + 1),  # Q/K/V, O and down per layer, the LM head
+        "gemv_silu_mul": steps * layers,
+        "rope_pair": steps * layers,
+        "rms_norm": steps * (2 * layers + 1),
+    }
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("order", ["k_q_v", "q_v_k", "q_then_kv_of_other", "q_k_v_twice"])
+def test_qkv_projections_in_any_order(results, arch, order):
+    assert results[f"wrappers/{arch}/order/{order}"]["err_ulp"] <= ULP
