@@ -67,6 +67,24 @@ def check_gemv() -> dict:
     return results
 
 
+def check_eligible() -> dict:
+    """Which rows and weights ``kernels.gemv`` takes: anything else goes to ``F.linear``."""
+    w = torch.randn(8, 64, dtype=DT)
+    row = torch.randn(1, 1, 64, dtype=DT)
+    cases = {
+        "one_row": (row, w),
+        "one_row_1d": (row.view(64), w),
+        "two_rows": (torch.randn(1, 2, 64, dtype=DT), w),
+        "strided_row": (torch.randn(1, 1, 128, dtype=DT)[..., ::2], w),
+        "row_of_a_block": (torch.randn(1, 5, 64, dtype=DT)[:, -1:], w),  # the LM head's last row
+        "float32_row": (row.float(), w.float()),
+        "weight_transposed": (row, torch.randn(64, 8, dtype=DT).t()),
+        "weight_other_dtype": (row, w.bfloat16()),
+        "weight_other_k": (row, torch.randn(8, 32, dtype=DT)),
+    }
+    return {f"eligible/{name}": {"taken": gemv.eligible(x, wt)} for name, (x, wt) in cases.items()}
+
+
 def check_gemv_silu_mul() -> dict:
     results = {}
     torch.manual_seed(2)
@@ -325,7 +343,9 @@ def check_wrappers() -> dict:
     _count_calls(wrappers.F, "linear", counts)
     for arch, cls in (("llama", LlamaForCausalLM), ("qwen2", Qwen2ForCausalLM)):
         torch.manual_seed(8)
-        config = tiny_config(arch, vocab=96, num_hidden_layers=2, initializer_range=0.1)
+        # Qwen2 with its LM head tied to the embedding, as the small Qwen2 models have it.
+        tied = {"tie_word_embeddings": arch == "qwen2"}
+        config = tiny_config(arch, vocab=96, num_hidden_layers=2, initializer_range=0.1, **tied)
         model = cls(config).eval().to(DT)
         for module in model.modules():  # Qwen2's biases start at zero: make them count
             if arch == "qwen2" and hasattr(module, "q_proj"):
@@ -347,6 +367,7 @@ def check_wrappers() -> dict:
             "calls": calls,
             "layers": config.num_hidden_layers,
             "steps": STEPS,
+            "tied": model.lm_head.weight is model.model.embed_tokens.weight,
         }
         results.update({f"wrappers/{arch}/order/{name}": r for name, r in orders.items()})
     return results
@@ -375,6 +396,7 @@ def _projection_orders(attn: torch.nn.Module, hidden: int) -> dict:
 
 CHECKS = {
     "gemv": check_gemv,
+    "eligible": check_eligible,
     "gemv_silu_mul": check_gemv_silu_mul,
     "rope": check_rope,
     "write_slot": check_write_slot,

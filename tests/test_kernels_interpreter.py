@@ -53,6 +53,21 @@ def test_gemv3_matches_float64_linear(results):
     assert results["gemv/offset_weight"]["err_ulp"] <= ULP
 
 
+def test_gemv_takes_one_contiguous_row_and_matching_weights(results):
+    taken = {name.removeprefix("eligible/"): r["taken"] for name, r in _group(results, "eligible").items()}
+    assert taken == {
+        "one_row": True,
+        "one_row_1d": True,
+        "two_rows": False,
+        "strided_row": False,
+        "row_of_a_block": True,
+        "float32_row": False,
+        "weight_transposed": False,
+        "weight_other_dtype": False,
+        "weight_other_k": False,
+    }
+
+
 def test_gemv_silu_mul_rounds_as_eager(results):
     for name, r in _group(results, "gemv_silu_mul").items():
         assert r["err_ulp"] <= 2 * ULP, name
@@ -109,6 +124,7 @@ def test_fused_wrappers_decode_as_eager(results, arch):
     _group(results, "wrappers")
     r = results[f"wrappers/{arch}/decode"]
     assert r["err_ulp"] <= 4 * ULP
+    assert r["tied"] == (arch == "qwen2")
     layers, steps = r["layers"], r["steps"]
     assert r["calls"] == {  # no F.linear from the wrappers: K and V came from Q's launch
         "gemv3": steps * (3 * layers + 1),  # Q/K/V, O and down per layer, the LM head
