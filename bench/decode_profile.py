@@ -178,7 +178,9 @@ def sweep_bf16(length: int) -> dict:
     return out
 
 
-def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, profile_tokens: int) -> dict:
+def _inputs(n: int, block: int, kv_dtype: str, max_tokens: int):
+    """(context, query, settings): ``n`` random context tokens (seeded by ``n``), a query, and
+    Star's settings with 16K-style blocks and plain greedy decoding of ``max_tokens``."""
     from engine.settings import GenerationSettings, RunSettings
 
     gen = torch.Generator().manual_seed(n)
@@ -188,8 +190,13 @@ def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, pr
         attention="star",
         block_size=block,
         kv_dtype=kv_dtype,
-        generation=GenerationSettings.plain(max_tokens=decode_tokens),
+        generation=GenerationSettings.plain(max_tokens=max_tokens),
     )
+    return context, query, settings
+
+
+def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, profile_tokens: int) -> dict:
+    context, query, settings = _inputs(n, block, kv_dtype, decode_tokens)
     plan = engine.plan(settings, n, len(query))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
@@ -310,18 +317,9 @@ def tune_in_step(engine, ranked: dict[str, list[str]], block: int, top: int, n: 
     of a whole decode step over one ``n``-token context, one kind at a time, keeping the fastest:
     isolated timings miss the gaps between a step's ~450 kernels, which favoured fewer launches."""
     from bench.gemv_sweep import config_of
-    from engine.settings import GenerationSettings, RunSettings
     from kernels import gemv
 
-    gen = torch.Generator().manual_seed(n)
-    context = torch.randint(0, 128000, (n,), generator=gen).tolist()
-    query = torch.randint(0, 128000, (QUERY_TOKENS,), generator=gen).tolist()
-    settings = RunSettings(
-        attention="star",
-        block_size=block,
-        kv_dtype="model",
-        generation=GenerationSettings.plain(max_tokens=48),
-    )
+    context, query, settings = _inputs(n, block, "model", 48)
     encoded = yield_all(engine.encode_context(context, engine.plan(settings, n, len(query))))
 
     def step_ms() -> float:
