@@ -4,8 +4,11 @@ Each command runs as a real subprocess with the default model, under the warning
 has (none forced), stdout and stderr both pipes (so no progress display of ours either). The
 sources are chosen so that starcli itself has nothing to report: any line on stderr is noise from
 a library, and a new one from a new release (a renamed argument's FutureWarning, a progress bar)
-fails here rather than in every user's terminal. A run on two ranks is checked the same way by
-``test_cli_e2e.py::test_two_ranks_give_the_answer_of_one_and_a_clean_stderr``.
+fails here rather than in every user's terminal. A run on two ranks, and an answer over a PDF
+(the report of samples/README.md, with ``--json``), are checked the same way by
+``test_cli_e2e.py::test_two_ranks_give_the_answer_of_one_and_a_clean_stderr`` and
+``test_cli_e2e.py::test_ask_pdf_json_holds_the_fact_the_contract_keys_and_a_clean_stderr``; a
+PDF's plain (not ``--json``) output by the dry run and the chat below.
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ pytestmark = pytest.mark.slow
 QUESTION = "What is the new ferry named?"
 
 COMMANDS = {
-    "ask a PDF": (["ask", str(SAMPLES / "report.pdf"), "Who chaired the Q3 risk committee?"], None),
     "summarize stdin": (["summarize", "-"], NOTE),
     "ask --json": (["ask", "-", QUESTION, "--json"], NOTE),
     "ask --dry-run": (["ask", str(SAMPLES / "report.pdf"), QUESTION, "--dry-run"], None),

@@ -61,18 +61,32 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def test_ask_pdf_json_holds_the_fact_and_the_contract_keys():
-    result = invoke(
-        "ask",
-        str(SAMPLES / "report.pdf"),
-        "Who chaired the Q3 risk committee?",
-        "--max-tokens",
-        "20",
-        "--block-size",
-        "2048",
-        "--json",
+def test_ask_pdf_json_holds_the_fact_the_contract_keys_and_a_clean_stderr():
+    """A real command, as a user runs it, so its stderr must stay empty: this is also
+    ``test_clean_stderr``'s check of an answer over a PDF (its own PDF case, a second full answer
+    over the ~2.5K-token report, went)."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "starcli",
+            "ask",
+            str(SAMPLES / "report.pdf"),
+            "Who chaired the Q3 risk committee?",
+            "--max-tokens",
+            "20",
+            "--block-size",
+            "2048",
+            "--json",
+        ],
+        capture_output=True,
+        env=subprocess_env(),
+        cwd=REPO,
+        timeout=600,
     )
-    data = json.loads(result.stdout)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert proc.stderr.decode(errors="replace") == ""
+    data = json.loads(proc.stdout)
     assert "Okonkwo" in data["answer"]  # samples/README.md's question and answer
     types = {
         "answer": str,

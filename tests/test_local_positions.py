@@ -120,8 +120,10 @@ def saved_model(short_window_llama, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [2, 3])
-def test_local_positions_over_ranks_give_the_reference_tokens(short_window_llama, saved_model, world):
+def test_local_positions_over_ranks_give_the_reference_tokens(short_window_llama, saved_model):
+    """Three torchrun ranks: the first (block 0, no anchor), a middle one and the query host. (Two
+    ranks, run here until 2026-12-02, are this case less its middle rank, as in test_model_zoo.)"""
+    world = 3
     cache = reference_context_cache(short_window_llama, CTX, 40, 40, local=True)
     expected = reference_greedy(short_window_llama, cache, 80, QUERY, STEPS)
     local = settings(block_size=40, anchor_size=40, positions=Positions.LOCAL)
