@@ -61,24 +61,12 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def test_ask_pdf_json_holds_the_fact_the_contract_keys_and_a_clean_stderr():
-    """A real command, as a user runs it, so its stderr must stay empty: this is also
-    ``test_clean_stderr``'s check of an answer over a PDF (its own PDF case, a second full answer
-    over the ~2.5K-token report, went)."""
+def run_clean(*args: str, input: str | None = None) -> dict:
+    """``python -m starcli ARGS`` as a user runs it: it must exit 0 with an empty stderr; returns
+    its ``--json`` output."""
     proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "starcli",
-            "ask",
-            str(SAMPLES / "report.pdf"),
-            "Who chaired the Q3 risk committee?",
-            "--max-tokens",
-            "20",
-            "--block-size",
-            "2048",
-            "--json",
-        ],
+        [sys.executable, "-m", "starcli", *args],
+        input=None if input is None else input.encode(),
         capture_output=True,
         env=subprocess_env(),
         cwd=REPO,
@@ -86,7 +74,23 @@ def test_ask_pdf_json_holds_the_fact_the_contract_keys_and_a_clean_stderr():
     )
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     assert proc.stderr.decode(errors="replace") == ""
-    data = json.loads(proc.stdout)
+    return json.loads(proc.stdout)
+
+
+def test_ask_pdf_json_holds_the_fact_the_contract_keys_and_a_clean_stderr():
+    """A real command, as a user runs it, so its stderr must stay empty: this is also
+    ``test_clean_stderr``'s check of an answer over a PDF (its own PDF case, a second full answer
+    over the ~2.5K-token report, went)."""
+    data = run_clean(
+        "ask",
+        str(SAMPLES / "report.pdf"),
+        "Who chaired the Q3 risk committee?",
+        "--max-tokens",
+        "20",
+        "--block-size",
+        "2048",
+        "--json",
+    )
     assert "Okonkwo" in data["answer"]  # samples/README.md's question and answer
     types = {
         "answer": str,
@@ -151,17 +155,7 @@ def test_two_ranks_give_the_answer_of_one_and_a_clean_stderr():
         "--json",
     ]
     one = json.loads(invoke(*args, "--nproc", "1", input=NOTE * 4).stdout)
-    proc = subprocess.run(
-        [sys.executable, "-m", "starcli", *args, "--nproc", "2"],
-        input=(NOTE * 4).encode(),
-        capture_output=True,
-        env=subprocess_env(),
-        cwd=REPO,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    assert proc.stderr.decode(errors="replace") == ""
-    two = json.loads(proc.stdout)
+    two = run_clean(*args, "--nproc", "2", input=NOTE * 4)
     assert (one["world_size"], two["world_size"]) == (1, 2)
     assert two["answer"] == one["answer"] and two["context_tokens"] == one["context_tokens"]
 
