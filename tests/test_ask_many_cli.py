@@ -52,7 +52,10 @@ def test_a_second_question_loads_the_saved_context_and_answers_as_a_fresh_run(ti
     hit = answers(run(tiny_model_dir, "ask", str(doc), second, "--json"))[0]
     fresh = answers(run(tiny_model_dir, "ask", str(doc), second, "--json", "--no-cache"))[0]
     assert (first["context_cache"], hit["context_cache"], fresh["context_cache"]) == ("miss", "hit", "off")
-    assert hit["answer"] == fresh["answer"] and hit["generated_tokens"] == 6
+    assert hit["answer"] == fresh["answer"] and hit["stopped"] == fresh["stopped"]
+    # As many tokens as the fresh run: 6 (--max-tokens) unless the tiny random model meets its
+    # end token first, which depends on the temp dir's path in the prompt (3 in one CI run).
+    assert hit["generated_tokens"] == fresh["generated_tokens"] > 0
     assert len(list(cache.glob("*/rank-0-of-1.safetensors"))) == 1
 
 
