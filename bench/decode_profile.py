@@ -116,28 +116,39 @@ def profile_steps(engine, encoded, query: list[int], steps: int) -> dict:
 
 
 def sweep_fp8(length: int) -> dict:
-    """The split-KV launch shapes over an fp8 KV of ``length`` keys (8 KV heads, D = 128), widening
-    e4m3 to fp16; the fastest is kept for the runs."""
+    """The split-KV kernel's launch shapes over an fp8 KV of ``length`` keys (8 KV heads, D = 128),
+    widening e4m3 to fp16; the fastest is kept for the runs."""
     from kernels import quantize_fp8
     from kernels import triton_attention as tri
 
     q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
     (k, ks), (v, vs) = (quantize_fp8(torch.randn(1, 8, length, 128, device="cuda")) for _ in range(2))
     timings = {}
-    for block_n in (64, 128, 256):
+    for block_n in (128, 256):
         for warps in (4, 8):
-            for per_sm in (1, 2):
-                cfg = {"block_n": block_n, "num_warps": warps, "num_stages": 3, "programs_per_sm": per_sm}
-                tri.FP8_DECODE_CONFIG.update(cfg, k_rows=False, f16=True)
-                try:
-                    us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
-                except Exception:  # noqa: BLE001 - a shape the compiler refuses
-                    continue
-                timings[f"n{block_n}-w{warps}-p{per_sm}"] = us
+            for stages in (2, 3, 4):
+                for per_sm in (1, 2, 4):
+                    cfg = {
+                        "block_n": block_n,
+                        "num_warps": warps,
+                        "num_stages": stages,
+                        "programs_per_sm": per_sm,
+                    }
+                    tri.FP8_DECODE_CONFIG.update(cfg, k_rows=False, f16=True)
+                    try:
+                        us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
+                    except Exception:  # noqa: BLE001 - a shape the compiler refuses
+                        continue
+                    timings[f"n{block_n}-w{warps}-s{stages}-p{per_sm}"] = us
     best = min(timings, key=timings.get)
-    n, w, p_ = best.split("-")
-    shape = {"block_n": int(n[1:]), "num_warps": int(w[1:]), "programs_per_sm": int(p_[1:])}
-    tri.FP8_DECODE_CONFIG.update(shape, num_stages=3, k_rows=False, f16=True)
+    n, w, s_, p_ = best.split("-")
+    shape = {
+        "block_n": int(n[1:]),
+        "num_warps": int(w[1:]),
+        "num_stages": int(s_[1:]),
+        "programs_per_sm": int(p_[1:]),
+    }
+    tri.FP8_DECODE_CONFIG.update(shape, k_rows=False, f16=True)
     read = 2 * 8 * length * (128 + 4)
     return {
         "keys": length,
@@ -237,6 +248,12 @@ def main() -> None:
     p.add_argument("--out", default="docs/decode-profile.json")
     p.add_argument("--no-sweeps", action="store_true", help="keep the committed launch shapes")
     p.add_argument(
+        "--sweeps",
+        nargs="+",
+        default=["gemv_sweep", "sweep_fp8_128k", "sweep_bf16_128k"],
+        help="which sweeps run (unless --no-sweeps)",
+    )
+    p.add_argument(
         "--tune-in-step",
         type=int,
         default=0,
@@ -269,7 +286,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     sweeps = (("gemv_sweep", _gemv_sweep), ("sweep_fp8_128k", sweep_fp8), ("sweep_bf16_128k", sweep_bf16))
-    for name, sweep in () if args.no_sweeps else sweeps:
+    for name, sweep in () if args.no_sweeps else [s_ for s_ in sweeps if s_[0] in args.sweeps]:
         try:
             result[name] = sweep(131072)
         except Exception as exc:  # noqa: BLE001 - keep the runs

@@ -29,11 +29,13 @@ _LOG2E = 1.4426950408889634
 # against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md); on an H200, 128-key tiles:
 # 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile-cublas.json).
 DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
-# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 48
-# shapes swept by bench/decode_profile.py on an H200, 2.89 TB/s at 128K keys (docs/benchmarks.md).
+# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 52
+# shapes swept by bench/decode_profile.py on an H200, 3.03 TB/s at 128K keys (docs/benchmarks.md).
+# One wave of two programs an SM: three (a wave and a half) took 119 µs against 91.5, four 97.
 # ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate). Dotting
 # the e4m3 keys directly on fp8 tensor cores (the query quantized per row) ran no faster (2.94
-# against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error.
+# against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error; the
+# keys as the products' left operand (scores transposed, every tile row a real key) took 108 µs.
 FP8_DECODE_CONFIG = {
     "block_n": 128,
     "num_warps": 4,
@@ -120,6 +122,20 @@ def _split_kv_kernel(
     else:
         qd = q
         row_scale = tl.full([BLOCK_M], 1.0, tl.float32) * scale_log2
+    # fp8 values: each value's scale multiplies its column of probabilities, taken relative to the
+    # largest scale among this program's keys (read once, before the loop), which multiplies the
+    # result back at the end: p times a raw scale (amax / 448, often below 1e-4) falls below fp16's
+    # normal range, where every probability under ~1e-3 of the row's largest was flushed to zero.
+    # Relative to each tile's largest instead (a cross-thread reduction a tile) was 2% slower.
+    v_top = 1.0
+    if QUANT:
+        top = tl.zeros([BLOCK_N], tl.float32)
+        for n in range(start, end, BLOCK_N):
+            cols = n + tl.arange(0, BLOCK_N)
+            top = tl.maximum(top, tl.load(vs_base + cols, mask=cols < end, other=0.0))
+        v_top = tl.max(top, 0)
+        v_top = tl.where(v_top > 0, v_top, 1.0)
+    v_inv = 1.0 / v_top
     for n in range(start, end, BLOCK_N):
         cols = n + tl.arange(0, BLOCK_N)
         col_ok = cols < end
@@ -138,21 +154,16 @@ def _split_kv_kernel(
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
         v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
-        if QUANT:  # the value's scale multiplies its column of probabilities
-            # Taken relative to the tile's largest scale, which multiplies the dot's result: p times
-            # a raw scale (amax / 448, often below 1e-4) falls below fp16's normal range, where
-            # every probability under ~1e-3 of the row's largest was flushed to zero.
+        if QUANT:
             v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
-            v_top = tl.max(v_scale, 0)
-            v_top = tl.where(v_top > 0, v_top, 1.0)
-            pv = p * (v_scale / v_top)[None, :]
-            acc = acc * alpha[:, None] + tl.dot(pv.to(qd.dtype), v.to(qd.dtype)) * v_top
+            pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
         else:
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            pv = tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + pv
         m_i = m_new
 
     has_keys = l_i > 0
-    out = acc / tl.where(has_keys, l_i, 1.0)[:, None]
+    out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
     base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
     tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
@@ -360,6 +371,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
     hkv = k.shape[1]
     length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
     k_scale, v_scale = scales if scales is not None else (l_part, l_part)  # unused unless QUANT
+    cfg = FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG
     if scales is not None and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
         raise ValueError("fp8 KV scales must be [B, Hkv, Lk] with the same strides, last dim contiguous")
     _split_kv_kernel[(m_tiles, b * hkv, splits)](
@@ -395,7 +407,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         QUANT=scales is not None,
         BLOCK_M=block_m,
         BLOCK_N=block_n,
-        K_ROWS=bool((FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG).get("k_rows", False)),
+        K_ROWS=bool(cfg.get("k_rows", False)),
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         num_warps=warps,
         num_stages=stages,

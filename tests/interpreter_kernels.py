@@ -222,6 +222,15 @@ def check_split_kv() -> dict:
     kd, vd = dequantize(k8, ks, torch.float64), dequantize(v8, vs, torch.float64)
     out, lse = tri.split_kv_attention(q, k8, v8, scale, splits=3, kv_scales=(ks, vs))
     results["split_kv/fp8"] = _attention_result(out, lse, *_attention_ref(q, kd, vd, scale))
+    # Over fp8 with a device length, the values' scales spread over 1e-4..1 (the kernel weighs
+    # each program's values relative to the largest scale among its keys).
+    spread = 10.0 ** torch.linspace(-4, 0, 700, dtype=torch.float64)
+    (v8s, vss) = quantize_fp8((v.double() * spread[None, None, :, None]).to(DT))
+    vsd = dequantize(v8s, vss, torch.float64)
+    out, lse = tri.split_kv_attention(q, k8, v8s, scale, kv_len=n, splits=3, kv_scales=(ks, vss))
+    results["split_kv/fp8/device_len_spread_scales"] = _attention_result(
+        out, lse, *_attention_ref(q, kd[:, :, :333], vsd[:, :, :333], scale)
+    )
     return results
 
 
