@@ -70,6 +70,7 @@ def _split_kv_kernel(
     sv_b,
     sv_h,
     sv_n,
+    sv_d,
     ss_b,
     ss_h,
     LQ,
@@ -153,7 +154,7 @@ def _split_kv_kernel(
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
+        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :] * sv_d, mask=col_ok[:, None], other=0.0)
         if QUANT:
             v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
             pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
@@ -397,6 +398,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         v.stride(0),
         v.stride(1),
         v.stride(2),
+        v.stride(3),
         k_scale.stride(0) if scales is not None else 0,
         k_scale.stride(1) if scales is not None else 0,
         lq,
@@ -436,7 +438,10 @@ def split_kv_attention(
     """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
-    q, k, v = _last_dim_contiguous(q, k, v)
+    keys_major_v = v.stride(-2) == 1 and v.stride(-1) != 1  # V stored [B, H, D, L], read as is
+    q, k = _last_dim_contiguous(q, k)
+    if not keys_major_v:
+        (v,) = _last_dim_contiguous(v)
     shape = _launch_shape(q, b, hkv, lk, splits, fp8=kv_scales is not None)
     n_splits, m_rows = shape[3], (hq // hkv) * lq
     o_part = torch.empty((n_splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
