@@ -83,6 +83,7 @@ def _split_kv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
+    SWAP: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -107,7 +108,6 @@ def _split_kv_kernel(
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D], tl.float32)
     k_base = K + b * sk_b + h * sk_h
     v_base = V + b * sv_b + h * sv_h
     ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
@@ -137,37 +137,70 @@ def _split_kv_kernel(
         v_top = tl.max(top, 0)
         v_top = tl.where(v_top > 0, v_top, 1.0)
     v_inv = 1.0 / v_top
-    for n in range(start, end, BLOCK_N):
-        cols = n + tl.arange(0, BLOCK_N)
-        col_ok = cols < end
-        if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
+    if SWAP:
+        # Products transposed ("swap AB"): scores as [keys, rows] = K · Qᵀ and the output as
+        # [D, rows] += Vᵀ · Pᵀ, so that each product's left operand is the widened tile (the keys,
+        # then the values stored keys-major) and its narrow right operand the query's few rows.
+        qt = tl.trans(qd)
+        acc_t = tl.zeros([D, BLOCK_M], tl.float32)
+        for n in range(start, end, BLOCK_N):
+            cols = n + tl.arange(0, BLOCK_N)
+            col_ok = cols < end
             k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
-            s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
-        else:
-            k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
-            s = tl.dot(qd, k.to(qd.dtype))
-        s = s * row_scale[:, None]
-        if QUANT:  # the key's scale multiplies its column of scores
-            s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
-        s = tl.where(col_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :] * sv_d, mask=col_ok[:, None], other=0.0)
-        if QUANT:
-            v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
-            pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+            st = tl.dot(k.to(qd.dtype), qt)
+            st = st * row_scale[None, :]
+            if QUANT:
+                st = st * tl.load(ks_base + cols, mask=col_ok, other=1.0)[:, None]
+            st = tl.where(col_ok[:, None], st, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(st, 0))
+            pt = tl.exp2(st - m_new[None, :])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(pt, 0)
+            vt = tl.load(v_base + cols[None, :] * sv_n + d[:, None] * sv_d, mask=col_ok[None, :], other=0.0)
+            if QUANT:
+                v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
+                pvt = tl.dot(vt.to(qd.dtype), (pt * (v_scale * v_inv)[:, None]).to(qd.dtype))
+            else:
+                pvt = tl.dot(vt, pt.to(vt.dtype))
+            acc_t = acc_t * alpha[None, :] + pvt
+            m_i = m_new
+        has_keys = l_i > 0
+        out_t = acc_t * (v_top / tl.where(has_keys, l_i, 1.0))[None, :]
+        base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
+        tl.store(O_PART + (base + rows)[None, :] * D + d[:, None], out_t, mask=row_ok[None, :])
+    else:
+        acc = tl.zeros([BLOCK_M, D], tl.float32)
+        for n in range(start, end, BLOCK_N):
+            cols = n + tl.arange(0, BLOCK_N)
+            col_ok = cols < end
+            if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
+                k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
+                s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
+            else:
+                k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
+                s = tl.dot(qd, k.to(qd.dtype))
+            s = s * row_scale[:, None]
+            if QUANT:  # the key's scale multiplies its column of scores
+                s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
+            s = tl.where(col_ok[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, 1))
+            p = tl.exp2(s - m_new[:, None])
+            alpha = tl.exp2(m_i - m_new)
+            l_i = l_i * alpha + tl.sum(p, 1)
+            v = tl.load(v_base + cols[:, None] * sv_n + d[None, :] * sv_d, mask=col_ok[:, None], other=0.0)
+            if QUANT:
+                v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
+                pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
+            else:
+                pv = tl.dot(p.to(v.dtype), v)
+            acc = acc * alpha[:, None] + pv
+            m_i = m_new
 
-    has_keys = l_i > 0
-    out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
+        has_keys = l_i > 0
+        out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
+        base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
+        tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
-    base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
-    tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
     tl.store(L_PART + base + rows, lse, mask=row_ok)
 
 
@@ -410,6 +443,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         K_ROWS=bool(cfg.get("k_rows", False)),
+        SWAP=v.stride(-2) == 1 and v.stride(-1) != 1 and block_m <= 16,
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         num_warps=warps,
         num_stages=stages,
