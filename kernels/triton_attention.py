@@ -29,18 +29,21 @@ _LOG2E = 1.4426950408889634
 # against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md); on an H200, 128-key tiles:
 # 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile-cublas.json).
 DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
-# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of 52
-# shapes swept by bench/decode_profile.py on an H200, 3.03 TB/s at 128K keys (docs/benchmarks.md).
-# One wave of two programs an SM: three (a wave and a half) took 119 µs against 91.5, four 97.
+# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of ~60
+# shapes swept on an H200 at 128K keys, 86 µs (3.2 TB/s) against 91 for 128-key tiles of 4 warps at
+# two programs an SM (docs/benchmarks.md, docs/fp8-layout-probe.json). Small programs, many an SM,
+# did better than large ones: each program's loop is a chain of waits (a tile's loads, its two
+# products, the cross-warp maxima), and more of them in flight hide each other's. Four programs an
+# SM is one wave; five or six (a wave and a bit) took 113-128 µs.
 # ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate). Dotting
 # the e4m3 keys directly on fp8 tensor cores (the query quantized per row) ran no faster (2.94
-# against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error; the
-# keys as the products' left operand (scores transposed, every tile row a real key) took 108 µs.
+# against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error. The
+# products transposed ("swap AB": keys as the wide side, V stored keys-major) took 184 µs.
 FP8_DECODE_CONFIG = {
-    "block_n": 128,
-    "num_warps": 4,
+    "block_n": 64,
+    "num_warps": 2,
     "num_stages": 3,
-    "programs_per_sm": 2,
+    "programs_per_sm": 4,
     "k_rows": False,
     "f16": True,
 }
@@ -70,7 +73,6 @@ def _split_kv_kernel(
     sv_b,
     sv_h,
     sv_n,
-    sv_d,
     ss_b,
     ss_h,
     LQ,
@@ -83,7 +85,6 @@ def _split_kv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
-    SWAP: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -108,6 +109,7 @@ def _split_kv_kernel(
 
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
     k_base = K + b * sk_b + h * sk_h
     v_base = V + b * sv_b + h * sv_h
     ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
@@ -137,70 +139,37 @@ def _split_kv_kernel(
         v_top = tl.max(top, 0)
         v_top = tl.where(v_top > 0, v_top, 1.0)
     v_inv = 1.0 / v_top
-    if SWAP:
-        # Products transposed ("swap AB"): scores as [keys, rows] = K · Qᵀ and the output as
-        # [D, rows] += Vᵀ · Pᵀ, so that each product's left operand is the widened tile (the keys,
-        # then the values stored keys-major) and its narrow right operand the query's few rows.
-        qt = tl.trans(qd)
-        acc_t = tl.zeros([D, BLOCK_M], tl.float32)
-        for n in range(start, end, BLOCK_N):
-            cols = n + tl.arange(0, BLOCK_N)
-            col_ok = cols < end
+    for n in range(start, end, BLOCK_N):
+        cols = n + tl.arange(0, BLOCK_N)
+        col_ok = cols < end
+        if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
             k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
-            st = tl.dot(k.to(qd.dtype), qt)
-            st = st * row_scale[None, :]
-            if QUANT:
-                st = st * tl.load(ks_base + cols, mask=col_ok, other=1.0)[:, None]
-            st = tl.where(col_ok[:, None], st, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(st, 0))
-            pt = tl.exp2(st - m_new[None, :])
-            alpha = tl.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(pt, 0)
-            vt = tl.load(v_base + cols[None, :] * sv_n + d[:, None] * sv_d, mask=col_ok[None, :], other=0.0)
-            if QUANT:
-                v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
-                pvt = tl.dot(vt.to(qd.dtype), (pt * (v_scale * v_inv)[:, None]).to(qd.dtype))
-            else:
-                pvt = tl.dot(vt, pt.to(vt.dtype))
-            acc_t = acc_t * alpha[None, :] + pvt
-            m_i = m_new
-        has_keys = l_i > 0
-        out_t = acc_t * (v_top / tl.where(has_keys, l_i, 1.0))[None, :]
-        base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
-        tl.store(O_PART + (base + rows)[None, :] * D + d[:, None], out_t, mask=row_ok[None, :])
-    else:
-        acc = tl.zeros([BLOCK_M, D], tl.float32)
-        for n in range(start, end, BLOCK_N):
-            cols = n + tl.arange(0, BLOCK_N)
-            col_ok = cols < end
-            if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
-                k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
-                s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
-            else:
-                k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
-                s = tl.dot(qd, k.to(qd.dtype))
-            s = s * row_scale[:, None]
-            if QUANT:  # the key's scale multiplies its column of scores
-                s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
-            s = tl.where(col_ok[None, :], s, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(s, 1))
-            p = tl.exp2(s - m_new[:, None])
-            alpha = tl.exp2(m_i - m_new)
-            l_i = l_i * alpha + tl.sum(p, 1)
-            v = tl.load(v_base + cols[:, None] * sv_n + d[None, :] * sv_d, mask=col_ok[:, None], other=0.0)
-            if QUANT:
-                v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
-                pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
-            else:
-                pv = tl.dot(p.to(v.dtype), v)
-            acc = acc * alpha[:, None] + pv
-            m_i = m_new
+            s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
+        else:
+            k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
+            s = tl.dot(qd, k.to(qd.dtype))
+        s = s * row_scale[:, None]
+        if QUANT:  # the key's scale multiplies its column of scores
+            s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        p = tl.exp2(s - m_new[:, None])
+        alpha = tl.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
+        if QUANT:
+            v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
+            pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
+        else:
+            pv = tl.dot(p.to(v.dtype), v)
+        acc = acc * alpha[:, None] + pv
+        m_i = m_new
 
-        has_keys = l_i > 0
-        out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
-        base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
-        tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
+    has_keys = l_i > 0
+    out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
     lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
+    base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
+    tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
     tl.store(L_PART + base + rows, lse, mask=row_ok)
 
 
@@ -431,7 +400,6 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         v.stride(0),
         v.stride(1),
         v.stride(2),
-        v.stride(3),
         k_scale.stride(0) if scales is not None else 0,
         k_scale.stride(1) if scales is not None else 0,
         lq,
@@ -443,7 +411,6 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         K_ROWS=bool(cfg.get("k_rows", False)),
-        SWAP=v.stride(-2) == 1 and v.stride(-1) != 1 and block_m <= 16,
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         num_warps=warps,
         num_stages=stages,
@@ -472,10 +439,7 @@ def split_kv_attention(
     """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
-    keys_major_v = v.stride(-2) == 1 and v.stride(-1) != 1  # V stored [B, H, D, L], read as is
-    q, k = _last_dim_contiguous(q, k)
-    if not keys_major_v:
-        (v,) = _last_dim_contiguous(v)
+    q, k, v = _last_dim_contiguous(q, k, v)
     shape = _launch_shape(q, b, hkv, lk, splits, fp8=kv_scales is not None)
     n_splits, m_rows = shape[3], (hq // hkv) * lq
     o_part = torch.empty((n_splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
