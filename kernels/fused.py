@@ -89,15 +89,15 @@ def _rope_kernel(
         y_base = Y + b * sy_b + t * sy_l
         h = tile * BLOCK_H + tl.arange(0, BLOCK_H)
         mask = (h < H)[:, None]
-        x_row = x_base + h[:, None] * sx_h
-        y_row = y_base + h[:, None] * sy_h
+        x_row = x_base + h[:, None].to(tl.int64) * sx_h  # H·L·D may pass 2³¹ for a long input
+        y_row = y_base + h[:, None].to(tl.int64) * sy_h
     else:
         x_base = X2 + b * sx2_b + t * sx2_l
         y_base = Y2 + b * sy2_b + t * sy2_l
         h = (tile - TQ) * BLOCK_H + tl.arange(0, BLOCK_H)
         mask = (h < H2)[:, None]
-        x_row = x_base + h[:, None] * sx2_h
-        y_row = y_base + h[:, None] * sy2_h
+        x_row = x_base + h[:, None].to(tl.int64) * sx2_h
+        y_row = y_base + h[:, None].to(tl.int64) * sy2_h
     c1 = tl.load(COS + b * sc_b + t * sc_l + d).to(tl.float32)[None, :]
     c2 = tl.load(COS + b * sc_b + t * sc_l + HALF + d).to(tl.float32)[None, :]
     s1 = tl.load(SIN + b * ss_b + t * ss_l + d).to(tl.float32)[None, :]

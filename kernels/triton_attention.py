@@ -231,7 +231,8 @@ def _merge_kernel(
 def merge_stacked(
     o: torch.Tensor, lse: torch.Tensor, out_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Merge partials ``o`` [P, B, H, L, D] (last dim contiguous) with ``lse`` [P, B, H, L]."""
+    """Merge partials ``o`` [P, B, H, L, D] with ``lse`` [P, B, H, L]."""
+    (o,) = _last_dim_contiguous(o)  # the kernel steps along D one element at a time
     p, b, h, lq, d = o.shape
     out = torch.empty((b, h, lq, d), dtype=out_dtype or o.dtype, device=o.device)
     out_lse = torch.empty((b, h, lq), dtype=torch.float32, device=o.device)
@@ -375,6 +376,10 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
     length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
     k_scale, v_scale = scales if scales is not None else (l_part, l_part)  # unused unless QUANT
     cfg = FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG
+    if max(k.shape[2] * k.stride(2), v.shape[2] * v.stride(2)) >= 2**31:
+        # key offsets inside one head are 32-bit in the kernel's loop (a 64-bit multiply a tile
+        # costs the hot loop): past 2³¹ elements a head, refuse rather than read the wrong keys
+        raise ValueError("split-KV attention: one KV head holds more than 2^31 elements; split it over ranks")
     if scales is not None and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
         raise ValueError("fp8 KV scales must be [B, Hkv, Lk] with the same strides, last dim contiguous")
     _split_kv_kernel[(m_tiles, b * hkv, splits)](

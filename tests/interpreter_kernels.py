@@ -182,6 +182,15 @@ def check_merge() -> dict:
             "empty_row_zero": not out[0, 0, 0].any().item(),
             "empty_row_lse_neg_inf": out_lse[0, 0, 0].item() == float("-inf"),
         }
+    # Partials whose last dim is strided (a transposed view): read as the values, not the memory.
+    o = torch.randn(6, 1, 4, 64, 2).transpose(-1, -2)
+    lse = torch.randn(6, 1, 4, 2)
+    out, out_lse = tri.merge_stacked(o, lse, out_dtype=DT)
+    ref, ref_lse = _merge_ref(o, lse)
+    results["merge_stacked/strided_last_dim"] = {
+        "err_ulp": rel_err(out, ref),
+        "lse_err": (out_lse.double() - ref_lse).abs().max().item(),
+    }
     return results
 
 

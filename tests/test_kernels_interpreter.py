@@ -93,10 +93,11 @@ def test_write_slot_equals_index_copy(results):
 
 def test_merge_stacked_matches_float64(results):
     cases = _group(results, "merge_stacked")
-    assert len(cases) == 3
+    assert len(cases) == 4  # three shapes and a strided last dim
     for name, r in cases.items():
         assert r["err_ulp"] <= ULP and r["lse_err"] <= 1e-5, name
-        assert r["empty_row_zero"] and r["empty_row_lse_neg_inf"], name
+        if "empty_row_zero" in r:  # the shapes with a row of no keys
+            assert r["empty_row_zero"] and r["empty_row_lse_neg_inf"], name
 
 
 def test_split_kv_attention_matches_float64(results):
@@ -138,3 +139,20 @@ def test_fused_wrappers_decode_as_eager(results, arch):
 @pytest.mark.parametrize("order", ["k_q_v", "q_v_k", "q_then_kv_of_other", "q_k_v_twice"])
 def test_qkv_projections_in_any_order(results, arch, order):
     assert results[f"wrappers/{arch}/order/{order}"]["err_ulp"] <= ULP
+
+
+def test_split_kv_refuses_a_head_past_32_bit_key_offsets():
+    """The kernel's key offsets within a head are 32-bit: a head of 2^24 keys of 128 dims would
+    wrap and read the wrong keys, so it is refused before launch (meta tensors: no memory)."""
+    import torch
+
+    from kernels import triton_attention as tri
+
+    q = torch.empty(1, 4, 1, 128, device="meta", dtype=torch.float16)
+    k = torch.empty(1, 1, 2**24, 128, device="meta", dtype=torch.float16)
+    with pytest.raises(ValueError, match=r"2\^31"):
+        tri.split_kv_attention(q, k, k, 0.1, splits=4)
+    short = torch.empty(1, 1, 2**24 - 1, 128, device="meta", dtype=torch.float16)
+    with pytest.raises(Exception) as caught:  # past the check: the launch itself fails on meta
+        tri.split_kv_attention(q, short, short, 0.1, splits=4)
+    assert "2^31" not in str(caught.value)
