@@ -194,21 +194,23 @@ def _merge_kernel(
     sout_b,
     sout_h,
     sout_l,
-    D: tl.constexpr,
+    BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr,
 ):
-    # One program per row, the partials read BLOCK_P at a time (one round trip to memory for the
-    # ~20-70 partials of a decode step, where a loop over them one by one waited on each load).
+    # One program per row and BLOCK_D of its D, the partials read BLOCK_P at a time (one round
+    # trip to memory for the ~20-70 partials of a decode step, where a loop over them one by one
+    # waited on each load). D is split so that a decode step's 32 rows make more than 32 programs:
+    # each is a short chain of dependent loads, and more of them run at once.
     row = tl.program_id(0).to(tl.int64)
     b = row // (H * LQ)
     h = (row // LQ) % H
     t = row % LQ
-    d = tl.arange(0, D)
+    d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     l_off = b * sl_b + h * sl_h + t * sl_l
     o_off = b * so_b + h * so_h + t * so_l
     peak = tl.max(tl.full([BLOCK_P], float("-inf"), tl.float32), 0)
     total = tl.sum(tl.zeros([BLOCK_P], tl.float32), 0)
-    acc = tl.zeros([D], tl.float32)
+    acc = tl.zeros([BLOCK_D], tl.float32)
     for p0 in range(0, P, BLOCK_P):
         ps = p0 + tl.arange(0, BLOCK_P)
         ok = ps < P
@@ -225,7 +227,8 @@ def _merge_kernel(
     out = acc / tl.where(total > 0, total, 1.0)
     lse_out = tl.where(total > 0, shift + tl.log(tl.where(total > 0, total, 1.0)), peak)
     tl.store(OUT + b * sout_b + h * sout_h + t * sout_l + d, out.to(OUT.dtype.element_ty))
-    tl.store(OUT_L + row, lse_out)
+    if tl.program_id(1) == 0:
+        tl.store(OUT_L + row, lse_out)
 
 
 def merge_stacked(
@@ -240,8 +243,9 @@ def merge_stacked(
     if rows == 0:
         return out, out_lse
     lse = lse.float()
-    block_p = max(2, min(triton.next_power_of_2(p), 8192 // d))
-    _merge_kernel[(rows,)](
+    block_d = min(d, 32)
+    block_p = max(2, min(triton.next_power_of_2(p), 8192 // block_d))
+    _merge_kernel[(rows, d // block_d)](
         o,
         lse,
         out,
@@ -253,7 +257,7 @@ def merge_stacked(
         *o.stride()[:4],
         *lse.stride(),
         *out.stride()[:3],
-        D=d,
+        BLOCK_D=block_d,
         BLOCK_P=block_p,
         num_warps=4,
     )

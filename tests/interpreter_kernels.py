@@ -165,12 +165,13 @@ def _merge_ref(o: torch.Tensor, lse: torch.Tensor) -> tuple[torch.Tensor, torch.
 def check_merge() -> dict:
     results = {}
     torch.manual_seed(5)
-    # d = 256 reads 32 partials at a time: 37 and 70 take two and three rounds of the online max.
-    for p, d in ((37, 256), (70, 256), (5, 64)):
+    # Each program reads 256 partials at a time (32 of D): 300 and 600 take two and three rounds
+    # of the online max.
+    for p, d in ((300, 256), (600, 64), (5, 64)):
         o = torch.randn(p, 1, 4, 2, d)
         lse = torch.randn(p, 1, 4, 2) * 3
         lse[:, 0, 0, 0] = float("-inf")  # a row with no keys at all
-        lse[:32, 0, 1, 0] = float("-inf")  # a row whose first round has nothing
+        lse[:256, 0, 1, 0] = float("-inf")  # a row whose first round has nothing
         lse[p - 1, 0, 2, 0] = 30.0  # a row whose largest partial comes last
         lse[3] = float("-inf")  # an empty partial in every row
         out, out_lse = tri.merge_stacked(o, lse, out_dtype=DT)
