@@ -235,8 +235,12 @@ def merge_stacked(
     o: torch.Tensor, lse: torch.Tensor, out_dtype: torch.dtype | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Merge partials ``o`` [P, B, H, L, D] with ``lse`` [P, B, H, L]."""
-    (o,) = _last_dim_contiguous(o)  # the kernel steps along D one element at a time
     p, b, h, lq, d = o.shape
+    if d < 16 or d & (d - 1):  # the kernel tiles D in powers of two: the float32 math instead
+        from kernels.merge import merge_partials
+
+        return merge_partials(o, lse, out_dtype)
+    (o,) = _last_dim_contiguous(o)  # the kernel steps along D one element at a time
     out = torch.empty((b, h, lq, d), dtype=out_dtype or o.dtype, device=o.device)
     out_lse = torch.empty((b, h, lq), dtype=torch.float32, device=o.device)
     rows = b * h * lq
