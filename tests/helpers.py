@@ -173,10 +173,11 @@ def settings_of(mode: str = "star", steps: int = 16, **kwargs):
 def spawned_ranks(target, procs: int) -> Iterator[str]:
     """The one multi-process harness: run ``target(rank, procs, init_file, out_prefix)`` in
     ``procs`` real processes (each joins a process group through ``file://init_file``), wait for
-    all, and yield ``out_prefix`` while the files the ranks wrote under it still exist."""
-    import torch.multiprocessing as mp
+    all, and yield ``out_prefix`` while the files the ranks wrote under it still exist. The
+    processes are the session's pool (``tests.rankpool``), started once for every such test."""
+    from tests.rankpool import run_job
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out")
-        mp.spawn(target, args=(procs, os.path.join(tmp, "init"), out), nprocs=procs, join=True)
+        run_job(target, procs, os.path.join(tmp, "init"), out)
         yield out
