@@ -72,6 +72,7 @@ class RankPool:
 
     def run(self, target, procs: int, init_file: str, out: str, timeout: float = JOB_TIMEOUT_S) -> None:
         """Run one job on ranks ``0 .. procs-1`` and wait for all; raise if any rank fails."""
+        name = getattr(getattr(target, "func", target), "__name__", repr(target))
         for rank in range(procs):
             self.jobs[rank].put((target, procs, init_file, out))
         errors: dict[int, str] = {}
@@ -84,13 +85,9 @@ class RankPool:
                 dead = [r for r in range(procs) if r not in done and not self.procs[r].is_alive()]
                 if dead:
                     codes = {r: self.procs[r].exitcode for r in dead}
-                    raise RuntimeError(
-                        f"{target.__name__}: rank(s) died, exit codes {codes}; {errors}"
-                    ) from None
+                    raise RuntimeError(f"{name}: rank(s) died, exit codes {codes}; {errors}") from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"{target.__name__}: ranks {set(range(procs)) - done} timed out"
-                    ) from None
+                    raise RuntimeError(f"{name}: ranks {set(range(procs)) - done} timed out") from None
                 continue
             done.add(rank)
             if error is not None:
@@ -98,7 +95,7 @@ class RankPool:
                 break  # the others may wait in a collective for this rank: stop them all
         if errors:
             text = "\n".join(f"--- rank {r} ---\n{tb}" for r, tb in sorted(errors.items()))
-            raise RuntimeError(f"{target.__name__} failed:\n{text}")
+            raise RuntimeError(f"{name} failed:\n{text}")
 
     def close(self) -> None:
         for proc in self.procs:
