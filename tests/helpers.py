@@ -184,7 +184,7 @@ def spawned_ranks(target, procs: int) -> Iterator[str]:
         yield out
 
 
-def _worker_rank(request_json: str, model: str, rank, procs, init_file, out_path):
+def _worker_rank(request_json: str, model: str | None, rank, procs, init_file, out_path):
     """One rank of ``python -m engine`` (``engine.worker.main``, what torchrun starts) in a pooled
     process: torchrun's environment for this rank, and the process group joined through the
     pool's init file instead of torchrun's store."""
@@ -210,7 +210,8 @@ def _worker_rank(request_json: str, model: str, rank, procs, init_file, out_path
     )
     try:
         os.environ.update({name: str(value) for name, value in env.items()})
-        args = ["--request", request_path, "--events", f"{out_path}.events.jsonl", "--model", model]
+        args = ["--request", request_path, "--events", f"{out_path}.events.jsonl"]
+        args += ["--model", model] if model else []
         code = worker.main(args)
     finally:
         dist.init_process_group = join
@@ -223,10 +224,12 @@ def _worker_rank(request_json: str, model: str, rank, procs, init_file, out_path
         raise RuntimeError(f"rank {rank}: python -m engine exited {code}")
 
 
-def worker_ranks_run(request, model: str) -> list:
+def worker_ranks_run(request, model: str | None) -> list:
     """The events of ``request`` run by ``request.plan.world_size`` ranks of ``python -m engine``
-    (the engine's side of a torchrun job: request file, events file, model loaded from ``model``)
-    on the session's pooled processes; starcli.launch's torchrun jobs are the CLI tests'."""
+    (the engine's side of a torchrun job: request file, events file, model loaded from ``model``,
+    the default model if None) on the session's pooled processes, every rank's events in the
+    order written; starcli.launch's torchrun jobs are the CLI tests' (test_cli_e2e, test_faults_cli,
+    test_chat, test_launch, ...)."""
     import functools
     import json
 
