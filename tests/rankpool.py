@@ -4,7 +4,8 @@ Each ``torch.multiprocessing.spawn`` of a multi-rank test paid a fresh interpret
 its imports (torch, transformers, the engine: ~7 s of a ~9 s job on the 2-core CI machine) for a
 second of work. The pool starts its processes once, on first use, and each one runs jobs one
 after another: ``target(rank, procs, init_file, out_prefix)``, the same call ``mp.spawn`` made.
-A job's ranks are the pool's first ``procs`` processes; each job joins its own process group
+A job's ranks are the pool's first ``procs`` processes, with the test's environment of the
+moment (as a freshly spawned process would have it); each job joins its own process group
 through its own init file and leaves none behind (a target's ``finally`` destroys it; the
 worker does too, should a target not).
 
@@ -16,6 +17,7 @@ rank's traceback, and the next job starts a fresh pool.
 from __future__ import annotations
 
 import atexit
+import os
 import queue
 import sys
 import time
@@ -37,7 +39,9 @@ def _serve(rank: int, jobs, results, warm: bool) -> None:
         import engine.api  # noqa: F401
 
     while (job := jobs.get()) is not None:
-        target, procs, init_file, out = job
+        target, procs, init_file, out, environ = job
+        os.environ.clear()  # the test's environment now, as a process spawned for it would have
+        os.environ.update(environ)
         try:
             target(rank, procs, init_file, out)
             results.put((rank, None))
@@ -74,7 +78,7 @@ class RankPool:
         """Run one job on ranks ``0 .. procs-1`` and wait for all; raise if any rank fails."""
         name = getattr(getattr(target, "func", target), "__name__", repr(target))
         for rank in range(procs):
-            self.jobs[rank].put((target, procs, init_file, out))
+            self.jobs[rank].put((target, procs, init_file, out, dict(os.environ)))
         errors: dict[int, str] = {}
         done: set[int] = set()
         deadline = time.monotonic() + timeout

@@ -14,7 +14,7 @@ from tests.rankpool import RankPool
 
 def _write_pid(rank, procs, init_file, out):
     with open(f"{out}.{rank}", "w") as handle:
-        handle.write(f"{procs} {os.getpid()}")
+        handle.write(f"{procs} {os.getpid()} {os.environ.get('RANKPOOL_TEST', '-')}")
 
 
 def _fail_on_rank_1(rank, procs, init_file, out):
@@ -34,17 +34,21 @@ def pool():
     pool.close()
 
 
-def test_jobs_run_on_the_first_ranks_in_the_same_processes(pool, tmp_path):
+def test_jobs_run_on_the_first_ranks_in_the_same_processes_and_the_tests_environment(
+    pool, tmp_path, monkeypatch
+):
     pids = []
     for job, procs in enumerate((2, 3)):
+        monkeypatch.setenv("RANKPOOL_TEST", f"job{job}")
         out = str(tmp_path / f"job{job}")
         pool.run(_write_pid, procs, str(tmp_path / "init"), out)
         found = sorted(p.name for p in tmp_path.glob(f"job{job}.*"))
         assert found == [f"job{job}.{r}" for r in range(procs)]
         pids.append([(tmp_path / f"job{job}.{r}").read_text().split() for r in range(procs)])
-    assert all(procs == "2" for procs, _ in pids[0]) and all(procs == "3" for procs, _ in pids[1])
-    assert [pid for _, pid in pids[0]] == [pid for _, pid in pids[1][:2]]  # the same processes
-    assert len({pid for _, pid in pids[1]}) == 3
+    assert [(procs, env) for procs, _, env in pids[0]] == [("2", "job0")] * 2
+    assert [(procs, env) for procs, _, env in pids[1]] == [("3", "job1")] * 3
+    assert [pid for _, pid, _ in pids[0]] == [pid for _, pid, _ in pids[1][:2]]  # the same processes
+    assert len({pid for _, pid, _ in pids[1]}) == 3
 
 
 def test_a_rank_that_raises_fails_the_job_with_its_traceback(pool, tmp_path):
