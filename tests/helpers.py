@@ -193,6 +193,7 @@ def _worker_rank(request_json: str, model: str | None, rank, procs, init_file, o
     import torch.distributed as dist
 
     from engine import worker
+    from starcli.launch import _threads_per_rank
 
     request_path = f"{out_path}.request.json"
     if rank == 0:
@@ -208,6 +209,8 @@ def _worker_rank(request_json: str, model: str | None, rank, procs, init_file, o
     dist.init_process_group = functools.partial(
         join, init_method=f"file://{init_file}", rank=rank, world_size=procs
     )
+    threads = torch.get_num_threads()  # the launcher's share of the cores, as torchrun's ranks get
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or _threads_per_rank(procs)))
     try:
         os.environ.update({name: str(value) for name, value in env.items()})
         args = ["--request", request_path, "--events", f"{out_path}.events.jsonl"]
@@ -215,6 +218,7 @@ def _worker_rank(request_json: str, model: str | None, rank, procs, init_file, o
         code = worker.main(args)
     finally:
         dist.init_process_group = join
+        torch.set_num_threads(threads)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
