@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 
 import torch
@@ -173,10 +174,72 @@ def settings_of(mode: str = "star", steps: int = 16, **kwargs):
 def spawned_ranks(target, procs: int) -> Iterator[str]:
     """The one multi-process harness: run ``target(rank, procs, init_file, out_prefix)`` in
     ``procs`` real processes (each joins a process group through ``file://init_file``), wait for
-    all, and yield ``out_prefix`` while the files the ranks wrote under it still exist."""
-    import torch.multiprocessing as mp
+    all, and yield ``out_prefix`` while the files the ranks wrote under it still exist. The
+    processes are the session's pool (``tests.rankpool``), started once for every such test."""
+    from tests.rankpool import run_job
 
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out")
-        mp.spawn(target, args=(procs, os.path.join(tmp, "init"), out), nprocs=procs, join=True)
+        run_job(target, procs, os.path.join(tmp, "init"), out)
         yield out
+
+
+def _worker_rank(request_json: str, model: str | None, rank, procs, init_file, out_path):
+    """One rank of ``python -m engine`` (``engine.worker.main``, what torchrun starts) in a pooled
+    process: torchrun's environment for this rank, and the process group joined through the
+    pool's init file instead of torchrun's store."""
+    import functools
+
+    import torch.distributed as dist
+
+    from engine import worker
+    from starcli.launch import _threads_per_rank
+
+    request_path = f"{out_path}.request.json"
+    if rank == 0:
+        with open(f"{request_path}.tmp", "w") as handle:
+            handle.write(request_json)
+        os.rename(f"{request_path}.tmp", request_path)
+    else:
+        while not os.path.exists(request_path):
+            time.sleep(0.01)
+    env = {"RANK": rank, "LOCAL_RANK": rank, "WORLD_SIZE": procs, "LOCAL_WORLD_SIZE": procs, "GROUP_RANK": 0}
+    saved = {name: os.environ.get(name) for name in env}
+    join = dist.init_process_group
+    dist.init_process_group = functools.partial(
+        join, init_method=f"file://{init_file}", rank=rank, world_size=procs
+    )
+    threads = torch.get_num_threads()  # the launcher's share of the cores, as torchrun's ranks get
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or _threads_per_rank(procs)))
+    try:
+        os.environ.update({name: str(value) for name, value in env.items()})
+        args = ["--request", request_path, "--events", f"{out_path}.events.jsonl"]
+        args += ["--model", model] if model else []
+        code = worker.main(args)
+    finally:
+        dist.init_process_group = join
+        torch.set_num_threads(threads)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    if code != 0:
+        raise RuntimeError(f"rank {rank}: python -m engine exited {code}")
+
+
+def worker_ranks_run(request, model: str | None) -> list:
+    """The events of ``request`` run by ``request.plan.world_size`` ranks of ``python -m engine``
+    (the engine's side of a torchrun job: request file, events file, model loaded from ``model``,
+    the default model if None) on the session's pooled processes, every rank's events in the
+    order written; starcli.launch's torchrun jobs are the CLI tests' (test_cli_e2e, test_faults_cli,
+    test_chat, test_launch, ...)."""
+    import functools
+    import json
+
+    from engine.events import event_from_dict
+
+    target = functools.partial(_worker_rank, request.to_json(), model)
+    with spawned_ranks(target, request.plan.world_size) as out:
+        with open(f"{out}.events.jsonl") as handle:
+            return [event_from_dict(json.loads(line)) for line in handle if line.strip()]

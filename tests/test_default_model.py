@@ -6,8 +6,7 @@ import pytest
 
 from engine import Engine, Request, Stats, Token
 from engine.chat import build_prompt, encode
-from starcli.launch import run_request
-from tests.helpers import dense_greedy, settings_of, star_plan
+from tests.helpers import dense_greedy, settings_of, star_plan, worker_ranks_run
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 NEEDLE = "The special magic number is 73914."
@@ -67,11 +66,13 @@ def test_needle_in_a_3k_haystack_found_with_four_blocks_and_dense(default_model,
 
 
 def test_two_cpu_ranks_give_the_same_greedy_answer_as_one(needle_prompt, star_needle):
-    """Two torchrun ranks against the same plan on one rank (``star_needle``; the one-rank launch
-    path, ``InProcessSession``, is what every in-process CLI test runs)."""
+    """Two ranks of ``python -m engine`` (``worker_ranks_run``: what torchrun starts, on the
+    session's pooled processes) against the same plan on one rank (``star_needle``; the one-rank
+    launch path, ``InProcessSession``, is what every in-process CLI test runs). A real two-rank
+    torchrun job of the default model: test_cli_e2e.py's two-rank command."""
     ctx, query = needle_prompt
     plan = star_plan(len(ctx), -(-len(ctx) // 4), None, 2, max_tokens=24, query_tokens=len(query))
-    events = list(run_request(Request(ctx, [query], plan=plan), model=None))
+    events = worker_ranks_run(Request(ctx, [query], plan=plan), None)
     stats = next(e for e in events if isinstance(e, Stats))
     tokens = [e.token_id for e in events if isinstance(e, Token) and e.token_id >= 0]
     one_tokens, one = star_needle

@@ -16,13 +16,13 @@ from engine import Engine, Request, Stats, Token
 from engine.errors import BadSettingError, BeyondLocalPositionsError, ContextTooLongError
 from engine.runplan import make_run_plan
 from engine.settings import Attention, GenerationSettings, Positions, RunSettings
-from starcli.launch import run_request
 from tests.helpers import (
     IdTokenizer,
     reference_context_cache,
     reference_greedy,
     save_byte_tokenizer,
     tiny_config,
+    worker_ranks_run,
 )
 
 WINDOW = 128
@@ -121,15 +121,16 @@ def saved_model(short_window_llama, tmp_path_factory):
 
 @pytest.mark.slow
 def test_local_positions_over_ranks_give_the_reference_tokens(short_window_llama, saved_model):
-    """Three torchrun ranks: the first (block 0, no anchor), a middle one and the query host. (Two
-    ranks, run here until 2026-12-02, are this case less its middle rank, as in test_model_zoo.)"""
+    """Three ranks of ``python -m engine`` (tests.helpers.worker_ranks_run): the first (block 0,
+    no anchor), a middle one and the query host. (Two ranks, run here until 2026-12-02, are this
+    case less its middle rank, as in test_model_zoo.)"""
     world = 3
     cache = reference_context_cache(short_window_llama, CTX, 40, 40, local=True)
     expected = reference_greedy(short_window_llama, cache, 80, QUERY, STEPS)
     local = settings(block_size=40, anchor_size=40, positions=Positions.LOCAL)
     plan = make_run_plan(local, len(CTX), len(QUERY), world, window=WINDOW)
     assert plan.positions == Positions.LOCAL and min(plan.blocks_per_rank()) > 0
-    events = list(run_request(Request(CTX, [QUERY], plan=plan), model=saved_model))
+    events = worker_ranks_run(Request(CTX, [QUERY], plan=plan), saved_model)
     stats = next(e for e in events if isinstance(e, Stats))
     # The saved byte-level tokenizer streams whole characters, so compare the answer's text.
     tokenizer = AutoTokenizer.from_pretrained(saved_model)

@@ -199,8 +199,7 @@ def test_windows_and_sinks_over_gloo_ranks_give_the_reference_tokens(saved_gpt_o
     from transformers import AutoTokenizer
 
     from engine import Stats
-    from starcli.launch import run_request
-    from tests.helpers import star_plan
+    from tests.helpers import star_plan, worker_ranks_run
 
     model, path = saved_gpt_oss
     if mode == "star":
@@ -211,7 +210,7 @@ def test_windows_and_sinks_over_gloo_ranks_give_the_reference_tokens(saved_gpt_o
         expected = eager_greedy(eager, CONTEXT + QUERY, STEPS)
     plan = star_plan(len(CONTEXT), 12, 12, ranks, max_tokens=STEPS, query_tokens=len(QUERY), attention=mode)
     assert min(plan.blocks_per_rank()) > 0
-    events = list(run_request(Request(CONTEXT, [QUERY], plan=plan), model=path))
+    events = worker_ranks_run(Request(CONTEXT, [QUERY], plan=plan), path)
     stats = next(e for e in events if isinstance(e, Stats))
     assert stats.world_size == ranks and stats.generated_tokens == STEPS
     assert stats.answer == AutoTokenizer.from_pretrained(path).decode(expected)
