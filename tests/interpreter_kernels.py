@@ -183,24 +183,20 @@ def check_merge() -> dict:
             "empty_row_zero": not out[0, 0, 0].any().item(),
             "empty_row_lse_neg_inf": out_lse[0, 0, 0].item() == float("-inf"),
         }
-    # A head dim that is no power of two (80): every value merged, not the first 64.
-    o = torch.randn(7, 1, 4, 2, 80)
-    lse = torch.randn(7, 1, 4, 2)
-    out, out_lse = tri.merge_stacked(o, lse, out_dtype=DT)
-    ref, ref_lse = _merge_ref(o, lse)
-    results["merge_stacked/D80"] = {
-        "err_ulp": rel_err(out, ref),
-        "lse_err": (out_lse.double() - ref_lse).abs().max().item(),
+    # A head dim that is no power of two (80): every value merged, not the first 64. Partials whose
+    # last dim is strided (a transposed view): read as the values, not the memory.
+    cases = {
+        "D80": torch.randn(7, 1, 4, 2, 80),
+        "strided_last_dim": torch.randn(6, 1, 4, 64, 2).transpose(-1, -2),
     }
-    # Partials whose last dim is strided (a transposed view): read as the values, not the memory.
-    o = torch.randn(6, 1, 4, 64, 2).transpose(-1, -2)
-    lse = torch.randn(6, 1, 4, 2)
-    out, out_lse = tri.merge_stacked(o, lse, out_dtype=DT)
-    ref, ref_lse = _merge_ref(o, lse)
-    results["merge_stacked/strided_last_dim"] = {
-        "err_ulp": rel_err(out, ref),
-        "lse_err": (out_lse.double() - ref_lse).abs().max().item(),
-    }
+    for name, o in cases.items():
+        lse = torch.randn(*o.shape[:-1])
+        out, out_lse = tri.merge_stacked(o, lse, out_dtype=DT)
+        ref, ref_lse = _merge_ref(o, lse)
+        results[f"merge_stacked/{name}"] = {
+            "err_ulp": rel_err(out, ref),
+            "lse_err": (out_lse.double() - ref_lse).abs().max().item(),
+        }
     return results
 
 
