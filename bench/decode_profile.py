@@ -127,6 +127,7 @@ def sweep_fp8(length: int) -> dict:
     # (keys a tile, warps, pipeline stages, programs an SM): around the fastest of ~60 shapes
     # (docs/fp8-layout-probe.json), small programs many an SM, and the first round's shape
     shapes = [(64, 2, 3, 4), (64, 2, 4, 4), (32, 1, 3, 8), (32, 1, 4, 8), (32, 2, 3, 8), (128, 4, 3, 2)]
+    configs = {}
     for block_n, warps, stages, per_sm in shapes:
         cfg = {"block_n": block_n, "num_warps": warps, "num_stages": stages, "programs_per_sm": per_sm}
         tri.FP8_DECODE_CONFIG.update(cfg, k_rows=False, f16=True)
@@ -134,16 +135,10 @@ def sweep_fp8(length: int) -> dict:
             us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
         except Exception:  # noqa: BLE001 - a shape the compiler refuses
             continue
-        timings[f"n{block_n}-w{warps}-s{stages}-p{per_sm}"] = us
+        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}"
+        timings[name], configs[name] = us, cfg
     best = min(timings, key=timings.get)
-    n, w, s_, p_ = best.split("-")
-    shape = {
-        "block_n": int(n[1:]),
-        "num_warps": int(w[1:]),
-        "num_stages": int(s_[1:]),
-        "programs_per_sm": int(p_[1:]),
-    }
-    tri.FP8_DECODE_CONFIG.update(shape, k_rows=False, f16=True)
+    tri.FP8_DECODE_CONFIG.update(configs[best], k_rows=False, f16=True)
     read = 2 * 8 * length * (128 + 4)
     return {
         "keys": length,

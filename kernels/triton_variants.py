@@ -204,8 +204,4 @@ def positioned_attention(
     )
     if splits == 1:
         return o_part[0].to(q.dtype), l_part[0]
-    if d != dp:  # the one-pass merge kernel wants a power-of-two head dim
-        from kernels.merge import merge_partials
-
-        return merge_partials(o_part, l_part, out_dtype=q.dtype)
-    return merge_stacked(o_part, l_part, q.dtype)
+    return merge_stacked(o_part, l_part, q.dtype)  # a head dim not a power of two: its float32 merge
