@@ -80,11 +80,13 @@ def group_of(name: str) -> str:
     return next((group for part, group in GROUPS if part in lowered), "other")
 
 
-def _profile_groups(engine, encoded, query: list[int], max_tokens: int) -> tuple[dict, dict]:
+def _profile_groups(
+    engine, encoded, query: list[int], max_tokens: int, graphs: bool = False
+) -> tuple[dict, dict]:
     from torch.profiler import ProfilerActivity, profile
 
     plan = encoded.plan
-    eager_plan = dataclasses.replace(plan, options=dataclasses.replace(plan.options, cuda_graphs=False))
+    eager_plan = dataclasses.replace(plan, options=dataclasses.replace(plan.options, cuda_graphs=graphs))
     eager_plan = dataclasses.replace(
         eager_plan, generation=dataclasses.replace(plan.generation, max_tokens=max_tokens)
     )
@@ -104,11 +106,15 @@ def _profile_groups(engine, encoded, query: list[int], max_tokens: int) -> tuple
     return groups, kernels
 
 
-def profile_steps(engine, encoded, query: list[int], steps: int) -> dict:
-    """GPU time per decode step by kernel group, eager (no graph) so every kernel is its own row:
-    a run of ``steps`` decode steps less a run of none (the query's own pass is in both)."""
-    base_groups, base_kernels = _profile_groups(engine, encoded, query, 1)
-    groups, kernels = _profile_groups(engine, encoded, query, steps + 1)
+def profile_steps(engine, encoded, query: list[int], steps: int, graphs: bool = False) -> dict:
+    """GPU time per decode step by kernel group: a run of ``steps`` decode steps less a run of
+    none (the query's own pass is in both). Eager by default, so every kernel is its own launch;
+    ``graphs``: the steps replayed from the CUDA graph as a real run makes them (the fp8 KV's
+    decode attention differs there: context and tail in one pass), less a run of one step (the
+    capture is in both)."""
+    first = 2 if graphs else 1
+    base_groups, base_kernels = _profile_groups(engine, encoded, query, first, graphs)
+    groups, kernels = _profile_groups(engine, encoded, query, steps + first, graphs)
     per_step = {g: (us - base_groups.get(g, 0.0)) / steps / 1e3 for g, us in groups.items()}
     step_us = {k: (us - base_kernels.get(k, 0.0)) / steps for k, us in kernels.items()}
     biggest = dict(sorted(step_us.items(), key=lambda kv: -kv[1])[:16])
@@ -126,16 +132,19 @@ def sweep_fp8(length: int) -> dict:
     timings = {}
     # (keys a tile, warps, pipeline stages, programs an SM): around the fastest of ~60 shapes
     # (docs/fp8-layout-probe.json), small programs many an SM, and the first round's shape
-    shapes = [(64, 2, 3, 4), (64, 2, 4, 4), (32, 1, 3, 8), (32, 1, 4, 8), (32, 2, 3, 8), (128, 4, 3, 2)]
+    # and the scales' first pass read 256 to 4096 at a time
+    shapes = [(64, 2, 3, 4, 1024), (64, 2, 4, 4, 1024), (32, 1, 4, 8, 1024), (128, 4, 3, 2, 1024)]
+    shapes += [(128, 4, 3, 1, 1024), (64, 4, 3, 2, 1024), (64, 2, 3, 4, 256), (64, 2, 3, 4, 4096)]
     configs = {}
-    for block_n, warps, stages, per_sm in shapes:
+    for block_n, warps, stages, per_sm, scale_block in shapes:
         cfg = {"block_n": block_n, "num_warps": warps, "num_stages": stages, "programs_per_sm": per_sm}
+        cfg["scale_block"] = scale_block
         tri.FP8_DECODE_CONFIG.update(cfg, k_rows=False, f16=True)
         try:
             us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
         except Exception:  # noqa: BLE001 - a shape the compiler refuses
             continue
-        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}"
+        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}-c{scale_block}"
         timings[name], configs[name] = us, cfg
     best = min(timings, key=timings.get)
     tri.FP8_DECODE_CONFIG.update(configs[best], k_rows=False, f16=True)
@@ -221,6 +230,7 @@ def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, pr
     }
     if profile_tokens:
         out["profile"] = profile_steps(engine, encoded, query, profile_tokens)
+        out["graph_profile"] = profile_steps(engine, encoded, query, profile_tokens, graphs=True)
     del encoded
     torch.cuda.empty_cache()
     return out
@@ -313,7 +323,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - out of memory at one length must not lose the rest
             row = {"context": n, "kv_dtype": kv, "error": repr(exc)[:500]}
             torch.cuda.empty_cache()
-        print(json.dumps({k: v for k, v in row.items() if k != "profile"}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if "profile" not in k}), flush=True)
         result["runs"].append(row)
         out.write_text(json.dumps(result, indent=1))
     gemv.eligible = eligible

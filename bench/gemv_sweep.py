@@ -32,14 +32,23 @@ CONFIG_KIND = {"qkv": "qkv", "gate_up": "gate_up", "down": "down", "o_proj": "li
 
 
 def _configs() -> list[dict[str, int]]:
-    """Launch shapes tried: K looped (pipelined or not) and K unrolled.
+    """Launch shapes tried: K looped and pipelined ``num_stages`` deep (``tl.range``), and K unrolled.
 
+    Before 2026-12-03 the looped shapes' stage count went only to the launch, which Triton ignores
+    for a loop without dots: every "s3" of the earlier sweeps waited on each tile's loads.
     Also tried on the H200 on 2026-12-02 and removed, as none came near (docs/gemv-sweep.json):
     a persistent grid walking the tiles; K split over 2-8 programs meeting in a counter (the down
     projection: 41-43 µs against 38.8 unsplit); tensor-core dots of the row padded to 16 (47-116
     µs against 11-65)."""
-    out = [_shape(n, k, w, st) for n, k, w, st in itertools.product((4, 8), (512, 1024), (4, 8), (1, 3))]
-    out += [_shape(n, k, w, 1, unroll=1) for n, k, w in itertools.product((1, 2, 4, 8), (1024, 2048), (4, 8))]
+    looped = [
+        (1, 1024, 4, 3), (1, 1024, 4, 4), (1, 512, 2, 4), (2, 512, 4, 3), (2, 512, 4, 4),
+        (2, 512, 4, 6), (2, 1024, 4, 3), (2, 1024, 4, 4), (2, 1024, 2, 3), (4, 256, 4, 4),
+        (4, 256, 4, 6), (4, 512, 4, 3), (4, 512, 4, 4), (4, 512, 2, 4), (4, 1024, 8, 3),
+        (8, 256, 4, 3), (8, 256, 4, 4), (8, 256, 4, 6), (8, 512, 4, 3), (8, 512, 4, 4),
+        (8, 512, 8, 3), (16, 256, 8, 3), (16, 128, 4, 4),
+    ]  # fmt: skip
+    out = [_shape(n, k, w, st) for n, k, w, st in looped]
+    out += [_shape(n, k, w, 1, unroll=1) for n, k, w in itertools.product((1, 2, 4), (1024, 2048), (4, 8))]
     return out
 
 

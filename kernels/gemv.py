@@ -49,6 +49,7 @@ def _dot_rows(
     BLOCK_K: tl.constexpr,
     EVEN: tl.constexpr,
     UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):
     """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). A loop over K of
     multiply-adds; ``UNROLL``: the loop unrolled (``K`` is a constant), so that every tile's loads
@@ -63,7 +64,9 @@ def _dot_rows(
             x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
     else:
-        for k0 in range(0, K, BLOCK_K):
+        # ``tl.range``'s own stage count: Triton pipelines a loop without dots only when asked
+        # there (the launch's ``num_stages`` left this loop waiting on each tile's loads).
+        for k0 in tl.range(0, K, BLOCK_K, num_stages=STAGES):
             cols = k0 + tl.arange(0, BLOCK_K)
             if EVEN:
                 w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :])
@@ -80,7 +83,7 @@ def _dot_rows(
 def _gemv3_kernel(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    UNROLL: tl.constexpr,
+    UNROLL: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     tile = tl.program_id(0)
     t1 = tl.cdiv(N1, BLOCK_N)
@@ -92,7 +95,7 @@ def _gemv3_kernel(
         w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
     else:
         w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
-    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL)
+    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES)
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < n
     if HAS_BIAS:
@@ -105,13 +108,14 @@ def _gemv3_kernel(
 def _gemv_silu_kernel(
     X, WG, WU, Y, N, K: tl.constexpr, sg, su,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     row0 = tl.program_id(0) * BLOCK_N
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
-    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
-    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL).to(dt).to(tl.float32)
+    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
+    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
     rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
@@ -173,6 +177,7 @@ def gemv3(
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, *ns),
         UNROLL=bool(cfg.get("unroll", 0)),
+        STAGES=cfg["num_stages"],
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
@@ -209,6 +214,7 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, n),
         UNROLL=bool(cfg.get("unroll", 0)),
+        STAGES=cfg["num_stages"],
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )
