@@ -61,7 +61,10 @@ def name_of(cfg: dict[str, int]) -> str:
 
 
 def config_of(name: str) -> dict[str, int]:
-    """The shape a ``name_of`` string names (older names' extra fields ignored)."""
+    """The shape a ``name_of`` string names (older names' extra fields ignored); ``cublas``:
+    the kind left to cuBLAS."""
+    if name == "cublas":
+        return {"cublas": 1}
     return {KEYS[part[0]]: int(part[1:]) for part in name.split("-") if part[0] in KEYS}
 
 
@@ -132,6 +135,7 @@ def sweep(shape: dict = LLAMA_8B, copy_gbps: float | None = None) -> dict:
             except Exception:  # noqa: BLE001 - a shape the compiler refuses
                 continue
             timings[name_of(cfg)] = us
+        timings["cublas"] = cublas  # a candidate too: ``kernels.gemv`` then calls F.linear
         best = min(timings, key=timings.get)
         gemv.GEMV_CONFIG[config_kind] = config_of(best)
         # o_proj, down and the LM head share one config: keep the one that serves their sum best.

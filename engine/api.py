@@ -180,9 +180,8 @@ class Engine:
                     step.close()
                     capture_s, fallback = step.capture_s, step.fallback_reason
         result = sink[0]
-        fed = result.tokens - (0 if result.stop_reason == "eos" else 1)  # the last one waits in pending
-        encoded.pending = result.pending
-        encoded.tail_tokens = start - plan.context_span + m + fed
+        encoded.pending = result.pending  # an unfed last token (or EOS) goes first in a follow-up
+        encoded.tail_tokens = start - plan.context_span + m + result.fed
         if self.comm.is_host:
             rate = (result.tokens - 1) / result.decode_s if result.tokens > 1 and result.decode_s > 0 else 0.0
             yield Stats(

@@ -30,9 +30,12 @@ from engine.support import FUSED_MODEL_TYPES
 NORM_CLASSES = {"LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm"}
 MLP_CLASSES = {"LlamaMLP", "MistralMLP", "Qwen2MLP", "Qwen3MLP"}
 ATTENTION_CLASSES = {"LlamaAttention", "MistralAttention", "Qwen2Attention", "Qwen3Attention"}
+# Decoder layers whose forward is Llama's (norm, attention, add; norm, MLP, add) in transformers 5.
+LAYER_CLASSES = {"LlamaDecoderLayer", "MistralDecoderLayer", "Qwen2DecoderLayer", "Qwen3DecoderLayer"}
 ROPE_MODEL_TYPES = FUSED_MODEL_TYPES
 _MARK = "_starcli_fused"
 _KIND = "_starcli_gemv_kind"
+_RESIDUAL = "_starcli_residual"  # set by _layer_forward for the projection's next call only
 
 
 def _on_gpu(x: torch.Tensor) -> bool:
@@ -79,13 +82,49 @@ def _bias_ok(bias: torch.Tensor | None, x: torch.Tensor) -> bool:
 
 
 def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
-    """``nn.Linear.forward``, one decode token read through ``kernels.gemv``."""
+    """``nn.Linear.forward``, one decode token read through ``kernels.gemv``; plus the residual
+    ``_layer_forward`` left for this call, if any (added in the product's launch)."""
+    residual = getattr(self, _RESIDUAL, None)
+    setattr(self, _RESIDUAL, None)
     if _on_gpu(x):
         from kernels.gemv import eligible, gemv
 
-        if eligible(x, self.weight) and _bias_ok(self.bias, x):
-            return gemv(x, self.weight, self.bias, kind=getattr(self, _KIND, "linear"))
-    return F.linear(x, self.weight, self.bias)
+        fits = residual is None or (residual.dtype == x.dtype and residual.is_contiguous())
+        if fits and eligible(x, self.weight) and _bias_ok(self.bias, x):
+            return gemv(x, self.weight, self.bias, kind=getattr(self, _KIND, "linear"), residual=residual)
+    out = F.linear(x, self.weight, self.bias)
+    return out if residual is None else residual + out
+
+
+def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    """A Llama-family decoder layer's own forward, except that for one decode token on the GPU
+    its two residual adds are made by the O and down projections' launches (``_linear_forward``
+    takes the residual from the module): two kernels a layer fewer, the same roundings."""
+    o_proj, down = self.self_attn.o_proj, self.mlp.down_proj
+    if args or not (_fusable(hidden_states) and hidden_states.numel() == hidden_states.shape[-1]):
+        return type(self).forward(self, hidden_states, *args, **kwargs)
+    residual = hidden_states.contiguous()
+    try:
+        setattr(o_proj, _RESIDUAL, residual)
+        hidden_states, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), **kwargs)
+        setattr(down, _RESIDUAL, hidden_states)
+        return self.mlp(self.post_attention_layernorm(hidden_states))
+    finally:
+        setattr(o_proj, _RESIDUAL, None)
+        setattr(down, _RESIDUAL, None)
+
+
+def _fuse_layer(module: torch.nn.Module) -> int:
+    """Install ``_layer_forward`` where both projections that take its residuals run
+    ``_linear_forward`` (so that each adds it, on any path)."""
+    o_proj = getattr(getattr(module, "self_attn", None), "o_proj", None)
+    down = getattr(getattr(module, "mlp", None), "down_proj", None)
+    fused = [getattr(m, "forward", None) for m in (o_proj, down)]
+    if not all(getattr(f, "__func__", None) is _linear_forward for f in fused):
+        return 0
+    module.forward = types.MethodType(_layer_forward, module)
+    setattr(module, _MARK, True)
+    return 1
 
 
 class _QKV:
@@ -180,7 +219,7 @@ def _wrap_rope(original):
 
 def fuse_pointwise(model: torch.nn.Module) -> dict[str, int]:
     """Install the fused paths on ``model`` (idempotent); returns how many of each were installed."""
-    counts = {"norm": 0, "mlp": 0, "rope": 0, "gemv": 0}
+    counts = {"norm": 0, "mlp": 0, "rope": 0, "gemv": 0, "layer": 0}
     act_ok = getattr(model.config, "hidden_act", None) in ("silu", "swish")
     known = getattr(model.config, "model_type", None) in FUSED_MODEL_TYPES
     for module in list(model.modules()):
@@ -201,6 +240,9 @@ def fuse_pointwise(model: torch.nn.Module) -> dict[str, int]:
             counts["mlp"] += 1
     if known:
         counts["gemv"] += _fuse_linear(getattr(model, "lm_head", None))
+        for module in list(model.modules()):  # after the projections, which the layers' adds need
+            if type(module).__name__ in LAYER_CLASSES and not getattr(module, _MARK, False):
+                counts["layer"] += _fuse_layer(module)
     if getattr(model.config, "model_type", None) in ROPE_MODEL_TYPES:
         for cls in {type(m) for m in model.modules()}:
             modeling = sys.modules.get(cls.__module__)

@@ -151,6 +151,7 @@ class DecodeResult:
     ttft_s: float
     decode_s: float
     pending: list[int] = field(default_factory=list)  # sampled but never fed: the last token, or EOS
+    fed: int = 0  # answer tokens the model was run on (their KV is in the cache)
 
 
 def decode_loop(
@@ -163,18 +164,29 @@ def decode_loop(
     query_index: int,
     started: float,
     sink: list[DecodeResult],
+    overlap: bool | None = None,
 ) -> Iterator[Token]:
     """Yield tokens until EOS, a stop string, a loop (``repeating_tail``) or the token limit;
     append the summary to ``sink``.
 
     The host samples and broadcasts ``[token, stop flag]`` so every rank runs the same steps; the
     loop check needs only the token ids, so every rank makes it and comes to the same answer.
+
+    On a GPU the next step is launched as soon as its token is known, before the host turns the
+    token into text and checks it for a stop string or a loop: the GPU runs the step while the
+    host does that work, rather than waiting on it (0.2-0.3 ms a token at 128K on an H200,
+    docs/benchmarks.md). A stop found then leaves that step's logits unused; its token is in the
+    cache, so ``pending`` is empty. On the CPU the step runs in the host's own thread, so there
+    the step waits for the checks and no step is wasted. ``overlap`` sets the order (by default
+    from the logits' device).
     """
     sampler = Sampler(settings, first_logits.device) if comm.is_host else None
     stream = TextStream(tokenizer, settings.stop)
+    if overlap is None:
+        overlap = first_logits.device.type == "cuda"
     logits = first_logits
     ttft = decode_start = 0.0
-    count, reason = 0, "max_tokens"
+    count, fed, reason = 0, 0, "max_tokens"
     limit = settings.max_tokens
     assert limit is not None, "the run plan decides the answer's length"
     answer: list[int] = []
@@ -189,12 +201,16 @@ def decode_loop(
         if count == 0:
             ttft = time.perf_counter() - started
             decode_start = time.perf_counter()
-        pending = [token]  # until step() feeds it
         if stop == 1:
+            pending = [token]
             reason = "eos"
             break
         count += 1
         answer.append(token)
+        last = count >= limit
+        if overlap and not last:
+            logits = step(token)
+            fed += 1
         text, hit = stream.push(token)
         if comm.is_host and (text or hit):
             yield Token(query=query_index, token_id=token, text=text)
@@ -204,12 +220,15 @@ def decode_loop(
         if settings.stop_on_repetition and repeating_tail(answer) is not None:
             reason = "repetition"
             break
-        if count >= limit:
+        if last:
             break
-        logits = step(token)
-        pending = []
+        if not overlap:
+            logits = step(token)
+            fed += 1
+    if reason != "eos":
+        pending = answer[fed:]  # the last token, unless a launched step already fed it
     rest = stream.finish()
     if comm.is_host and rest:
         yield Token(query=query_index, token_id=-1, text=rest)
     decode_s = time.perf_counter() - decode_start
-    sink.append(DecodeResult(stream.text, count, reason, ttft, decode_s, pending))
+    sink.append(DecodeResult(stream.text, count, reason, ttft, decode_s, pending, fed))

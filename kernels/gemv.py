@@ -28,7 +28,8 @@ import triton.language as tl
 # Launch shape per product (rows per program, K per tile, warps, pipeline stages, K unrolled):
 # the fastest inside a whole decode step on an H200 at Llama-3.1-8B's shapes, among the best of
 # each kind timed alone in a CUDA graph (bench/decode_profile.py --tune-in-step, bench/gemv_sweep.py,
-# docs/gemv-sweep.json). ``down`` is the MLP's down projection (K = 14336 there).
+# docs/gemv-sweep.json). ``down`` is the MLP's down projection (K = 14336 there). ``{"cublas": 1}``
+# hands a kind to cuBLAS (``F.linear``), where that was the faster inside the step.
 GEMV_CONFIG: dict[str, dict[str, int]] = {
     "qkv": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
     "linear": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
@@ -83,7 +84,7 @@ def _dot_rows(
 def _gemv3_kernel(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    UNROLL: tl.constexpr, STAGES: tl.constexpr,
+    UNROLL: tl.constexpr, STAGES: tl.constexpr, RES=None,
 ):  # fmt: skip
     tile = tl.program_id(0)
     t1 = tl.cdiv(N1, BLOCK_N)
@@ -101,6 +102,9 @@ def _gemv3_kernel(
     if HAS_BIAS:
         # F.linear rounds the product to the output dtype only after adding the bias
         out += tl.load(bias + rows, mask=ok, other=0.0).to(tl.float32)
+    if RES is not None:  # the decoder layer's ``residual + linear(x)``: the product rounded first
+        res = tl.load(RES + rows, mask=ok, other=0.0).to(tl.float32)
+        out = out.to(y.dtype.element_ty).to(tl.float32) + res
     tl.store(y + rows, out.to(y.dtype.element_ty), mask=ok)
 
 
@@ -144,18 +148,26 @@ def gemv3(
     weights: list[torch.Tensor],
     biases: list[torch.Tensor | None] | None = None,
     kind: str = "qkv",
+    residual: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """``[x @ w.T (+ b) for w in weights]`` for one row ``x`` [..., K] and one to three weights
-    [N_i, K], in one launch; each result has ``x``'s leading shape and ``N_i`` last."""
+    [N_i, K], in one launch; each result has ``x``'s leading shape and ``N_i`` last.
+    ``residual`` (one weight only; contiguous, the output's shape and dtype): ``residual + x @ w.T``
+    in the same launch, rounded as eager's two steps are."""
     if not 1 <= len(weights) <= 3:
         raise ValueError("gemv3 takes one to three weights")
+    if residual is not None and (len(weights) != 1 or residual.numel() != weights[0].shape[0]):
+        raise ValueError("a residual goes with one weight and has its output's size")
     biases = list(biases) if biases is not None else [None] * len(weights)
     has_bias = any(b is not None for b in biases)
     if has_bias and any(b is None for b in biases):
         raise ValueError("either every weight has a bias or none does")
+    cfg = GEMV_CONFIG[kind]
+    if cfg.get("cublas"):  # the kind's products are faster as cuBLAS's one-row GEMMs
+        outs = [torch.nn.functional.linear(x, w, b) for w, b in zip(weights, biases, strict=True)]
+        return outs if residual is None else [residual + outs[0]]
     k = x.shape[-1]
     outs = [torch.empty((*x.shape[:-1], w.shape[0]), dtype=x.dtype, device=x.device) for w in weights]
-    cfg = GEMV_CONFIG[kind]
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     ns = [w.shape[0] for w in weights]
     pad = 3 - len(weights)
@@ -173,6 +185,7 @@ def gemv3(
         k,
         *(w.stride(0) for w in w3),
         HAS_BIAS=has_bias,
+        RES=residual,
         BLOCK_N=block_n,
         BLOCK_K=block_k,
         EVEN=_even(k, block_k, block_n, *ns),
@@ -185,11 +198,15 @@ def gemv3(
 
 
 def gemv(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, kind: str = "linear"
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    kind: str = "linear",
+    residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` for one row ``x``; ``kind`` names the launch shape (``down``:
-    the MLP's long-K product)."""
-    return gemv3(x, [weight], None if bias is None else [bias], kind=kind)[0]
+    """``F.linear(x, weight, bias)`` (plus ``residual``) for one row ``x``; ``kind`` names the
+    launch shape (``down``: the MLP's long-K product)."""
+    return gemv3(x, [weight], None if bias is None else [bias], kind=kind, residual=residual)[0]
 
 
 def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
@@ -197,8 +214,12 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
     if gate.shape != up.shape:
         raise ValueError("gate and up weights must have one shape")
     n, k = gate.shape
-    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     cfg = GEMV_CONFIG["gate_up"]
+    if cfg.get("cublas"):
+        from kernels.fused import silu_mul
+
+        return silu_mul(torch.nn.functional.linear(x, gate), torch.nn.functional.linear(x, up))
+    y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(n, block_n)
     _gemv_silu_kernel[(tiles,)](

@@ -55,6 +55,22 @@ def check_gemv() -> dict:
     x = torch.randn(512, dtype=DT)
     out = gemv.gemv(x, big[8:20])
     results["gemv/offset_weight"] = {"err_ulp": rel_err(out, F.linear(x.double(), big[8:20].double()))}
+    # The residual add (a decoder layer's): the product rounded to the dtype, then the sum rounded,
+    # as eager's two steps; in the kernel (looped and unrolled shapes) and on the cuBLAS path.
+    for kind, k, n in (("down", 1000, 13), ("linear", 512, 7)):
+        x = torch.randn(1, 1, k, dtype=DT)
+        w, b = (torch.randn(n, k) / k**0.5).to(DT), torch.randn(n).to(DT)
+        res = (torch.randn(1, 1, n) * 4).to(DT)
+        eager = res + F.linear(x.double(), w.double(), b.double()).to(DT)
+        saved = dict(gemv.GEMV_CONFIG[kind])
+        for path in ("kernel", "cublas"):
+            if path == "cublas":
+                gemv.GEMV_CONFIG[kind] = {"cublas": 1}
+            try:
+                out = gemv.gemv(x, w, b, kind=kind, residual=res)
+            finally:
+                gemv.GEMV_CONFIG[kind] = saved
+            results[f"gemv/residual/{kind}/{path}"] = {"err_ulp": rel_err(out, eager.double())}
     return results
 
 

@@ -149,3 +149,65 @@ def test_a_varied_answer_runs_to_its_limit(tokenizer):
     text, reason, tokens = _run(ids[:60], tokenizer, max_tokens=50)
     assert (reason, tokens) == ("max_tokens", 50)
     assert text == tokenizer.decode(ids[:50])
+
+
+@pytest.mark.parametrize(
+    ("script", "settings", "reason"),
+    [
+        ("Hello there. STOP and more", {"stop": ["STOP"], "max_tokens": 100}, "stop"),
+        ("The quick brown fox jumps over the lazy dog.", {"max_tokens": 12}, "max_tokens"),
+        ("ab", {"max_tokens": 500}, "repetition"),
+    ],
+)
+def test_the_step_order_changes_only_which_tokens_are_fed(tokenizer, script, settings, reason):
+    """Launching each step before the host's text and stop checks (the GPU order) gives the same
+    answer as checking first; the tokens fed are the answer's, each once and in order, and the
+    token left unfed (``pending``) is exactly the rest: one step more only where a stop string
+    or a loop was found after its step was launched."""
+    ids = tokenizer.encode(script, add_special_tokens=False)
+    vocab = len(tokenizer)
+    fed_tokens: list[int] = []
+
+    def logits_for(token: int) -> torch.Tensor:
+        out = torch.zeros(1, vocab)
+        out[0, token] = 10.0
+        return out
+
+    def step(token: int) -> torch.Tensor:
+        fed_tokens.append(token)
+        return logits_for(next(proposals))
+
+    results = {}
+    for order in (True, False):
+        fed_tokens.clear()
+        proposals = iter(ids[1:] + [ids[-1]] * 10_000)
+        sink = []
+        events = decode_loop(
+            logits_for(ids[0]),
+            step,
+            Comm(),
+            GenerationSettings(repetition_penalty=1.0, **settings),
+            tokenizer,
+            eos_ids=set(),
+            query_index=0,
+            started=time.perf_counter(),
+            sink=sink,
+            overlap=order,
+        )
+        "".join(event.text for event in events)
+        result = sink[0]
+        results[order] = result
+        assert result.stop_reason == reason
+        assert result.fed == len(fed_tokens)
+        answer = ids[: result.tokens] if reason != "repetition" else None
+        if answer is not None:
+            assert fed_tokens + result.pending == answer
+    first, second = results[True], results[False]
+    assert (first.text, first.tokens, first.stop_reason) == (second.text, second.tokens, second.stop_reason)
+    launched_early = results[True]
+    checked_first = results[False]
+    assert checked_first.pending and checked_first.fed == checked_first.tokens - 1
+    if reason == "max_tokens":  # the limit is known before the step: nothing is launched for it
+        assert launched_early.fed == launched_early.tokens - 1 and launched_early.pending
+    else:
+        assert launched_early.fed == launched_early.tokens and launched_early.pending == []

@@ -53,6 +53,15 @@ def test_gemv3_matches_float64_linear(results):
     assert results["gemv/offset_weight"]["err_ulp"] <= ULP
 
 
+def test_gemv_adds_a_residual_as_eager_does(results):
+    """``residual + linear(x)`` in the product's launch (and on the cuBLAS path) equals eager's
+    product rounded, then summed and rounded."""
+    cases = _group(results, "gemv/residual")
+    assert len(cases) == 4
+    for name, r in cases.items():
+        assert r["err_ulp"] <= ULP, name
+
+
 def test_gemv_takes_one_contiguous_row_and_matching_weights(results):
     taken = {name.removeprefix("eligible/"): r["taken"] for name, r in _group(results, "eligible").items()}
     assert taken == {
@@ -120,8 +129,9 @@ def test_decode_attention_joined_and_separate(results):
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_fused_wrappers_decode_as_eager(results, arch):
-    """engine.fused's hook-up (Q/K/V from one launch, O/down/LM head, gate/up/SiLU, RoPE, norms)
-    gives eager transformers' logits, every decode-step product going through kernels.gemv."""
+    """engine.fused's hook-up (Q/K/V from one launch, O/down/LM head, gate/up/SiLU, RoPE, norms,
+    the decoder layers' residual adds in the O and down launches) gives eager transformers'
+    logits, every decode-step product going through kernels.gemv."""
     _group(results, "wrappers")
     r = results[f"wrappers/{arch}/decode"]
     assert r["err_ulp"] <= 4 * ULP
@@ -129,6 +139,7 @@ def test_fused_wrappers_decode_as_eager(results, arch):
     layers, steps = r["layers"], r["steps"]
     assert r["calls"] == {  # no F.linear from the wrappers: K and V came from Q's launch
         "gemv3": steps * (3 * layers + 1),  # Q/K/V, O and down per layer, the LM head
+        "gemv3+residual": steps * 2 * layers,  # O and down, each with its layer's residual
         "gemv_silu_mul": steps * layers,
         "rope_pair": steps * layers,
         "rms_norm": steps * (2 * layers + 1),
