@@ -53,6 +53,9 @@ GROUPS = (  # kernel name fragments → group, first match wins
 )
 
 
+HOST_GAP_US = 15.0  # a device idle this long between two kernels waited on the host
+
+
 def copy_gbps() -> float:
     """Device-to-device copy of 2 GiB, read + write bytes over the median time (as bench/speed.py)."""
     src = torch.randn(1 << 30, device="cuda", dtype=torch.bfloat16)
@@ -97,6 +100,17 @@ def _profile_groups(
         torch.cuda.synchronize()
     groups: dict[str, float] = {}
     kernels: dict[str, float] = {}
+    # The device's idle time between consecutive kernels: short gaps are a graph's own boundaries,
+    # long ones (the host sampling and launching the next step) lie between steps.
+    spans = sorted(
+        (e.time_range.start, e.time_range.end)
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA
+    )
+    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        gap = max(0.0, start - end)
+        kind = "gaps between kernels" if gap < HOST_GAP_US else "gaps between steps"
+        groups[kind] = groups.get(kind, 0.0) + gap
     for event in prof.key_averages():
         us = event.self_device_time_total
         if us <= 0:

@@ -32,8 +32,11 @@ import triton.language as tl
 # hands a kind to cuBLAS (``F.linear``), where that was the faster inside the step.
 GEMV_CONFIG: dict[str, dict[str, int]] = {
     "qkv": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
-    "linear": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
-    "down": {"block_n": 8, "block_k": 512, "num_warps": 4, "num_stages": 3, "unroll": 0},
+    "linear": {"block_n": 1, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
+    # cuBLAS (split over K, 32.2 µs) beat the best looped shape (n4-k512-w2, pipelined 4 deep:
+    # 37.2 µs) alone and by 0.05 ms a step inside it, its residual add a kernel of its own
+    # (docs/decode-profile-s8b.json)
+    "down": {"cublas": 1},
     "gate_up": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
 }
 
