@@ -10,6 +10,8 @@ with ``--nproc 2`` the ranks answer every question and exit cleanly at the end o
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import json
 import os
 import subprocess
@@ -75,6 +77,32 @@ def test_follow_ups_over_blocks_give_the_per_block_references_tokens(tiny_llama)
     answers, tail = conversation(tiny_llama, "star", block_size=16, anchor_size=8)
     cache = reference_context_cache(tiny_llama, CTX, 16, 8)
     assert answers[2] == reference_greedy(tiny_llama, cache, len(CTX), tail, STEPS)
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_a_follow_up_after_a_stop_string_holds_the_whole_answer_in_either_step_order(
+    tiny_llama, monkeypatch, overlap
+):
+    """A GPU launches each step before the host checks its token (``decode_loop``'s overlap), so
+    the token that completes a stop string is already fed when the answer stops; on the CPU it
+    waits in ``pending`` for the follow-up to feed it first. Either way the conversation holds
+    the whole first answer: the follow-up's tokens are the dense model's over context, question,
+    that answer and the follow-up."""
+    import engine.api
+    from engine.generate import decode_loop
+
+    monkeypatch.setattr(engine.api, "decode_loop", functools.partial(decode_loop, overlap=overlap))
+    full = dense_greedy(tiny_llama, CTX + Q1, STEPS)
+    settings = settings_of("star", STEPS, block_size=64)
+    stop = (f" {full[2]}",)  # IdTokenizer's text: " id id id"
+    settings = dataclasses.replace(settings, generation=dataclasses.replace(settings.generation, stop=stop))
+    engine = Engine(tiny_llama, IdTokenizer())
+    a1, s1, encoded = turn(engine.run(Request(CTX, [Q1], settings)))
+    assert s1.stop_reason == "stop" and a1 == full[: len(a1)]
+    assert encoded.pending == ([] if overlap else [a1[-1]])
+    a2, s2, _ = turn(engine.answer(encoded, Q2, 1, follow_up=True))
+    assert a2 and a2 == dense_greedy(tiny_llama, CTX + Q1 + a1 + Q2, STEPS)[: len(a2)]
+    assert s2.tail_tokens == len(Q1) + len(a1) + len(Q2) + len(a2) + (s2.stop_reason == "eos")
 
 
 def test_a_fresh_query_after_a_conversation_forgets_it(tiny_llama):
