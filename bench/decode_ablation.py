@@ -1,0 +1,127 @@
+"""What each of the fourth round's decode-step changes is worth (issue 16): one GPU, Llama-3.1-8B's
+shape with random weights, one context encoded once per KV dtype, then the decode step (CUDA
+graph, ``--tokens`` tokens, greedy) timed with every change in and with each taken out in turn,
+the variants interleaved over ``--repeats`` rounds so that the device's drift falls on all alike:
+
+- ``all``: the committed code;
+- ``checks_first``: the host checks each token (text, stop strings, loop) before launching the
+  next step (``decode_loop(overlap=False)``, the order before);
+- ``one_pass_argmax``: greedy sampling as ``torch.argmax`` over the logits widened to float32;
+- ``adds_apart``: the decoder layers' residual adds as kernels of their own (the model's forward);
+- ``down_triton``: the MLP's down projection on the looped Triton GEMV (its residual add in the
+  same launch) instead of cuBLAS.
+
+    python bench/decode_ablation.py --length 131072 --kv-dtypes model fp8 --out docs/x.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.decode_profile import _inputs, copy_gbps, kv_read_bytes  # noqa: E402 - after the path
+from bench.speed import StubTokenizer, build_model, weight_bytes, yield_all  # noqa: E402
+
+DOWN_LOOPED = {"block_n": 4, "block_k": 512, "num_warps": 2, "num_stages": 4, "unroll": 0}
+
+
+@contextlib.contextmanager
+def variant(name: str, model):
+    """The committed code with the change ``name`` names taken out, restored on exit."""
+    import engine.api
+    import engine.fused
+    import engine.generate
+    from kernels import gemv
+
+    saved = (engine.api.decode_loop, engine.generate.greedy, dict(gemv.GEMV_CONFIG["down"]))
+    layers = [m for m in model.modules() if type(m).__name__ in engine.fused.LAYER_CLASSES]
+    try:
+        if name == "checks_first":
+            engine.api.decode_loop = functools.partial(engine.generate.decode_loop, overlap=False)
+        elif name == "one_pass_argmax":
+            engine.generate.greedy = lambda logits: int(torch.argmax(logits.float()))
+        elif name == "adds_apart":
+            for layer in layers:
+                layer.__dict__.pop("forward", None)  # the class's forward: two adds of its own
+        elif name == "down_triton":
+            gemv.GEMV_CONFIG["down"] = dict(DOWN_LOOPED)
+        yield
+    finally:
+        engine.api.decode_loop, engine.generate.greedy = saved[0], saved[1]
+        gemv.GEMV_CONFIG["down"] = saved[2]
+        for layer in layers:
+            if "forward" not in layer.__dict__:
+                setattr(layer, engine.fused._MARK, False)
+                engine.fused._fuse_layer(layer)
+
+
+def decode_ms(engine, encoded, query: list[int]) -> float:
+    stats = next(e for e in engine.answer(encoded, query) if e.kind == "stats")
+    return (stats.decode_s - stats.graph_capture_s) / max(1, stats.generated_tokens - 1) * 1e3
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--length", type=int, default=131072)
+    p.add_argument("--kv-dtypes", nargs="+", default=["model", "fp8"])
+    p.add_argument("--block", type=int, default=16384)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    from engine import Engine
+
+    model = build_model(args.length + 4096)
+    engine = Engine(model, StubTokenizer())
+    bandwidth = copy_gbps()
+    names = ["all", "checks_first", "one_pass_argmax", "adds_apart", "down_triton"]
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(),
+        "torch": torch.__version__,
+        "copy_gbps": bandwidth,
+        "length": args.length,
+        "tokens": args.tokens,
+        "runs": {},
+    }
+    for kv in args.kv_dtypes:
+        context, query, settings = _inputs(args.length, args.block, kv, args.tokens)
+        encoded = yield_all(engine.encode_context(context, engine.plan(settings, len(context), len(query))))
+        floor = (
+            (weight_bytes(model.config) + kv_read_bytes(model.config, args.length, kv == "fp8"))
+            / bandwidth
+            / 1e6
+        )
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for name in names:  # compiles and captures out of the timings
+            with variant(name, model):
+                decode_ms(engine, encoded, query)
+        for _ in range(args.repeats):
+            for name in names:
+                with variant(name, model):
+                    times[name].append(decode_ms(engine, encoded, query))
+        result["runs"][kv] = {
+            "floor_ms": floor,
+            "ms": times,
+            "median_ms": {n: statistics.median(t) for n, t in times.items()},
+            "median_vs_floor": {n: statistics.median(t) / floor for n, t in times.items()},
+        }
+        print(kv, json.dumps(result["runs"][kv]["median_ms"]), flush=True)
+        del encoded
+        torch.cuda.empty_cache()
+        Path(args.out).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
