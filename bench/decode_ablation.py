@@ -6,8 +6,6 @@ the variants interleaved over ``--repeats`` rounds so that the device's drift fa
 - ``all``: the committed code;
 - ``checks_first``: the host checks each token (text, stop strings, loop) before launching the
   next step (``decode_loop(overlap=False)``, the order before);
-- ``one_pass_argmax``: greedy sampling as ``torch.argmax`` over the logits widened to float32
-  (as before); ``argmax_model_dtype``: one pass over the logits as they are;
 - ``adds_apart``: the decoder layers' residual adds as kernels of their own (the model's forward);
 - ``down_triton``: the MLP's down projection on the looped Triton GEMV (its residual add in the
   same launch) instead of cuBLAS.
@@ -45,15 +43,11 @@ def variant(name: str, model):
     import engine.generate
     from kernels import gemv
 
-    saved = (engine.api.decode_loop, engine.generate.greedy, dict(gemv.GEMV_CONFIG["down"]))
+    saved = (engine.api.decode_loop, dict(gemv.GEMV_CONFIG["down"]))
     layers = [m for m in model.modules() if type(m).__name__ in engine.fused.LAYER_CLASSES]
     try:
         if name == "checks_first":
             engine.api.decode_loop = functools.partial(engine.generate.decode_loop, overlap=False)
-        elif name == "one_pass_argmax":
-            engine.generate.greedy = lambda logits: int(torch.argmax(logits.float()))
-        elif name == "argmax_model_dtype":
-            engine.generate.greedy = lambda logits: int(torch.argmax(logits))
         elif name == "adds_apart":
             for layer in layers:
                 layer.__dict__.pop("forward", None)  # the class's forward: two adds of its own
@@ -61,8 +55,8 @@ def variant(name: str, model):
             gemv.GEMV_CONFIG["down"] = dict(DOWN_LOOPED)
         yield
     finally:
-        engine.api.decode_loop, engine.generate.greedy = saved[0], saved[1]
-        gemv.GEMV_CONFIG["down"] = saved[2]
+        engine.api.decode_loop = saved[0]
+        gemv.GEMV_CONFIG["down"] = saved[1]
         for layer in layers:
             if "forward" not in layer.__dict__:
                 setattr(layer, engine.fused._MARK, False)
@@ -88,7 +82,7 @@ def main() -> None:
     model = build_model(args.length + 4096)
     engine = Engine(model, StubTokenizer())
     bandwidth = copy_gbps()
-    names = ["all", "checks_first", "one_pass_argmax", "argmax_model_dtype", "adds_apart", "down_triton"]
+    names = ["all", "checks_first", "adds_apart", "down_triton"]
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(),

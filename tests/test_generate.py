@@ -211,26 +211,3 @@ def test_the_step_order_changes_only_which_tokens_are_fed(tokenizer, script, set
         assert launched_early.fed == launched_early.tokens - 1 and launched_early.pending
     else:
         assert launched_early.fed == launched_early.tokens and launched_early.pending == []
-
-
-def test_greedy_is_argmax_first_index_even_with_ties():
-    """The two-pass argmax gives ``torch.argmax``'s index: the first of tied maxima, whether
-    they share a row of the first pass or not, in bfloat16 and float32, and on small vocabularies
-    (one pass)."""
-    from engine.generate import GREEDY_ROWS, greedy
-
-    gen = torch.Generator().manual_seed(0)
-    n = GREEDY_ROWS * 501  # Llama-3's 128256
-    for dtype in (torch.float32, torch.bfloat16):
-        for trial in range(20):
-            logits = torch.randn(n, generator=gen).to(dtype)
-            if trial % 2:  # ties: the maximum planted at several places, some in one row
-                spots = torch.randint(0, n, (3,), generator=gen).tolist() + [
-                    spots_row := 501 * 7 + 3,
-                    spots_row + 9,
-                ]
-                logits[spots] = logits.max() + 1
-            assert greedy(logits) == int(torch.argmax(logits))
-    for size in (100, GREEDY_ROWS * 64 + 1):
-        logits = torch.randn(size, generator=gen)
-        assert greedy(logits) == int(torch.argmax(logits))
