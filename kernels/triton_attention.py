@@ -133,8 +133,9 @@ def _split_kv_kernel(
     # normal range, where every probability under ~1e-3 of the row's largest was flushed to zero.
     # Relative to each tile's largest instead (a cross-thread reduction a tile) was 2% slower.
     # The scales are read SCALE_BLOCK at a time in a pipelined loop (``tl.range``'s stages: a loop
-    # without dots is not pipelined otherwise): 16 loads at 128K keys, not 31 waited on one by
-    # one; within the spread of the kernel's time (84.2 µs against 84.8-86.2, docs/benchmarks.md).
+    # without dots is not pipelined otherwise): two loads a program at 128K keys, not 31 waited on
+    # one by one; within the spread of the kernel's time (84.2 µs against 84.8-86.2,
+    # docs/benchmarks.md).
     v_top = 1.0
     if QUANT:
         top = tl.zeros([SCALE_BLOCK], tl.float32)
