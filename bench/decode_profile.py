@@ -147,19 +147,19 @@ def sweep_fp8(length: int) -> dict:
     timings = {}
     # (keys a tile, warps, pipeline stages, programs an SM): around the fastest of ~60 shapes
     # (docs/fp8-layout-probe.json), small programs many an SM, and the first round's shape
-    # and V read as bytes (v0) or as 32-bit words widened in registers (v1)
-    shapes = [(64, 2, 3, 4, 1), (64, 2, 3, 4, 0), (64, 2, 2, 4, 1), (128, 4, 3, 2, 1), (128, 4, 2, 2, 1)]
-    shapes += [(64, 4, 3, 2, 1), (32, 1, 4, 8, 1), (32, 2, 3, 6, 1), (128, 8, 3, 1, 1)]
+    # and the scales' first pass read 256 to 4096 at a time
+    shapes = [(64, 2, 3, 4, 1024), (64, 2, 4, 4, 1024), (32, 1, 4, 8, 1024), (128, 4, 3, 2, 1024)]
+    shapes += [(128, 4, 3, 1, 1024), (64, 4, 3, 2, 1024), (64, 2, 3, 4, 256), (64, 2, 3, 4, 4096)]
     configs = {}
-    for block_n, warps, stages, per_sm, words in shapes:
+    for block_n, warps, stages, per_sm, scale_block in shapes:
         cfg = {"block_n": block_n, "num_warps": warps, "num_stages": stages, "programs_per_sm": per_sm}
-        cfg["v_words"] = bool(words)
+        cfg["scale_block"] = scale_block
         tri.FP8_DECODE_CONFIG.update(cfg, k_rows=False, f16=True)
         try:
             us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
         except Exception:  # noqa: BLE001 - a shape the compiler refuses
             continue
-        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}-v{words}"
+        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}-c{scale_block}"
         timings[name], configs[name] = us, cfg
     best = min(timings, key=timings.get)
     tri.FP8_DECODE_CONFIG.update(configs[best], k_rows=False, f16=True)

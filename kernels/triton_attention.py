@@ -14,7 +14,6 @@ empty partials (LSE = -inf) contributing nothing: the same function as ``kernels
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import triton
@@ -48,33 +47,7 @@ FP8_DECODE_CONFIG = {
     "k_rows": False,
     "f16": True,
     "scale_block": 1024,
-    "v_words": True,
 }
-
-
-@triton.jit
-def _fp8_words_to_f16(v_base, cols, col_ok, sv_n, D: tl.constexpr):
-    """An e4m3 V tile [len(cols), D] read as 32-bit words (four values along D each) and widened to
-    fp16 in registers, two ``cvt.rn.f16x2.e4m3x2`` a word. Read as bytes, the tile reached the
-    product through shared memory one byte at a time (its keys, the product's inner dim, are
-    strided), and those loads were most of the kernel's instructions (Nsight Compute, H200)."""
-    words = v_base.to(tl.pointer_type(tl.int32), bitcast=True)
-    w = tl.arange(0, D // 4)
-    packed = tl.load(words + cols[:, None] * (sv_n // 4) + w[None, :], mask=col_ok[:, None], other=0)
-    lo, hi = tl.inline_asm_elementwise(
-        asm="{ .reg .b16 l, h; mov.b32 {l, h}, $2; cvt.rn.f16x2.e4m3x2 $0, l; cvt.rn.f16x2.e4m3x2 $1, h; }",
-        constraints="=r,=r,r",
-        args=[packed],
-        dtype=(tl.int32, tl.int32),
-        is_pure=True,
-        pack=1,
-    )
-    v0 = (lo & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True)
-    v1 = (lo >> 16).to(tl.int16).to(tl.float16, bitcast=True)
-    v2 = (hi & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True)
-    v3 = (hi >> 16).to(tl.int16).to(tl.float16, bitcast=True)
-    quad = tl.join(tl.join(v0, v1), tl.join(v2, v3))  # [N, D/4, 2, 2]: value 4w + 2i + j
-    return tl.reshape(quad, (cols.shape[0], D))
 
 
 @triton.jit(do_not_specialize=["kv_len_static", "len_offset", "chunk", "split_offset", "LQ"])
@@ -114,7 +87,6 @@ def _split_kv_kernel(
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
     SCALE_BLOCK: tl.constexpr,
-    V_WORDS: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
@@ -190,10 +162,7 @@ def _split_kv_kernel(
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        if QUANT and V_WORDS:
-            v = _fp8_words_to_f16(v_base, cols, col_ok, sv_n, D)
-        else:
-            v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
+        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
         if QUANT:
             v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
             pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
@@ -463,19 +432,9 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         K_ROWS=bool(cfg.get("k_rows", False)),
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         SCALE_BLOCK=FP8_DECODE_CONFIG.get("scale_block", 1024),
-        V_WORDS=scales is not None and _v_words(v),
         num_warps=warps,
         num_stages=stages,
     )
-
-
-def _v_words(v: torch.Tensor) -> bool:
-    """Whether the fp8 V can be read as 32-bit words (``_fp8_words_to_f16``): four values a word
-    along a contiguous D, every row and head starting on a word. Not under Triton's interpreter,
-    which runs no inline PTX (there the byte path is checked)."""
-    if not FP8_DECODE_CONFIG.get("v_words", True) or os.environ.get("TRITON_INTERPRET") == "1":
-        return False
-    return v.shape[-1] % 4 == 0 and v.data_ptr() % 4 == 0 and all(st % 4 == 0 for st in v.stride()[:3])
 
 
 def _last_dim_contiguous(*ts: torch.Tensor) -> list[torch.Tensor]:
