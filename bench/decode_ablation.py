@@ -29,8 +29,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.decode_profile import _inputs, copy_gbps, kv_read_bytes  # noqa: E402 - after the path
-from bench.speed import StubTokenizer, build_model, weight_bytes, yield_all  # noqa: E402
+from bench.decode_profile import _inputs, copy_gbps, floor_ms, step_ms  # noqa: E402 - after the path
+from bench.speed import StubTokenizer, build_model, yield_all  # noqa: E402
 
 DOWN_LOOPED = {"block_n": 4, "block_k": 512, "num_warps": 2, "num_stages": 4, "unroll": 0}
 
@@ -64,8 +64,7 @@ def variant(name: str, model):
 
 
 def decode_ms(engine, encoded, query: list[int]) -> float:
-    stats = next(e for e in engine.answer(encoded, query) if e.kind == "stats")
-    return (stats.decode_s - stats.graph_capture_s) / max(1, stats.generated_tokens - 1) * 1e3
+    return step_ms(next(e for e in engine.answer(encoded, query) if e.kind == "stats"))
 
 
 def main() -> None:
@@ -95,11 +94,7 @@ def main() -> None:
     for kv in args.kv_dtypes:
         context, query, settings = _inputs(args.length, args.block, kv, args.tokens)
         encoded = yield_all(engine.encode_context(context, engine.plan(settings, len(context), len(query))))
-        floor = (
-            (weight_bytes(model.config) + kv_read_bytes(model.config, args.length, kv == "fp8"))
-            / bandwidth
-            / 1e6
-        )
+        floor = floor_ms(model.config, args.length, kv == "fp8", bandwidth)
         times: dict[str, list[float]] = {n: [] for n in names}
         for name in names:  # compiles and captures out of the timings
             with variant(name, model):

@@ -78,6 +78,17 @@ def kv_read_bytes(config, tokens: int, fp8: bool) -> int:
     return 2 * config.num_hidden_layers * heads * per_head * tokens
 
 
+def step_ms(stats) -> float:
+    """A run's decode ms a token from its ``Stats``: decode time less the graph's capture, over the
+    tokens after the first."""
+    return (stats.decode_s - stats.graph_capture_s) / max(1, stats.generated_tokens - 1) * 1e3
+
+
+def floor_ms(config, tokens: int, fp8: bool, bandwidth_gbps: float) -> float:
+    """The decode floor: weight bytes and the KV bytes the kernel reads, over the copy rate."""
+    return (weight_bytes(config) + kv_read_bytes(config, tokens, fp8)) / (bandwidth_gbps * 1e9) * 1e3
+
+
 def group_of(name: str) -> str:
     lowered = name.lower()
     return next((group for part, group in GROUPS if part in lowered), "other")
@@ -125,8 +136,8 @@ def profile_steps(engine, encoded, query: list[int], steps: int, graphs: bool = 
     """GPU time per decode step by kernel group: a run of ``steps`` decode steps less a run of
     none (the query's own pass is in both). Eager by default, so every kernel is its own launch;
     ``graphs``: the steps replayed from the CUDA graph as a real run makes them (the fp8 KV's
-    decode attention differs there: context and tail in one pass), less a run of one step (the
-    capture is in both)."""
+    decode attention differs there: one merge of context and tail, not two), less a run of one
+    step (the capture is in both)."""
     first = 2 if graphs else 1
     base_groups, base_kernels = _profile_groups(engine, encoded, query, first, graphs)
     groups, kernels = _profile_groups(engine, encoded, query, steps + first, graphs)
@@ -145,9 +156,9 @@ def sweep_fp8(length: int) -> dict:
     q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
     (k, ks), (v, vs) = (quantize_fp8(torch.randn(1, 8, length, 128, device="cuda")) for _ in range(2))
     timings = {}
-    # (keys a tile, warps, pipeline stages, programs an SM): around the fastest of ~60 shapes
-    # (docs/fp8-layout-probe.json), small programs many an SM, and the first round's shape
-    # and the scales' first pass read 256 to 4096 at a time
+    # (keys a tile, warps, pipeline stages, programs an SM, scales a step of the first pass):
+    # around the fastest of ~60 shapes (docs/fp8-layout-probe.json), small programs many an SM,
+    # the first round's shape, and the scales read 256 to 4096 at a time
     shapes = [(64, 2, 3, 4, 1024), (64, 2, 4, 4, 1024), (32, 1, 4, 8, 1024), (128, 4, 3, 2, 1024)]
     shapes += [(128, 4, 3, 1, 1024), (64, 4, 3, 2, 1024), (64, 2, 3, 4, 256), (64, 2, 3, 4, 4096)]
     configs = {}
@@ -231,7 +242,7 @@ def run(engine, model, n: int, block: int, kv_dtype: str, decode_tokens: int, pr
     phase1 = time.perf_counter() - started
     stats = next(e for e in engine.answer(encoded, query) if e.kind == "stats")
     torch.cuda.synchronize()
-    decode_ms = (stats.decode_s - stats.graph_capture_s) / max(1, stats.generated_tokens - 1) * 1e3
+    decode_ms = step_ms(stats)
     out = {
         "context": n,
         "block": block,
@@ -333,7 +344,7 @@ def main() -> None:
         try:
             row = run(engine, model, n, args.block, kv, args.decode_tokens, args.profile_tokens)
             row["weights"] = weights
-            floor = (weight_bytes(config) + kv_read_bytes(config, n, kv == "fp8")) / (bandwidth * 1e9) * 1e3
+            floor = floor_ms(config, n, kv == "fp8", bandwidth)
             row.update(decode_floor_ms=floor, decode_vs_floor=row["decode_ms"] / floor)
         except Exception as exc:  # noqa: BLE001 - out of memory at one length must not lose the rest
             row = {"context": n, "kv_dtype": kv, "error": repr(exc)[:500]}
@@ -354,9 +365,8 @@ def tune_in_step(engine, ranked: dict[str, list[str]], block: int, top: int, n: 
     context, query, settings = _inputs(n, block, "model", 48)
     encoded = yield_all(engine.encode_context(context, engine.plan(settings, n, len(query))))
 
-    def step_ms() -> float:
-        stats = next(e for e in engine.answer(encoded, query) if e.kind == "stats")
-        return (stats.decode_s - stats.graph_capture_s) / max(1, stats.generated_tokens - 1) * 1e3
+    def answer_ms() -> float:
+        return step_ms(next(e for e in engine.answer(encoded, query) if e.kind == "stats"))
 
     out: dict[str, dict[str, float]] = {}
     for kind, names in ranked.items():
@@ -364,7 +374,7 @@ def tune_in_step(engine, ranked: dict[str, list[str]], block: int, top: int, n: 
         for name in names[:top]:
             gemv.GEMV_CONFIG[kind] = config_of(name)
             try:
-                times[name] = min(step_ms() for _ in range(2))
+                times[name] = min(answer_ms() for _ in range(2))
             except Exception:  # noqa: BLE001 - keep the others
                 continue
         gemv.GEMV_CONFIG[kind] = config_of(min(times, key=times.get))

@@ -34,8 +34,9 @@ CONFIG_KIND = {"qkv": "qkv", "gate_up": "gate_up", "down": "down", "o_proj": "li
 def _configs() -> list[dict[str, int]]:
     """Launch shapes tried: K looped and pipelined ``num_stages`` deep (``tl.range``), and K unrolled.
 
-    Before 2026-12-03 the looped shapes' stage count went only to the launch, which Triton ignores
-    for a loop without dots: every "s3" of the earlier sweeps waited on each tile's loads.
+    Until 2026-12-02's fourth round the looped shapes' stage count went only to the launch, which
+    Triton ignores for a loop without dots: every "s3" of the earlier sweeps waited on each tile's
+    loads.
     Also tried on the H200 on 2026-12-02 and removed, as none came near (docs/gemv-sweep.json):
     a persistent grid walking the tiles; K split over 2-8 programs meeting in a counter (the down
     projection: 41-43 µs against 38.8 unsplit); tensor-core dots of the row padded to 16 (47-116

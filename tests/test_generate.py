@@ -102,8 +102,11 @@ def tokenizer(tmp_path_factory):
     return AutoTokenizer.from_pretrained(path)
 
 
-def _run(script: list[int], tokenizer, **settings) -> tuple[str, str, int]:
-    """Decode with a 'model' that proposes ``script`` in order (then repeats its last token)."""
+def _decode(
+    script: list[int], tokenizer, overlap: bool | None = None, fed: list[int] | None = None, **settings
+):
+    """Decode with a 'model' that proposes ``script`` in order (then repeats its last token); the
+    ``DecodeResult``. ``fed``: collects the tokens each step was run on."""
     steps = iter(script[1:] + [script[-1]] * 10_000)
     vocab = len(tokenizer)
 
@@ -112,11 +115,16 @@ def _run(script: list[int], tokenizer, **settings) -> tuple[str, str, int]:
         out[0, token] = 10.0
         return out
 
+    def step(token: int) -> torch.Tensor:
+        if fed is not None:
+            fed.append(token)
+        return logits_for(next(steps))
+
     sink = []
     generation = GenerationSettings(repetition_penalty=1.0, **settings)
     events = decode_loop(
         logits_for(script[0]),
-        lambda _token: logits_for(next(steps)),
+        step,
         Comm(),
         generation,
         tokenizer,
@@ -124,10 +132,16 @@ def _run(script: list[int], tokenizer, **settings) -> tuple[str, str, int]:
         query_index=0,
         started=time.perf_counter(),
         sink=sink,
+        overlap=overlap,
     )
     streamed = "".join(event.text for event in events)
     assert streamed == sink[0].text  # what was shown is the answer, nothing held back or added
-    return sink[0].text, sink[0].stop_reason, sink[0].tokens
+    return sink[0]
+
+
+def _run(script: list[int], tokenizer, **settings) -> tuple[str, str, int]:
+    result = _decode(script, tokenizer, **settings)
+    return result.text, result.stop_reason, result.tokens
 
 
 def test_a_looping_answer_stops_with_reason_repetition(tokenizer):
@@ -165,37 +179,10 @@ def test_the_step_order_changes_only_which_tokens_are_fed(tokenizer, script, set
     token left unfed (``pending``) is exactly the rest: one step more only where a stop string
     or a loop was found after its step was launched."""
     ids = tokenizer.encode(script, add_special_tokens=False)
-    vocab = len(tokenizer)
-    fed_tokens: list[int] = []
-
-    def logits_for(token: int) -> torch.Tensor:
-        out = torch.zeros(1, vocab)
-        out[0, token] = 10.0
-        return out
-
-    def step(token: int) -> torch.Tensor:
-        fed_tokens.append(token)
-        return logits_for(next(proposals))
-
     results = {}
     for order in (True, False):
-        fed_tokens.clear()
-        proposals = iter(ids[1:] + [ids[-1]] * 10_000)
-        sink = []
-        events = decode_loop(
-            logits_for(ids[0]),
-            step,
-            Comm(),
-            GenerationSettings(repetition_penalty=1.0, **settings),
-            tokenizer,
-            eos_ids=set(),
-            query_index=0,
-            started=time.perf_counter(),
-            sink=sink,
-            overlap=order,
-        )
-        "".join(event.text for event in events)
-        result = sink[0]
+        fed_tokens: list[int] = []
+        result = _decode(ids, tokenizer, overlap=order, fed=fed_tokens, **settings)
         results[order] = result
         assert result.stop_reason == reason
         assert result.fed == len(fed_tokens)
