@@ -152,27 +152,35 @@ def sweep_fp8(length: int) -> dict:
     widening e4m3 to fp16; the fastest is kept for the runs."""
     from kernels import quantize_fp8
     from kernels import triton_attention as tri
+    from kernels.quant import empty_keys_major
 
     q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
-    (k, ks), (v, vs) = (quantize_fp8(torch.randn(1, 8, length, 128, device="cuda")) for _ in range(2))
-    timings = {}
-    # (keys a tile, warps, pipeline stages, programs an SM, scales a step of the first pass):
-    # around the fastest of ~60 shapes (docs/fp8-layout-probe.json), small programs many an SM,
-    # the first round's shape, and the scales read 256 to 4096 at a time
-    shapes = [(64, 2, 3, 4, 1024), (64, 2, 4, 4, 1024), (32, 1, 4, 8, 1024), (128, 4, 3, 2, 1024)]
-    shapes += [(128, 4, 3, 1, 1024), (64, 4, 3, 2, 1024), (64, 2, 3, 4, 256), (64, 2, 3, 4, 4096)]
+    (k, ks), (v_rows, vs) = (quantize_fp8(torch.randn(1, 8, length, 128, device="cuda")) for _ in range(2))
+    v = empty_keys_major(v_rows.shape, "cuda")  # as engine.cache stores an fp8 V
+    v.copy_(v_rows)
+    # V stored D-contiguous (before 2026-12-02), in the shape that was fastest for it, for comparison
+    tri.FP8_DECODE_CONFIG.update(block_n=64, num_warps=2, num_stages=3, programs_per_sm=4, maxnreg=0)
+    rows_us = graph_us(lambda _: tri.split_kv_attention(q, k, v_rows, 0.088, kv_scales=(ks, vs)))
+    timings = {"d_contiguous": rows_us}
+    # (keys a tile, warps, pipeline stages, programs an SM, registers a thread at most): around
+    # the fastest over a D-contiguous V (docs/fp8-layout-probe.json), larger tiles, and more
+    # programs an SM by capping registers (218 a thread allow 2 programs of 4 warps: Nsight Compute
+    # found the kernel short of ready warps, docs/ncu-splitkv-fp8-keys-h200.txt)
+    shapes = [(128, 4, 3, 2, 0), (64, 2, 3, 4, 0), (128, 4, 4, 2, 0), (256, 8, 3, 1, 0)]
+    shapes += [(128, 4, 3, 3, 168), (128, 4, 2, 3, 168), (128, 4, 2, 4, 128), (64, 4, 3, 4, 128)]
+    shapes += [(64, 2, 3, 6, 168), (64, 2, 2, 8, 128), (128, 4, 3, 2, 200), (64, 4, 2, 3, 168)]
     configs = {}
-    for block_n, warps, stages, per_sm, scale_block in shapes:
+    for block_n, warps, stages, per_sm, maxnreg in shapes:
         cfg = {"block_n": block_n, "num_warps": warps, "num_stages": stages, "programs_per_sm": per_sm}
-        cfg["scale_block"] = scale_block
+        cfg["maxnreg"] = maxnreg
         tri.FP8_DECODE_CONFIG.update(cfg, k_rows=False, f16=True)
         try:
             us = graph_us(lambda _: tri.split_kv_attention(q, k, v, 0.088, kv_scales=(ks, vs)))
         except Exception:  # noqa: BLE001 - a shape the compiler refuses
             continue
-        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}-c{scale_block}"
+        name = f"n{block_n}-w{warps}-s{stages}-p{per_sm}-r{maxnreg}"
         timings[name], configs[name] = us, cfg
-    best = min(timings, key=timings.get)
+    best = min(configs, key=timings.get)
     tri.FP8_DECODE_CONFIG.update(configs[best], k_rows=False, f16=True)
     read = 2 * 8 * length * (128 + 4)
     return {
@@ -190,6 +198,7 @@ def _fp8_error() -> float:
     the query's match (a needle) so that the softmax is peaked as in retrieval."""
     from kernels import quantize_fp8
     from kernels import triton_attention as tri
+    from kernels.quant import empty_keys_major
 
     gen = torch.Generator(device="cuda").manual_seed(0)
     k = torch.randn(1, 8, 8192, 128, device="cuda", generator=gen)
@@ -197,7 +206,9 @@ def _fp8_error() -> float:
     q = torch.randn(1, 32, 1, 128, device="cuda", generator=gen)
     q += 2.5 * k[:, :, 4321].repeat_interleave(4, 1)[:, :, None]
     (k8, ks), (v8, vs) = quantize_fp8(k), quantize_fp8(v)
-    out, _ = tri.split_kv_attention(q.bfloat16(), k8, v8, 128**-0.5, kv_scales=(ks, vs))
+    stored = empty_keys_major(v8.shape, "cuda")
+    stored.copy_(v8)
+    out, _ = tri.split_kv_attention(q.bfloat16(), k8, stored, 128**-0.5, kv_scales=(ks, vs))
     kk, vv = k.double().repeat_interleave(4, 1), v.double().repeat_interleave(4, 1)
     ref = torch.softmax(q.double() @ kk.transpose(-1, -2) * 128**-0.5, -1) @ vv
     return float((out.double() - ref).norm() / ref.norm())

@@ -11,6 +11,7 @@ from transformers.cache_utils import Cache, CacheLayerMixin
 
 from engine.comm import Comm
 from kernels import dequantize, quantize_fp8
+from kernels.quant import FP8, empty_keys_major
 
 
 def _write_slot(dst_k, dst_v, slot, k, v) -> bool:
@@ -21,6 +22,29 @@ def _write_slot(dst_k, dst_v, slot, k, v) -> bool:
     from kernels.fused import write_slot
 
     return write_slot(dst_k, dst_v, slot, k, v)
+
+
+def allocate_context(
+    layer: StarLayer,
+    k_shape: tuple[int, ...],
+    v_shape: tuple[int, ...],
+    dtype: torch.dtype,
+    device: torch.device,
+    fp8: bool,
+) -> None:
+    """A layer's context buffers, [B, Hkv, tokens, D] each. Under fp8 (``kernels.quant``) the
+    values are e4m3 with a float32 scale per token, and V is stored keys-contiguous (a transposed
+    view, its rows padded to 16 bytes): the decode kernel's P·V product reads its 8-bit V operand
+    along the keys, which a D-contiguous V let it do only byte by byte (docs/benchmarks.md)."""
+    if not fp8:
+        layer.context_k = torch.empty(k_shape, dtype=dtype, device=device)
+        layer.context_v = torch.empty(v_shape, dtype=dtype, device=device)
+    else:
+        layer.context_k = torch.empty(k_shape, dtype=FP8, device=device)
+        layer.context_v = empty_keys_major(v_shape, device)
+        layer.context_ks = torch.empty(k_shape[:3], dtype=torch.float32, device=device)
+        layer.context_vs = torch.empty(v_shape[:3], dtype=torch.float32, device=device)
+    layer.is_initialized = True
 
 
 Phase = Literal["anchor", "block", "query", "ring", "delta"]
@@ -310,16 +334,7 @@ class StarCache(Cache):
         size = self.local_context + self.tail_room
         shape = (*key_states.shape[:2], size, key_states.shape[3])
         vshape = (*value_states.shape[:2], size, value_states.shape[3])
-        if self.kv_fp8:
-            layer.context_k = torch.empty(shape, dtype=torch.float8_e4m3fn, device=key_states.device)
-            layer.context_v = torch.empty(vshape, dtype=torch.float8_e4m3fn, device=value_states.device)
-            scale_kw = {"dtype": torch.float32, "device": key_states.device}
-            layer.context_ks = torch.empty(shape[:3], **scale_kw)
-            layer.context_vs = torch.empty(vshape[:3], **scale_kw)
-        else:
-            layer.context_k = key_states.new_empty(shape)
-            layer.context_v = value_states.new_empty(vshape)
-        layer.is_initialized = True
+        allocate_context(layer, shape, vshape, key_states.dtype, key_states.device, self.kv_fp8)
 
     def context_kv(self, layer_idx: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """This rank's context KV as stored: the model's dtype, or fp8 values (``context_scales``)."""

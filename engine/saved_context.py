@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from engine import context_store
-from engine.cache import StarCache
+from engine.cache import StarCache, allocate_context
 from engine.context_store import StoreSpec
 from engine.modes.dense import GrowingLayer, growing_dynamic_cache
 from engine.runner import EncodedContext, ModelRunner
@@ -223,16 +223,13 @@ def _read(path: Path, key: str, runner: ModelRunner, plan: RunPlan, rank: int, w
         for i, layer in enumerate(cache.layers if names else ()):
             k, v = tensor(f"k.{i}"), tensor(f"v.{i}")
             size = cache.local_context + cache.tail_room
-            layer.context_k = k.new_empty((*k.shape[:2], size, k.shape[3]))
-            layer.context_v = v.new_empty((*v.shape[:2], size, v.shape[3]))
+            k_shape, v_shape = (*k.shape[:2], size, k.shape[3]), (*v.shape[:2], size, v.shape[3])
+            allocate_context(layer, k_shape, v_shape, k.dtype, k.device, fp8)  # fp8: cache's V layout
             layer.context_k[:, :, : k.shape[2]] = k
             layer.context_v[:, :, : v.shape[2]] = v
             if fp8:
-                layer.context_ks = layer.context_k.new_empty(layer.context_k.shape[:3], dtype=torch.float32)
-                layer.context_vs = layer.context_v.new_empty(layer.context_v.shape[:3], dtype=torch.float32)
                 layer.context_ks[:, :, : k.shape[2]] = tensor(f"ks.{i}")
                 layer.context_vs[:, :, : v.shape[2]] = tensor(f"vs.{i}")
-            layer.is_initialized = True
         cache.context_len = meta["context_len"]
         return cache
 

@@ -26,9 +26,30 @@ def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def dequantize(values: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The tensor ``quantize_fp8`` approximated, in ``dtype``."""
-    return (values.float() * scale.unsqueeze(-1)).to(dtype)
+    """The tensor ``quantize_fp8`` approximated, in ``dtype``, contiguous whatever ``values``' layout
+    (an fp8 cache's V is a keys-contiguous view, ``engine.cache``)."""
+    wide = values.to(torch.float32, memory_format=torch.contiguous_format)
+    return (wide * scale.unsqueeze(-1)).to(dtype)
 
 
 def is_fp8(t: torch.Tensor | None) -> bool:
     return t is not None and t.dtype == FP8
+
+
+def empty_keys_major(
+    shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype = FP8
+) -> torch.Tensor:
+    """An uninitialised ``shape`` [..., L, D] tensor whose memory runs along L (a transposed view,
+    each row padded to a multiple of 16 elements): how an fp8 cache stores V, so that the decode
+    kernel's P·V product reads its 8-bit operand along the keys (``engine.cache``)."""
+    *lead, length, d = shape
+    padded = -(-length // 16) * 16
+    return torch.empty((*lead, d, padded), dtype=dtype, device=device).transpose(-1, -2)[..., :length, :]
+
+
+def keys_major(v: torch.Tensor) -> bool:
+    """Whether ``v`` [B, H, L, D] is a view of values stored keys-contiguous (``engine.cache``'s
+    fp8 layout): the kernel then reads V along its keys, as the P·V product wants its 8-bit operand
+    (there is no transposing matrix load for 8-bit types; read D-contiguous, V reached the product
+    one byte at a time through shared memory, docs/ncu-splitkv-fp8-h200.txt)."""
+    return v.dim() == 4 and v.stride(2) == 1 and v.stride(3) != 1

@@ -103,6 +103,9 @@ def attention_with_lse_cpu_flash(
         causal = False
     if lk == 0 or lq == 0 or (causal and lq != lk):
         return attention_with_lse_math(q, k, v, scale, causal)
+    # the kernel reads each row along D without looking at its stride: a transposed view (an
+    # fp8 cache's V) gave wrong output, silently
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     groups = q.shape[1] // k.shape[1]
     if groups > 1 and not flash_takes_gqa():
         k = k.repeat_interleave(groups, dim=1)

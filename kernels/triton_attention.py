@@ -19,6 +19,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.quant import keys_major
+
 _LOG2E = 1.4426950408889634
 # Integers that change from call to call (query length, key count, rows) are not specialised on:
 # Triton would otherwise compile a kernel again whenever one becomes divisible by 16 or equal to 1,
@@ -29,25 +31,63 @@ _LOG2E = 1.4426950408889634
 # against 198 µs with two (bench/probe_phase1.py, docs/benchmarks.md); on an H200, 128-key tiles:
 # 131 µs (4.08 TB/s) against 139 µs with 64 (bench/decode_profile.py, docs/decode-profile-cublas.json).
 DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_sm": 1, "k_rows": False}
-# The same over an fp8 KV (half the bytes a key, more widening work a byte): the fastest of ~60
-# shapes swept on an H200 at 128K keys, 86 µs (3.2 TB/s) against 91 for 128-key tiles of 4 warps at
-# two programs an SM (docs/benchmarks.md, docs/fp8-layout-probe.json). Small programs, many an SM,
-# did better than large ones: each program's loop is a chain of waits (a tile's loads, its two
-# products, the cross-warp maxima), and more of them in flight hide each other's. Four programs an
-# SM is one wave; five or six (a wave and a bit) took 113-128 µs.
+# The same over an fp8 KV (half the bytes a key, more widening work a byte), V stored keys-
+# contiguous (engine.cache): the fastest of 12 shapes swept on an H200 at 128K keys, 75.3 µs against
+# 79.2 for the shape that was fastest over a D-contiguous V (64-key tiles of 2 warps, 4 programs an
+# SM, docs/decode-profile-s9a.json). With V's operand loaded as words, not bytes, larger tiles and
+# programs won again.
 # ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate). Dotting
 # the e4m3 keys directly on fp8 tensor cores (the query quantized per row) ran no faster (2.94
 # against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error. The
-# products transposed ("swap AB": keys as the wide side, V stored keys-major) took 184 µs.
+# products transposed ("swap AB": keys as the wide side) took 184 µs.
 FP8_DECODE_CONFIG = {
-    "block_n": 64,
-    "num_warps": 2,
+    "block_n": 128,
+    "num_warps": 4,
     "num_stages": 3,
-    "programs_per_sm": 4,
+    "programs_per_sm": 2,
     "k_rows": False,
     "f16": True,
     "scale_block": 1024,
 }
+
+
+@triton.jit
+def _kv_tile(
+    qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, n, end, sk_n, sv_n, sv_d, v_inv,
+    QUANT: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, K_ROWS: tl.constexpr,
+    V_KEYS: tl.constexpr, MASKED: tl.constexpr,
+):  # fmt: skip
+    """One tile of ``BLOCK_N`` keys into the running (max, sum, output) of ``_split_kv_kernel``."""
+    d = tl.arange(0, D)
+    cols = n + tl.arange(0, BLOCK_N)
+    col_ok = cols < end
+    if not MASKED:
+        col_ok = tl.full([BLOCK_N], True, tl.int1)
+    if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
+        k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
+        s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
+    else:
+        k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
+        s = tl.dot(qd, k.to(qd.dtype))
+    s = s * row_scale[:, None]
+    if QUANT:  # the key's scale multiplies its column of scores
+        s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
+    if MASKED:
+        s = tl.where(col_ok[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    p = tl.exp2(s - m_new[:, None])
+    alpha = tl.exp2(m_i - m_new)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if V_KEYS:  # V stored keys-contiguous (engine.cache's fp8 layout): [N, D] read along N
+        v = tl.load(v_base + cols[:, None] + d[None, :] * sv_d, mask=col_ok[:, None], other=0.0)
+    else:
+        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
+    if QUANT:
+        v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
+        pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
+    else:
+        pv = tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc * alpha[:, None] + pv
 
 
 @triton.jit(do_not_specialize=["kv_len_static", "len_offset", "chunk", "split_offset", "LQ"])
@@ -74,6 +114,7 @@ def _split_kv_kernel(
     sv_b,
     sv_h,
     sv_n,
+    sv_d,
     ss_b,
     ss_h,
     LQ,
@@ -86,6 +127,7 @@ def _split_kv_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     K_ROWS: tl.constexpr,
+    V_KEYS: tl.constexpr,
     SCALE_BLOCK: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -145,31 +187,28 @@ def _split_kv_kernel(
         v_top = tl.max(top, 0)
         v_top = tl.where(v_top > 0, v_top, 1.0)
     v_inv = 1.0 / v_top
-    for n in range(start, end, BLOCK_N):
-        cols = n + tl.arange(0, BLOCK_N)
-        col_ok = cols < end
-        if K_ROWS:  # load K as [N, D] rows (16-byte runs along D) and transpose in registers
-            k = tl.load(k_base + cols[:, None] * sk_n + d[None, :], mask=col_ok[:, None], other=0.0)
-            s = tl.dot(qd, tl.trans(k.to(qd.dtype)))
-        else:
-            k = tl.load(k_base + cols[None, :] * sk_n + d[:, None], mask=col_ok[None, :], other=0.0)
-            s = tl.dot(qd, k.to(qd.dtype))
-        s = s * row_scale[:, None]
-        if QUANT:  # the key's scale multiplies its column of scores
-            s = s * tl.load(ks_base + cols, mask=col_ok, other=1.0)[None, :]
-        s = tl.where(col_ok[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        p = tl.exp2(s - m_new[:, None])
-        alpha = tl.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + cols[:, None] * sv_n + d[None, :], mask=col_ok[:, None], other=0.0)
-        if QUANT:
-            v_scale = tl.load(vs_base + cols, mask=col_ok, other=0.0)
-            pv = tl.dot((p * (v_scale * v_inv)[None, :]).to(qd.dtype), v.to(qd.dtype))
-        else:
-            pv = tl.dot(p.to(v.dtype), v)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
+    if V_KEYS:
+        # Whole tiles unmasked (V's loads along the keys run 16 bytes at a time only where no mask
+        # varies along them), then the one partial tile a split can end with.
+        start = tl.multiple_of(start, BLOCK_N)  # chunks are whole tiles (_launch_shape)
+        full = start + (tl.maximum(end - start, 0) // BLOCK_N) * BLOCK_N
+        for n in range(start, full, BLOCK_N):
+            m_i, l_i, acc = _kv_tile(
+                qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, n, end, sk_n, sv_n, sv_d,
+                v_inv, QUANT, D, BLOCK_N, K_ROWS, V_KEYS, False,
+            )  # fmt: skip
+        if full < end:
+            m_i, l_i, acc = _kv_tile(
+                qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, full, end, sk_n, sv_n, sv_d,
+                v_inv, QUANT, D, BLOCK_N, K_ROWS, V_KEYS, True,
+            )  # fmt: skip
+    else:  # one masked loop: V's mask is constant along D, its loads stay wide (and the bf16
+        # kernel 3-4% faster than split as above, docs/decode-profile-s9a.json)
+        for n in range(start, end, BLOCK_N):
+            m_i, l_i, acc = _kv_tile(
+                qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, n, end, sk_n, sv_n, sv_d,
+                v_inv, QUANT, D, BLOCK_N, K_ROWS, V_KEYS, True,
+            )  # fmt: skip
 
     has_keys = l_i > 0
     out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
@@ -390,7 +429,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
     length = kv_len if kv_len is not None else l_part  # any pointer; unused when HAS_LEN is False
     k_scale, v_scale = scales if scales is not None else (l_part, l_part)  # unused unless QUANT
     cfg = FP8_DECODE_CONFIG if scales is not None else DECODE_CONFIG
-    if max(k.shape[2] * k.stride(2), v.shape[2] * v.stride(2)) >= 2**31:
+    if max(_head_extent(k), _head_extent(v)) >= 2**31:
         # key offsets inside one head are 32-bit in the kernel's loop (a 64-bit multiply a tile
         # costs the hot loop): past 2³¹ elements a head, refuse rather than read the wrong keys
         raise ValueError("split-KV attention: one KV head holds more than 2^31 elements; split it over ranks")
@@ -419,6 +458,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         v.stride(0),
         v.stride(1),
         v.stride(2),
+        v.stride(3),
         k_scale.stride(0) if scales is not None else 0,
         k_scale.stride(1) if scales is not None else 0,
         lq,
@@ -430,15 +470,27 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         BLOCK_M=block_m,
         BLOCK_N=block_n,
         K_ROWS=bool(cfg.get("k_rows", False)),
+        V_KEYS=keys_major(v),
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         SCALE_BLOCK=FP8_DECODE_CONFIG.get("scale_block", 1024),
         num_warps=warps,
         num_stages=stages,
+        **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") and block_m <= 16 else {}),
     )
 
 
 def _last_dim_contiguous(*ts: torch.Tensor) -> list[torch.Tensor]:
     return [t if t.stride(-1) == 1 else t.contiguous() for t in ts]
+
+
+def _readable_values(v: torch.Tensor) -> torch.Tensor:
+    """``v`` as the kernel reads it: keys-contiguous or D-contiguous as stored, else a copy."""
+    return v if keys_major(v) or v.stride(-1) == 1 else v.contiguous()
+
+
+def _head_extent(t: torch.Tensor) -> int:
+    """Elements one head of ``t`` [B, H, L, D] spans in memory."""
+    return 1 + sum((n - 1) * s for n, s in zip(t.shape[2:], t.stride()[2:], strict=True))
 
 
 def split_kv_attention(
@@ -459,7 +511,8 @@ def split_kv_attention(
     """
     b, hq, lq, d = q.shape
     hkv, lk = k.shape[1], k.shape[2]
-    q, k, v = _last_dim_contiguous(q, k, v)
+    q, k = _last_dim_contiguous(q, k)
+    v = _readable_values(v)
     shape = _launch_shape(q, b, hkv, lk, splits, fp8=kv_scales is not None)
     n_splits, m_rows = shape[3], (hq // hkv) * lq
     o_part = torch.empty((n_splits, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
@@ -514,7 +567,7 @@ def decode_attention(
         )
         has_ctx = has_tail = False
     if has_ctx:
-        ctx_k, ctx_v = _last_dim_contiguous(ctx_k, ctx_v)
+        (ctx_k,), ctx_v = _last_dim_contiguous(ctx_k), _readable_values(ctx_v)
         parts.append((ctx_k, ctx_v, None, ctx_scales, 0))
     if has_tail:
         tail_k, tail_v = _last_dim_contiguous(tail_k, tail_v)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from kernels import fused, gemv
 from kernels import triton_attention as tri
-from kernels.quant import dequantize, quantize_fp8
+from kernels.quant import dequantize, empty_keys_major, quantize_fp8
 
 DT = torch.float16
 ULP = 2.0**-10  # float16's relative spacing
@@ -275,7 +275,31 @@ def check_split_kv() -> dict:
     results["split_kv/fp8/device_len_spread_scales"] = _attention_result(
         out, lse, *_attention_ref(q, kd[:, :, :333], vsd[:, :, :333], scale)
     )
+    # The same two over V stored keys-contiguous (engine.cache's fp8 layout, rows padded).
+    for name, values, length, ref_v in (("", v8, None, vd), ("/device_len_spread_scales", v8s, n, vsd)):
+        stop = 700 if length is None else 333
+        out, lse = tri.split_kv_attention(
+            q,
+            k8,
+            _keys_major(values),
+            scale,
+            kv_len=length,
+            splits=3,
+            kv_scales=(ks, vss if length is not None else vs),
+        )
+        results[f"split_kv/fp8/v_keys_major{name}"] = {
+            **_attention_result(out, lse, *_attention_ref(q, kd[:, :, :stop], ref_v[:, :, :stop], scale)),
+            "keys_major": tri.keys_major(_keys_major(values)),
+        }
     return results
+
+
+def _keys_major(values: torch.Tensor) -> torch.Tensor:
+    """``values`` [B, H, L, D] copied into a keys-contiguous buffer with padded rows, as the view
+    engine.cache keeps an fp8 V in."""
+    buf = empty_keys_major(values.shape, values.device, values.dtype)
+    buf.copy_(values)
+    return buf
 
 
 def _adjacent_buffers(shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -326,6 +350,8 @@ def check_decode() -> dict:
         scale,
     )
     results["decode/fp8_context"] = _attention_result(*out, *ref)
+    out = tri.decode_attention(q, k8, _keys_major(v8), tail_k.clone(), tail_v.clone(), n, scale, (ks, vs))
+    results["decode/fp8_context_v_keys_major"] = _attention_result(*out, *ref)
     return results
 
 

@@ -39,6 +39,20 @@ def test_attention_with_lse_matches_float64(impl, causal, lq, lk):
     assert torch.allclose(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("impl", [attention_with_lse_math, attention_with_lse_cpu_flash, attention_with_lse])
+def test_attention_reads_keys_contiguous_values(impl):
+    """An fp8 cache's V is a transposed view (engine.cache): torch's private CPU flash op ignores a
+    last dim's stride and returned wrong output for it until the inputs were made row-contiguous."""
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 4, 3, 16, generator=g)
+    k = torch.randn(1, 2, 9, 16, generator=g)
+    v = torch.randn(1, 2, 16, 12, generator=g).transpose(2, 3)[:, :, :9]
+    out, lse = impl(q, k, v, 0.25)
+    ref, ref_lse = dense64(q, k, v, 0.25)
+    assert torch.allclose(out.double(), ref, atol=1e-5, rtol=1e-5)
+    assert torch.allclose(lse.double(), ref_lse, atol=1e-5, rtol=1e-5)
+
+
 def test_empty_keys_give_neutral_partial():
     q = torch.randn(1, 2, 3, 8)
     out, lse = attention_with_lse(q, torch.zeros(1, 2, 0, 8), torch.zeros(1, 2, 0, 8), 0.3)

@@ -111,9 +111,10 @@ def test_merge_stacked_matches_float64(results):
 
 def test_split_kv_attention_matches_float64(results):
     cases = _group(results, "split_kv")
-    assert len(cases) == 6  # 3 shapes, a device length, fp8, fp8 with a device length
+    assert len(cases) == 8  # 3 shapes, a device length, fp8 and fp8 with a device length (V both ways)
     for name, r in cases.items():
         assert "error" not in r, f"{name}: {r.get('error')}"
+        assert r.get("keys_major", "keys_major" not in name), name
         lse_err = 10 * LSE_ERR if "fp8" in name else LSE_ERR  # fp16 dots over a per-row scaled query
         assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
 

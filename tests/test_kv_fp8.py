@@ -21,6 +21,7 @@ from engine.context_store import StoreSpec
 from engine.errors import BadSettingError
 from engine.modelcall import call_model
 from kernels import attention_with_lse, attention_with_lse_fp8, decode_attention, dequantize, quantize_fp8
+from kernels.quant import keys_major
 from tests.helpers import (
     IdTokenizer,
     reference_context_cache,
@@ -104,6 +105,7 @@ def test_phase1_stores_the_paper_kv_in_fp8(tiny_llama, rank, world):
     for layer in range(tiny_llama.config.num_hidden_layers):
         k, v = cache.context_kv(layer)
         assert k.dtype == v.dtype == torch.float8_e4m3fn and cache.tail_room == 0
+        assert keys_major(v) and not keys_major(k)  # the layout the decode kernel reads V in
         ks, vs = cache.context_scales(layer)
         for stored, scale, exact in (
             (k, ks, reference.layers[layer].keys),

@@ -21,11 +21,13 @@ def _reference(q, k, v, scale):
     return (s - lse[..., None]).exp() @ v, lse
 
 
+@pytest.mark.parametrize("v_keys_major", [True, False], ids=["v_keys_major", "v_rows"])
 @pytest.mark.parametrize(
     "hq,hkv,lq,lk,d",
     [(32, 8, 1, 20000, 128), (32, 8, 37, 5000, 128), (4, 4, 3, 777, 64), (12, 3, 1, 130, 256)],
 )
-def test_split_kv_over_fp8_equals_attention_over_the_dequantized_kv(hq, hkv, lq, lk, d):
+def test_split_kv_over_fp8_equals_attention_over_the_dequantized_kv(hq, hkv, lq, lk, d, v_keys_major):
+    from kernels.quant import empty_keys_major
     from kernels.triton_attention import split_kv_attention
 
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -33,7 +35,11 @@ def test_split_kv_over_fp8_equals_attention_over_the_dequantized_kv(hq, hkv, lq,
     k = torch.randn(1, hkv, lk, d, device="cuda", generator=g) * 3
     v = torch.randn(1, hkv, lk, d, device="cuda", generator=g)
     (k8, ks), (v8, vs) = quantize_fp8(k), quantize_fp8(v)
-    out, lse = split_kv_attention(q, k8, v8, d**-0.5, kv_scales=(ks, vs))
+    stored = v8
+    if v_keys_major:  # engine.cache's layout
+        stored = empty_keys_major(v8.shape, "cuda")
+        stored.copy_(v8)
+    out, lse = split_kv_attention(q, k8, stored, d**-0.5, kv_scales=(ks, vs))
     keys, values = dequantize(k8, ks, torch.float64), dequantize(v8, vs, torch.float64)
     ref, ref_lse = _reference(q, keys, values, d**-0.5)
     assert float((out.double() - ref).norm() / ref.norm()) < 1e-2
