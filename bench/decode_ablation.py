@@ -1,9 +1,10 @@
-"""What each of the fourth round's decode-step changes is worth (issue 16): one GPU, Llama-3.1-8B's
-shape with random weights, one context encoded once per KV dtype, then the decode step (CUDA
-graph, ``--tokens`` tokens, greedy) timed with every change in and with each taken out in turn,
-the variants interleaved over ``--repeats`` rounds so that the device's drift falls on all alike:
+"""What each of the decode step's changes is worth (issue 16): one GPU, Llama-3.1-8B's shape with
+random weights, one context encoded once per KV dtype, then the decode step (CUDA graph,
+``--tokens`` tokens, greedy) timed with every change in and with each taken out in turn, the
+variants interleaved over ``--repeats`` rounds so that the device's drift falls on all alike:
 
 - ``all``: the committed code;
+- ``pdl_off``: the Triton kernels launched without programmatic dependent launch (``kernels.pdl``);
 - ``checks_first``: the host checks each token (text, stop strings, loop) before launching the
   next step (``decode_loop(overlap=False)``, the order before);
 - ``adds_apart``: the decoder layers' residual adds as kernels of their own (the model's forward);
@@ -42,8 +43,9 @@ def variant(name: str, model):
     import engine.fused
     import engine.generate
     from kernels import gemv
+    from kernels.pdl import PDL_CONFIG
 
-    saved = (engine.api.decode_loop, dict(gemv.GEMV_CONFIG["down"]))
+    saved = (engine.api.decode_loop, dict(gemv.GEMV_CONFIG["down"]), dict(PDL_CONFIG))
     layers = [m for m in model.modules() if type(m).__name__ in engine.fused.LAYER_CLASSES]
     try:
         if name == "checks_first":
@@ -53,10 +55,13 @@ def variant(name: str, model):
                 layer.__dict__.pop("forward", None)  # the class's forward: two adds of its own
         elif name == "down_triton":
             gemv.GEMV_CONFIG["down"] = dict(DOWN_LOOPED)
+        elif name == "pdl_off":
+            PDL_CONFIG["on"] = False
         yield
     finally:
         engine.api.decode_loop = saved[0]
         gemv.GEMV_CONFIG["down"] = saved[1]
+        PDL_CONFIG.update(saved[2])
         for layer in layers:
             if "forward" not in layer.__dict__:
                 setattr(layer, engine.fused._MARK, False)
@@ -74,6 +79,8 @@ def main() -> None:
     p.add_argument("--block", type=int, default=16384)
     p.add_argument("--tokens", type=int, default=64)
     p.add_argument("--repeats", type=int, default=4)
+    names = ["all", "pdl_off", "down_triton", "checks_first", "adds_apart"]
+    p.add_argument("--variants", nargs="+", default=names)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     from engine import Engine
@@ -81,7 +88,7 @@ def main() -> None:
     model = build_model(args.length + 4096)
     engine = Engine(model, StubTokenizer())
     bandwidth = copy_gbps()
-    names = ["all", "checks_first", "adds_apart", "down_triton"]
+    names = args.variants
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(),

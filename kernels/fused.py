@@ -18,17 +18,23 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from kernels.pdl import launch_options, pdl
 
 
 @triton.jit
-def _rms_norm_kernel(X, W, Y, stride_x, stride_y, N, eps, BLOCK: tl.constexpr):
+def _rms_norm_kernel(X, W, Y, stride_x, stride_y, N, eps, BLOCK: tl.constexpr, PDL: tl.constexpr = False):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
+    w = tl.load(W + cols, mask=mask, other=0.0)
+    if PDL:  # kernels.pdl: the weight read, the input waited for
+        gdc_launch_dependents()
+        gdc_wait()
     x = tl.load(X + row * stride_x + cols, mask=mask, other=0.0).to(tl.float32)
     var = tl.sum(x * x, axis=0) / N
     normed = (x * tl.math.rsqrt(var + eps)).to(Y.dtype.element_ty)  # hidden.to(input_dtype)
-    w = tl.load(W + cols, mask=mask, other=0.0)
     y = w.to(tl.float32) * normed.to(tl.float32)  # weight * hidden, rounded once
     tl.store(Y + row * stride_y + cols, y.to(Y.dtype.element_ty), mask=mask)
 
@@ -43,7 +49,11 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         return y.view(x.shape)
     block = triton.next_power_of_2(n)
     warps = 4 if block <= 1024 else (8 if block <= 4096 else 16)
-    _rms_norm_kernel[(rows,)](x2, weight, y, x2.stride(0), y.stride(0), n, eps, BLOCK=block, num_warps=warps)
+    on = pdl(x)
+    _rms_norm_kernel[(rows,)](
+        x2, weight, y, x2.stride(0), y.stride(0), n, eps,
+        BLOCK=block, PDL=on, num_warps=warps, **launch_options(on),
+    )  # fmt: skip
     return y.view(x.shape)
 
 
@@ -75,8 +85,11 @@ def _rope_kernel(
     sx_b, sx_h, sx_l, sy_b, sy_h, sy_l,
     sx2_b, sx2_h, sx2_l, sy2_b, sy2_h, sy2_l,
     sc_b, sc_l, ss_b, ss_l, H, H2,
-    HALF: tl.constexpr, BLOCK_H: tl.constexpr,
+    HALF: tl.constexpr, BLOCK_H: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
+    if PDL:  # kernels.pdl
+        gdc_launch_dependents()
+        gdc_wait()
     # Head tiles below TQ rotate X into Y (the queries), the rest X2 into Y2 (the keys): one launch
     # for both, as a decode step makes ~30 of these pairs.
     pid = tl.program_id(0).to(tl.int64)
@@ -133,12 +146,13 @@ def rope_pair(
     block_h = min(triton.next_power_of_2(max(hq, hk)), max(1, 4096 // d))
     tq = triton.cdiv(hq, block_h)
     grid = (b * length, tq + triton.cdiv(hk, block_h))
+    on = pdl(q)
     _rope_kernel[grid](
         q, yq, k, yk, cos, sin, length, tq,
         q.stride(0), q.stride(1), q.stride(2), yq.stride(0), yq.stride(1), yq.stride(2),
         k.stride(0), k.stride(1), k.stride(2), yk.stride(0), yk.stride(1), yk.stride(2),
         sc_b, cos.stride(1), ss_b, sin.stride(1), hq, hk,
-        HALF=d // 2, BLOCK_H=block_h, num_warps=4,
+        HALF=d // 2, BLOCK_H=block_h, PDL=on, num_warps=4, **launch_options(on),
     )  # fmt: skip
     return yq, yk
 
@@ -153,8 +167,11 @@ def rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
 def _write_slot_kernel(
     K, V, DK, DV, SLOT, H,
     sk_b, sk_h, sv_b, sv_h, sdk_b, sdk_h, sdk_l, sdv_b, sdv_h, sdv_l,
-    D: tl.constexpr,
+    D: tl.constexpr, PDL: tl.constexpr = False,
 ):  # fmt: skip
+    if PDL:  # kernels.pdl
+        gdc_launch_dependents()
+        gdc_wait()
     bh = tl.program_id(0)
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
@@ -188,10 +205,11 @@ def write_slot(
     )
     if not ok:
         return False
+    on = pdl(k)
     _write_slot_kernel[(b * h, 2)](
         k, v, dst_k, dst_v, slot, h,
         k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         dst_k.stride(0), dst_k.stride(1), dst_k.stride(2), dst_v.stride(0), dst_v.stride(1), dst_v.stride(2),
-        D=d, num_warps=1,
+        D=d, PDL=on, num_warps=1, **launch_options(on),
     )  # fmt: skip
     return True

@@ -24,6 +24,9 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+
+from kernels.pdl import launch_options, pdl
 
 # Launch shape per product (rows per program, K per tile, warps, pipeline stages, K unrolled):
 # the fastest inside a whole decode step on an H200 at Llama-3.1-8B's shapes, among the best of
@@ -31,13 +34,14 @@ import triton.language as tl
 # docs/gemv-sweep.json). ``down`` is the MLP's down projection (K = 14336 there). ``{"cublas": 1}``
 # hands a kind to cuBLAS (``F.linear``), where that was the faster inside the step.
 GEMV_CONFIG: dict[str, dict[str, int]] = {
-    "qkv": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
-    "linear": {"block_n": 1, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
-    # cuBLAS (split over K, 32.2 µs) beat the best looped shape (n4-k512-w2, pipelined 4 deep:
-    # 37.2 µs) alone and by 0.05 ms a step inside it, its residual add a kernel of its own
-    # (docs/decode-profile-s8b.json)
-    "down": {"cublas": 1},
-    "gate_up": {"block_n": 2, "block_k": 2048, "num_warps": 4, "num_stages": 1, "unroll": 1},
+    # Timed inside the whole step (48 tokens at 128K, bf16 KV) after 2026-12-02's 16-byte weight
+    # loads and PDL: each within 0.02-0.05 ms of the shapes chosen before, that is within the
+    # spread of one call; down on Triton beat cuBLAS by 0.05 ms (8.180 against 8.233), where its
+    # launch joins the PDL chain and carries the residual add (docs/decode-profile-s9e.json).
+    "qkv": {"block_n": 4, "block_k": 1024, "num_warps": 4, "num_stages": 1, "unroll": 1},
+    "linear": {"block_n": 2, "block_k": 1024, "num_warps": 8, "num_stages": 1, "unroll": 1},
+    "down": {"block_n": 2, "block_k": 1024, "num_warps": 4, "num_stages": 4, "unroll": 0},
+    "gate_up": {"block_n": 2, "block_k": 2048, "num_warps": 8, "num_stages": 1, "unroll": 1},
 }
 
 
@@ -83,12 +87,37 @@ def _dot_rows(
     return tl.sum(acc, 1)
 
 
-@triton.jit(do_not_specialize=["N1", "N2", "N3", "sw1", "sw2", "sw3"])
+@triton.jit
+def _whole_rows(w_ptr, row0, n, K: tl.constexpr, stride_w, BLOCK_N: tl.constexpr, KP: tl.constexpr):
+    """``w[row0 : row0 + BLOCK_N]`` whole, one tile of ``KP`` (K rounded up to a power of two)
+    columns: a PDL launch issues every weight load before it waits for its input."""
+    rows = row0 + tl.arange(0, BLOCK_N)
+    cols = tl.arange(0, KP)
+    ok = (rows < n)[:, None] & (cols < K)[None, :]
+    return tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
+
+
+@triton.jit
+def _times_x(w, x_ptr, K: tl.constexpr, KP: tl.constexpr):
+    """float32 ``w @ x`` for rows ``_whole_rows`` loaded."""
+    cols = tl.arange(0, KP)
+    x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+    return tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], 1)
+
+
+# The weights' row strides are specialised on (a model's never change): Triton then knows each row
+# starts 16-byte aligned and loads 16 bytes at a time. Left unspecialised, as they were until
+# 2026-12-02, every weight element was a load of its own (the sm_90 PTX: 64 two-byte loads a tile
+# where 8 of 16 bytes do).
+@triton.jit(do_not_specialize=["N1", "N2", "N3"])
 def _gemv3_kernel(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
-    UNROLL: tl.constexpr, STAGES: tl.constexpr, RES=None,
+    UNROLL: tl.constexpr, STAGES: tl.constexpr, RES=None, PDL: tl.constexpr = False,
+    KP: tl.constexpr = 0,
 ):  # fmt: skip
+    if PDL:  # kernels.pdl: the next kernel may launch; this one's input is read after the wait
+        gdc_launch_dependents()
     tile = tl.program_id(0)
     t1 = tl.cdiv(N1, BLOCK_N)
     t2 = tl.cdiv(N2, BLOCK_N)
@@ -99,7 +128,14 @@ def _gemv3_kernel(
         w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
     else:
         w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
-    out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES)
+    if PDL and KP > 0:  # the weights loaded whole before the wait (``_prefetch``)
+        rows_w = _whole_rows(w, row0, n, K, sw, BLOCK_N, KP)
+        gdc_wait()
+        out = _times_x(rows_w, X, K, KP)
+    else:
+        if PDL:
+            gdc_wait()
+        out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES)
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < n
     if HAS_BIAS:
@@ -111,18 +147,29 @@ def _gemv3_kernel(
     tl.store(y + rows, out.to(y.dtype.element_ty), mask=ok)
 
 
-@triton.jit(do_not_specialize=["N", "sg", "su"])
+@triton.jit(do_not_specialize=["N"])
 def _gemv_silu_kernel(
     X, WG, WU, Y, N, K: tl.constexpr, sg, su,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, PDL: tl.constexpr = False, KP: tl.constexpr = 0,
 ):  # fmt: skip
+    if PDL:
+        gdc_launch_dependents()
     row0 = tl.program_id(0) * BLOCK_N
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
-    g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
-    u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
+    if PDL and KP > 0:
+        wg = _whole_rows(WG, row0, N, K, sg, BLOCK_N, KP)
+        wu = _whole_rows(WU, row0, N, K, su, BLOCK_N, KP)
+        gdc_wait()
+        g = _times_x(wg, X, K, KP).to(dt).to(tl.float32)
+        u = _times_x(wu, X, K, KP).to(dt).to(tl.float32)
+    else:
+        if PDL:
+            gdc_wait()
+        g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
+        u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
     rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
@@ -140,6 +187,15 @@ def eligible(x: torch.Tensor, *weights: torch.Tensor) -> bool:
         w.dim() == 2 and w.dtype == x.dtype and w.shape[1] == k and w.is_contiguous() and w.device == x.device
         for w in weights
     )
+
+
+def _prefetch(on: bool, cfg: dict, k: int, block_n: int, weights: int = 1) -> int:
+    """Columns of the one tile a PDL launch loads its rows' weights in before it waits, or 0 (wait
+    first, then the configured loop): only unrolled shapes (which load every tile up front anyway)
+    whose rows take at most 64 registers a thread."""
+    kp = triton.next_power_of_2(k)
+    fits = block_n * kp * weights <= 128 * cfg["num_warps"] * 32  # bf16 elements: 64 registers
+    return kp if on and cfg.get("unroll") and fits else 0
 
 
 def _even(k: int, block_k: int, block_n: int, *ns: int) -> bool:
@@ -179,6 +235,7 @@ def gemv3(
     y3 = outs + [outs[0]] * pad
     n3 = ns + [0] * pad
     tiles = sum(triton.cdiv(n, block_n) for n in ns)
+    on = pdl(x)
     _gemv3_kernel[(tiles,)](
         x,
         *w3,
@@ -194,8 +251,11 @@ def gemv3(
         EVEN=_even(k, block_k, block_n, *ns),
         UNROLL=bool(cfg.get("unroll", 0)),
         STAGES=cfg["num_stages"],
+        PDL=on,
+        KP=_prefetch(on, cfg, k, block_n),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
+        **launch_options(on),
     )
     return outs
 
@@ -225,6 +285,7 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
     y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     block_n, block_k = cfg["block_n"], cfg["block_k"]
     tiles = triton.cdiv(n, block_n)
+    on = pdl(x)
     _gemv_silu_kernel[(tiles,)](
         x,
         gate,
@@ -239,7 +300,10 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
         EVEN=_even(k, block_k, block_n, n),
         UNROLL=bool(cfg.get("unroll", 0)),
         STAGES=cfg["num_stages"],
+        PDL=on,
+        KP=_prefetch(on, cfg, k, block_n, 2),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
+        **launch_options(on),
     )
     return y

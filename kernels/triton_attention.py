@@ -18,7 +18,9 @@ import math
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
 
+from kernels.pdl import launch_options, pdl
 from kernels.quant import keys_major
 
 _LOG2E = 1.4426950408889634
@@ -129,7 +131,11 @@ def _split_kv_kernel(
     K_ROWS: tl.constexpr,
     V_KEYS: tl.constexpr,
     SCALE_BLOCK: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    if PDL:  # kernels.pdl: every read below may depend on the kernel before
+        gdc_launch_dependents()
+        gdc_wait()
     pid_m = tl.program_id(0)
     pid_bh = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -241,7 +247,11 @@ def _merge_kernel(
     sout_l,
     BLOCK_D: tl.constexpr,
     BLOCK_P: tl.constexpr,
+    PDL: tl.constexpr = False,
 ):
+    if PDL:  # kernels.pdl
+        gdc_launch_dependents()
+        gdc_wait()
     # One program per row and BLOCK_D of its D, the partials read BLOCK_P at a time (one round
     # trip to memory for the ~20-70 partials of a decode step, where a loop over them one by one
     # waited on each load). D is split so that a decode step's 32 rows make more than 32 programs:
@@ -294,6 +304,7 @@ def merge_stacked(
     lse = lse.float()
     block_d = min(d, 32)
     block_p = max(2, min(triton.next_power_of_2(p), 8192 // block_d))
+    on = pdl(o)
     _merge_kernel[(rows, d // block_d)](
         o,
         lse,
@@ -308,7 +319,9 @@ def merge_stacked(
         *out.stride()[:3],
         BLOCK_D=block_d,
         BLOCK_P=block_p,
+        PDL=on,
         num_warps=4,
+        **launch_options(on),
     )
     return out, out_lse
 
@@ -435,6 +448,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         raise ValueError("split-KV attention: one KV head holds more than 2^31 elements; split it over ranks")
     if scales is not None and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
         raise ValueError("fp8 KV scales must be [B, Hkv, Lk] with the same strides, last dim contiguous")
+    on = pdl(q)
     _split_kv_kernel[(m_tiles, b * hkv, splits)](
         q,
         k,
@@ -473,9 +487,11 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         V_KEYS=keys_major(v),
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         SCALE_BLOCK=FP8_DECODE_CONFIG.get("scale_block", 1024),
+        PDL=on,
         num_warps=warps,
         num_stages=stages,
         **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") and block_m <= 16 else {}),
+        **launch_options(on),
     )
 
 
