@@ -128,9 +128,10 @@ def _gemv3_kernel(
         w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
     else:
         w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
-    if PDL and KP > 0:  # the weights loaded whole before the wait (``_prefetch``)
+    if KP > 0:  # the weights loaded whole before the wait (``_prefetch``)
         rows_w = _whole_rows(w, row0, n, K, sw, BLOCK_N, KP)
-        gdc_wait()
+        if PDL:
+            gdc_wait()
         out = _times_x(rows_w, X, K, KP)
     else:
         if PDL:
@@ -159,10 +160,11 @@ def _gemv_silu_kernel(
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
-    if PDL and KP > 0:
+    if KP > 0:
         wg = _whole_rows(WG, row0, N, K, sg, BLOCK_N, KP)
         wu = _whole_rows(WU, row0, N, K, su, BLOCK_N, KP)
-        gdc_wait()
+        if PDL:
+            gdc_wait()
         g = _times_x(wg, X, K, KP).to(dt).to(tl.float32)
         u = _times_x(wu, X, K, KP).to(dt).to(tl.float32)
     else:

@@ -37,7 +37,8 @@ DECODE_CONFIG = {"block_n": 128, "num_warps": 4, "num_stages": 3, "programs_per_
 # contiguous (engine.cache): the fastest of 12 shapes swept on an H200 at 128K keys, 75.3 µs against
 # 79.2 for the shape that was fastest over a D-contiguous V (64-key tiles of 2 warps, 4 programs an
 # SM, docs/decode-profile-s9a.json). With V's operand loaded as words, not bytes, larger tiles and
-# programs won again.
+# programs won again. Capping registers (``maxnreg``, 128-200) for 3-4 programs an SM was slower
+# (76-79 µs, docs/decode-profile-s9c.json); ``maxnreg`` stays available to the sweep.
 # ``f16``: widen e4m3 to fp16 (one instruction), not bf16 (which ran at half that rate). Dotting
 # the e4m3 keys directly on fp8 tensor cores (the query quantized per row) ran no faster (2.94
 # against 2.93 TB/s, 2026-12-02) and, with the probabilities in e4m3 too, doubled the error. The
@@ -208,8 +209,8 @@ def _split_kv_kernel(
                 qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, full, end, sk_n, sv_n, sv_d,
                 v_inv, QUANT, D, BLOCK_N, K_ROWS, V_KEYS, True,
             )  # fmt: skip
-    else:  # one masked loop: V's mask is constant along D, its loads stay wide (and the bf16
-        # kernel 3-4% faster than split as above, docs/decode-profile-s9a.json)
+    else:  # one masked loop: V's mask is constant along D, its loads stay wide (split as above,
+        # the bf16 kernel measured 3-4% slower, docs/decode-profile-s9a.json)
         for n in range(start, end, BLOCK_N):
             m_i, l_i, acc = _kv_tile(
                 qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, n, end, sk_n, sv_n, sv_d,

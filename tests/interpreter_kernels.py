@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+import triton
 
 from kernels import fused, gemv
 from kernels import triton_attention as tri
@@ -84,6 +85,36 @@ def _check_gemv() -> dict:
             finally:
                 gemv.GEMV_CONFIG[kind] = saved
             results[f"gemv/residual/{kind}/{path}"] = {"err_ulp": rel_err(out, eager.double())}
+    return results
+
+
+def check_gemv_whole_rows() -> dict:
+    """The path a PDL launch takes (``kernels.gemv._prefetch``: each program's rows loaded whole,
+    in one tile, before the wait), forced here, where PDL is off: the same sums as the tiled path
+    to the dtype's rounding, K a power of two or padded to one."""
+    results = {}
+    torch.manual_seed(4)
+    saved = gemv._prefetch
+    gemv._prefetch = lambda on, cfg, k, block_n, weights=1: triton.next_power_of_2(k)
+    try:
+        for k, ns in ((4096, (8, 4, 4)), (600, (6, 2, 4))):
+            x = torch.randn(1, 1, k, dtype=DT)
+            ws = [(torch.randn(n, k) / k**0.5).to(DT) for n in ns]
+            res = (torch.randn(1, 1, ns[0]) * 4).to(DT)
+            outs = gemv.gemv3(x, ws, kind="qkv")
+            errs = [rel_err(out, F.linear(x.double(), w.double())) for out, w in zip(outs, ws, strict=True)]
+            results[f"gemv_whole_rows/qkv/K{k}"] = {"err_ulp": max(errs)}
+            out = gemv.gemv(x, ws[0], residual=res)
+            eager = res + F.linear(x.double(), ws[0].double()).to(DT)
+            results[f"gemv_whole_rows/residual/K{k}"] = {"err_ulp": rel_err(out, eager.double())}
+            g, u = (torch.randn(ns[0], k) / k**0.5 * 3).to(DT), (torch.randn(ns[0], k) / k**0.5).to(DT)
+            gate = F.linear(x.double(), g.double()).to(DT)
+            up = F.linear(x.double(), u.double()).to(DT)
+            eager = (F.silu(gate.float()).to(DT).float() * up.float()).to(DT)
+            out = gemv.gemv_silu_mul(x, g, u)
+            results[f"gemv_whole_rows/silu_mul/K{k}"] = {"err_ulp": rel_err(out, eager)}
+    finally:
+        gemv._prefetch = saved
     return results
 
 
@@ -357,6 +388,7 @@ def check_decode() -> dict:
 
 KERNEL_CHECKS = {
     "gemv": check_gemv,
+    "gemv_whole_rows": check_gemv_whole_rows,
     "eligible": check_eligible,
     "gemv_silu_mul": check_gemv_silu_mul,
     "rope": check_rope,

@@ -53,6 +53,14 @@ def test_gemv3_matches_float64_linear(results):
     assert results["gemv/offset_weight"]["err_ulp"] <= ULP
 
 
+def test_gemv_whole_rows_path_matches_float64_and_eager(results):
+    """The weight products' PDL path (rows loaded whole before the wait), forced on CPU."""
+    cases = _group(results, "gemv_whole_rows")
+    assert len(cases) == 6  # Q/K/V, the residual add and SiLU-mul, K = 4096 and 600
+    for name, r in cases.items():
+        assert r["err_ulp"] <= (2 * ULP if "silu" in name else ULP), name
+
+
 def test_gemv_adds_a_residual_as_eager_does(results):
     """``residual + linear(x)`` in the product's launch (and on the cuBLAS path) equals eager's
     product rounded, then summed and rounded."""
