@@ -59,6 +59,9 @@ def star_attention_forward(
             model_type = getattr(config, "model_type", None) or type(module).__name__
             raise UnsupportedModelError(model_type, "--correction delta with " + variant.name)
         star_cache.eager_only = True
+    if star_cache.output_unused(module.layer_idx):  # phase 1's last layer: K/V are in the cache
+        return query.new_zeros(query.shape[0], query.shape[2], query.shape[1], value.shape[-1]), None
+    if not variant.plain:
         out = _variant_attention(variant, star_cache, module.layer_idx, query, key, value, scale)
         return out.transpose(1, 2).contiguous(), None
     if star_cache.phase == "anchor":

@@ -182,6 +182,13 @@ class StarCache(Cache):
         self.delta_blocks = None  # engine.delta_ranks.DeltaBlocks while phase is "delta" (several ranks)
 
     # --- driven by the engine -------------------------------------------------------------
+    def output_unused(self, layer_idx: int) -> bool:
+        """Whether layer ``layer_idx``'s attention output feeds nothing kept: the last layer in
+        phase 1, where only K and V are kept and the block's logits are discarded
+        (``engine.last_layer``). Not under the delta correction's layer-synchronous phase, whose
+        every layer takes part in an exchange between ranks."""
+        return self.phase in ("anchor", "block") and layer_idx == len(self.layers) - 1
+
     def start_block(self, offset: int) -> None:
         self.phase, self.block_offset = "block", offset
 

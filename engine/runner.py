@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine import chunked, compiled, fused
+from engine import chunked, compiled, fused, last_layer
 from engine.cache import StarCache
 from engine.comm import Comm
 from engine.events import ContextEncoded, Event
@@ -52,6 +52,7 @@ class ModelRunner:
                 fused.fuse_pointwise(model)
         if not (self.device.type == "cuda" and options.compile):  # compiled MLPs run whole
             chunked.chunk_mlps(model, MLP_CHUNK_TOKENS)
+        last_layer.skip_unused_output(model)  # after engine.fused, whose layer forward it wraps
 
     def forward(self, ids: list[int], position: int, cache) -> torch.Tensor:
         """Run the model on ``ids`` at positions ``position ..``; return the last token's logits."""
