@@ -36,6 +36,8 @@ ROPE_MODEL_TYPES = FUSED_MODEL_TYPES
 _MARK = "_starcli_fused"
 _KIND = "_starcli_gemv_kind"
 _RESIDUAL = "_starcli_residual"  # set by _layer_forward for the projection's next call only
+_NORM = "_starcli_norm"  # set by _layer_forward on an MLP: the norm its next call applies first
+_QKV_OF = "_starcli_qkv"  # an attention module's _QKV
 
 
 def _on_gpu(x: torch.Tensor) -> bool:
@@ -58,13 +60,38 @@ def _norm_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
     return type(self).forward(self, hidden_states)
 
 
-def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
-    g, u = self.gate_proj, self.up_proj
-    if _on_gpu(x) and _plain(g) and _plain(u) and g.bias is None and u.bias is None:
-        from kernels.gemv import eligible, gemv_silu_mul
+def _norm_of(module: torch.nn.Module, x: torch.Tensor):
+    """``(weight, eps)`` of a Llama-family RMSNorm that a weight product over the row ``x`` can
+    apply in its own launch (``kernels.gemv.norm_fits``), else None."""
+    if type(module).__name__ not in NORM_CLASSES or not hasattr(module, "variance_epsilon"):
+        return None
+    from kernels.gemv import norm_fits
 
-        if eligible(x, g.weight, u.weight):  # one decode token: both products and SiLU in one pass
-            return self.down_proj(gemv_silu_mul(x, g.weight, u.weight))
+    norm = (module.weight, module.variance_epsilon)
+    return norm if norm_fits(x, norm) else None
+
+
+def _mlp_takes(mlp: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``_mlp_forward`` makes gate/up/SiLU over ``x`` one ``gemv_silu_mul`` launch."""
+    g, u = mlp.gate_proj, mlp.up_proj
+    if not (_on_gpu(x) and _plain(g) and _plain(u) and g.bias is None and u.bias is None):
+        return False
+    from kernels.gemv import eligible
+
+    return eligible(x, g.weight, u.weight)
+
+
+def _mlp_forward(self, x: torch.Tensor) -> torch.Tensor:
+    norm = getattr(self, _NORM, None)  # the layer's norm, left to this launch (_layer_forward)
+    setattr(self, _NORM, None)
+    if _mlp_takes(self, x):  # one decode token: norm, both products and SiLU in one pass
+        from kernels.gemv import gemv_silu_mul
+
+        weights = None if norm is None else (norm.weight, norm.variance_epsilon)
+        return self.down_proj(gemv_silu_mul(x, self.gate_proj.weight, self.up_proj.weight, norm=weights))
+    if norm is not None:
+        x = norm(x)
+    g, u = self.gate_proj, self.up_proj
     gate, up = g(x), u(x)
     if _fusable(gate) and gate.dtype == up.dtype and gate.is_contiguous() and up.is_contiguous():
         from kernels.fused import silu_mul
@@ -99,19 +126,35 @@ def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
 def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """A Llama-family decoder layer's own forward, except that for one decode token on the GPU
     its two residual adds are made by the O and down projections' launches (``_linear_forward``
-    takes the residual from the module): two kernels a layer fewer, the same roundings."""
+    takes the residual from the module), and its two RMSNorms by the Q/K/V and the gate/up launches
+    that read their outputs (``_QKV``, ``_mlp_forward``): four kernels a layer fewer, the same
+    roundings. A product that would not take its norm gets the norm applied first, as before."""
     o_proj, down = self.self_attn.o_proj, self.mlp.down_proj
     if args or not (_fusable(hidden_states) and hidden_states.numel() == hidden_states.shape[-1]):
         return type(self).forward(self, hidden_states, *args, **kwargs)
     residual = hidden_states.contiguous()
+    qkv: _QKV | None = getattr(self.self_attn, _QKV_OF, None)
     try:
         setattr(o_proj, _RESIDUAL, residual)
-        hidden_states, _ = self.self_attn(hidden_states=self.input_layernorm(hidden_states), **kwargs)
+        x = residual
+        if qkv is not None and _norm_of(self.input_layernorm, x) is not None and qkv.takes(x):
+            qkv.norm = self.input_layernorm
+        else:
+            x = self.input_layernorm(x)
+        hidden_states, _ = self.self_attn(hidden_states=x, **kwargs)
         setattr(down, _RESIDUAL, hidden_states)
-        return self.mlp(self.post_attention_layernorm(hidden_states))
+        norm = self.post_attention_layernorm
+        if getattr(self.mlp, _MARK, False) and _norm_of(norm, hidden_states) is not None:
+            if _mlp_takes(self.mlp, hidden_states):
+                setattr(self.mlp, _NORM, norm)
+                return self.mlp(hidden_states)
+        return self.mlp(norm(hidden_states))
     finally:
         setattr(o_proj, _RESIDUAL, None)
         setattr(down, _RESIDUAL, None)
+        setattr(self.mlp, _NORM, None)
+        if qkv is not None:
+            qkv.norm = None
 
 
 def _fuse_layer(module: torch.nn.Module) -> int:
@@ -136,26 +179,48 @@ class _QKV:
     def __init__(self, q: torch.nn.Linear, k: torch.nn.Linear, v: torch.nn.Linear):
         self.mods = (q, k, v)
         self.pending: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        # The RMSNorm the next Q call applies to its input first (set by _layer_forward, which has
+        # checked ``takes``); K's and V's calls on that same input get the normalised products.
+        self.norm: torch.nn.Module | None = None
+        self.normed: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, its norm) if unfused
+
+    def takes(self, x: torch.Tensor) -> bool:
+        """Whether Q/K/V over ``x`` are one ``gemv3`` launch."""
+        if not _on_gpu(x):
+            return False
+        from kernels.gemv import eligible
+
+        biases = [m.bias for m in self.mods]
+        same_bias = all(b is None for b in biases) or all(b is not None for b in biases)
+        return (
+            same_bias and eligible(x, *(m.weight for m in self.mods)) and all(_bias_ok(b, x) for b in biases)
+        )
 
     def project(self, which: int, x: torch.Tensor) -> torch.Tensor:
         mod = self.mods[which]
         if which == 0:
-            self.pending = None
-        if which == 0 and _on_gpu(x):
-            weights = [m.weight for m in self.mods]
-            biases = [m.bias for m in self.mods]
-            from kernels.gemv import eligible, gemv3
+            self.pending = self.normed = None
+            norm, self.norm = self.norm, None
+            if self.takes(x):
+                from kernels.gemv import gemv3
 
-            same_bias = all(b is None for b in biases) or all(b is not None for b in biases)
-            if same_bias and eligible(x, *weights) and all(_bias_ok(b, x) for b in biases):
-                q, k, v = gemv3(x, weights, None if biases[0] is None else biases)
+                biases = [m.bias for m in self.mods]
+                weights = None if norm is None else (norm.weight, norm.variance_epsilon)
+                q, k, v = gemv3(
+                    x, [m.weight for m in self.mods], None if biases[0] is None else biases, norm=weights
+                )
                 self.pending = (x, k, v)
                 return q
+            if norm is not None:  # not one launch after all: normalise here, for K and V too
+                self.normed = (x, norm(x))
+                x = self.normed[1]
         elif self.pending is not None and self.pending[0] is x:
             out = self.pending[which]
             if which == 2:
                 self.pending = None
             return out
+        elif self.normed is not None and self.normed[0] is x:
+            x = self.normed[1]
         return F.linear(x, mod.weight, mod.bias)
 
 
@@ -165,6 +230,7 @@ def _fuse_projections(module: torch.nn.Module) -> int:
     if not all(_plain(getattr(module, n, None)) for n in names):
         return 0
     qkv = _QKV(*(getattr(module, n) for n in names))
+    setattr(module, _QKV_OF, qkv)
     for which, name in enumerate(names):
         mod = getattr(module, name)
         mod.forward = functools.partial(qkv.project, which)

@@ -75,8 +75,13 @@ class Sampler:
         self._followers: dict[tuple[int, ...], set[int]] = {}  # (n-1)-gram -> tokens seen after it
 
     def __call__(self, logits: torch.Tensor, history: Sequence[int] = ()) -> int:
+        rules = bool(history) and (self.penalty != 1 or self.ngram)
+        if self.temperature == 0 and not rules and logits.is_cuda:
+            from kernels.argmax import argmax  # the logits as they are: no float32 copy first
+
+            return argmax(logits.reshape(-1))
         logits = logits.float().reshape(-1)
-        if history and (self.penalty != 1 or self.ngram):
+        if rules:
             logits = self._rules(logits, history)
         if self.temperature == 0:
             return int(torch.argmax(logits))

@@ -58,10 +58,13 @@ def _dot_rows(
     EVEN: tl.constexpr,
     UNROLL: tl.constexpr,
     STAGES: tl.constexpr,
+    NORM_W=None,
+    rstd=1.0,
 ):
     """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). A loop over K of
     multiply-adds; ``UNROLL``: the loop unrolled (``K`` is a constant), so that every tile's loads
-    are issued before the first product waits on one (the faster on an H200 at 4096-wide K)."""
+    are issued before the first product waits on one (the faster on an H200 at 4096-wide K).
+    ``NORM_W``: ``x`` is first RMS-normalised (``_normed``, ``rstd`` from ``_rstd``)."""
     rows = row0 + tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     if UNROLL:
@@ -70,6 +73,8 @@ def _dot_rows(
             ok = (rows < n)[:, None] & (cols < K)[None, :]
             w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
             x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+            if NORM_W is not None:
+                x = _normed(x, cols, K, NORM_W, rstd)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
     else:
         # ``tl.range``'s own stage count: Triton pipelines a loop without dots only when asked
@@ -83,8 +88,28 @@ def _dot_rows(
                 ok = (rows < n)[:, None] & (cols < K)[None, :]
                 w = tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
                 x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+            if NORM_W is not None:
+                x = _normed(x, cols, K, NORM_W, rstd)
             acc += w.to(tl.float32) * x.to(tl.float32)[None, :]
     return tl.sum(acc, 1)
+
+
+@triton.jit
+def _rstd(x_ptr, K: tl.constexpr, KN: tl.constexpr, eps):
+    """``rsqrt(mean(x**2) + eps)`` of the whole row ``x`` (``KN``: K rounded up to a power of two),
+    in float32 as ``kernels.fused.rms_norm``."""
+    cols = tl.arange(0, KN)
+    x = tl.load(x_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
+    return tl.math.rsqrt(tl.sum(x * x, axis=0) / K + eps)
+
+
+@triton.jit
+def _normed(x, cols, K: tl.constexpr, NORM_W, rstd):
+    """Columns ``cols`` of RMSNorm's output, rounded where the model's norm rounds: the normalised
+    row to its dtype, then its product with the weight (``kernels.fused.rms_norm``)."""
+    normed = (x.to(tl.float32) * rstd).to(x.dtype)
+    w = tl.load(NORM_W + cols, mask=cols < K, other=0.0)
+    return (w.to(tl.float32) * normed.to(tl.float32)).to(x.dtype)
 
 
 @triton.jit
@@ -98,10 +123,18 @@ def _whole_rows(w_ptr, row0, n, K: tl.constexpr, stride_w, BLOCK_N: tl.constexpr
 
 
 @triton.jit
-def _times_x(w, x_ptr, K: tl.constexpr, KP: tl.constexpr):
-    """float32 ``w @ x`` for rows ``_whole_rows`` loaded."""
+def _row(x_ptr, K: tl.constexpr, KP: tl.constexpr, NORM_W=None, eps=0.0, KN: tl.constexpr = 0):
+    """The input row as one ``KP``-wide tile, RMS-normalised first with ``NORM_W``."""
     cols = tl.arange(0, KP)
     x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
+    if NORM_W is not None:
+        x = _normed(x, cols, K, NORM_W, _rstd(x_ptr, K, KN, eps))
+    return x
+
+
+@triton.jit
+def _times_x(w, x):
+    """float32 ``w @ x`` for rows ``_whole_rows`` loaded and the row ``_row`` loaded."""
     return tl.sum(w.to(tl.float32) * x.to(tl.float32)[None, :], 1)
 
 
@@ -114,7 +147,7 @@ def _gemv3_kernel(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
     UNROLL: tl.constexpr, STAGES: tl.constexpr, RES=None, PDL: tl.constexpr = False,
-    KP: tl.constexpr = 0,
+    KP: tl.constexpr = 0, NORM_W=None, eps=0.0, KN: tl.constexpr = 0,
 ):  # fmt: skip
     if PDL:  # kernels.pdl: the next kernel may launch; this one's input is read after the wait
         gdc_launch_dependents()
@@ -132,11 +165,14 @@ def _gemv3_kernel(
         rows_w = _whole_rows(w, row0, n, K, sw, BLOCK_N, KP)
         if PDL:
             gdc_wait()
-        out = _times_x(rows_w, X, K, KP)
+        out = _times_x(rows_w, _row(X, K, KP, NORM_W, eps, KN))
     else:
         if PDL:
             gdc_wait()
-        out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES)
+        rstd = 1.0
+        if NORM_W is not None:
+            rstd = _rstd(X, K, KN, eps)
+        out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
     rows = row0 + tl.arange(0, BLOCK_N)
     ok = rows < n
     if HAS_BIAS:
@@ -153,6 +189,7 @@ def _gemv_silu_kernel(
     X, WG, WU, Y, N, K: tl.constexpr, sg, su,
     BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr, UNROLL: tl.constexpr,
     STAGES: tl.constexpr, PDL: tl.constexpr = False, KP: tl.constexpr = 0,
+    NORM_W=None, eps=0.0, KN: tl.constexpr = 0,
 ):  # fmt: skip
     if PDL:
         gdc_launch_dependents()
@@ -165,13 +202,19 @@ def _gemv_silu_kernel(
         wu = _whole_rows(WU, row0, N, K, su, BLOCK_N, KP)
         if PDL:
             gdc_wait()
-        g = _times_x(wg, X, K, KP).to(dt).to(tl.float32)
-        u = _times_x(wu, X, K, KP).to(dt).to(tl.float32)
+        x = _row(X, K, KP, NORM_W, eps, KN)
+        g = _times_x(wg, x).to(dt).to(tl.float32)
+        u = _times_x(wu, x).to(dt).to(tl.float32)
     else:
         if PDL:
             gdc_wait()
-        g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
-        u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES).to(dt).to(tl.float32)
+        rstd = 1.0
+        if NORM_W is not None:
+            rstd = _rstd(X, K, KN, eps)
+        g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
+        u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
+        g = g.to(dt).to(tl.float32)
+        u = u.to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
     rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
@@ -200,6 +243,36 @@ def _prefetch(on: bool, cfg: dict, k: int, block_n: int, weights: int = 1) -> in
     return kp if on and cfg.get("unroll") and fits else 0
 
 
+Norm = tuple[torch.Tensor, float]  # an RMSNorm before the product: its weight [K] and epsilon
+
+
+def norm_fits(x: torch.Tensor, norm: Norm) -> bool:
+    """Whether a product over the row ``x`` can take ``norm`` into its launch: a contiguous weight
+    of the row's length and dtype on its device."""
+    w = norm[0]
+    return (
+        w.dim() == 1
+        and w.shape[0] == x.shape[-1]
+        and w.dtype == x.dtype
+        and w.is_contiguous()
+        and w.device == x.device
+    )
+
+
+def _norm_args(norm: Norm | None, k: int) -> dict:
+    if norm is None:
+        return {}
+    return {"NORM_W": norm[0], "eps": float(norm[1]), "KN": triton.next_power_of_2(k)}
+
+
+def _apply_norm(x: torch.Tensor, norm: Norm | None) -> torch.Tensor:
+    if norm is None:
+        return x
+    from kernels.fused import rms_norm
+
+    return rms_norm(x, norm[0], norm[1])
+
+
 def _even(k: int, block_k: int, block_n: int, *ns: int) -> bool:
     return k % block_k == 0 and all(n % block_n == 0 for n in ns)
 
@@ -210,11 +283,13 @@ def gemv3(
     biases: list[torch.Tensor | None] | None = None,
     kind: str = "qkv",
     residual: torch.Tensor | None = None,
+    norm: Norm | None = None,
 ) -> list[torch.Tensor]:
     """``[x @ w.T (+ b) for w in weights]`` for one row ``x`` [..., K] and one to three weights
     [N_i, K], in one launch; each result has ``x``'s leading shape and ``N_i`` last.
     ``residual`` (one weight only; contiguous, the output's shape and dtype): ``residual + x @ w.T``
-    in the same launch, rounded as eager's two steps are."""
+    in the same launch, rounded as eager's two steps are. ``norm`` (an RMSNorm's weight [K] and
+    epsilon): ``x`` is normalised first, in the same launch (``norm_fits``)."""
     if not 1 <= len(weights) <= 3:
         raise ValueError("gemv3 takes one to three weights")
     if residual is not None and (len(weights) != 1 or residual.numel() != weights[0].shape[0]):
@@ -225,6 +300,7 @@ def gemv3(
         raise ValueError("either every weight has a bias or none does")
     cfg = GEMV_CONFIG[kind]
     if cfg.get("cublas"):  # the kind's products are faster as cuBLAS's one-row GEMMs
+        x = _apply_norm(x, norm)
         outs = [torch.nn.functional.linear(x, w, b) for w, b in zip(weights, biases, strict=True)]
         return outs if residual is None else [residual + outs[0]]
     k = x.shape[-1]
@@ -255,6 +331,7 @@ def gemv3(
         STAGES=cfg["num_stages"],
         PDL=on,
         KP=_prefetch(on, cfg, k, block_n),
+        **_norm_args(norm, k),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
         **launch_options(on),
@@ -274,8 +351,11 @@ def gemv(
     return gemv3(x, [weight], None if bias is None else [bias], kind=kind, residual=residual)[0]
 
 
-def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
-    """``silu(x @ gate.T) * (x @ up.T)`` for one row ``x``, the gate and up weights [N, K]."""
+def gemv_silu_mul(
+    x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor, norm: Norm | None = None
+) -> torch.Tensor:
+    """``silu(x @ gate.T) * (x @ up.T)`` for one row ``x``, the gate and up weights [N, K];
+    ``norm`` as for ``gemv3``."""
     if gate.shape != up.shape:
         raise ValueError("gate and up weights must have one shape")
     n, k = gate.shape
@@ -283,6 +363,7 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
     if cfg.get("cublas"):
         from kernels.fused import silu_mul
 
+        x = _apply_norm(x, norm)
         return silu_mul(torch.nn.functional.linear(x, gate), torch.nn.functional.linear(x, up))
     y = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)
     block_n, block_k = cfg["block_n"], cfg["block_k"]
@@ -304,6 +385,7 @@ def gemv_silu_mul(x: torch.Tensor, gate: torch.Tensor, up: torch.Tensor) -> torc
         STAGES=cfg["num_stages"],
         PDL=on,
         KP=_prefetch(on, cfg, k, block_n, 2),
+        **_norm_args(norm, k),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
         **launch_options(on),

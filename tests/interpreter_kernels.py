@@ -158,6 +158,76 @@ def check_gemv_silu_mul() -> dict:
     return results
 
 
+def _rms_norm_eager(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm's forward: float32 statistics, the row rounded to its dtype, then the product."""
+    xf = x.float()
+    normed = (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+    return w * normed
+
+
+def check_gemv_norm() -> dict:
+    """An RMSNorm taken into the weight product's launch (``norm=``): the same as the model's norm
+    followed by the product, on the unrolled, looped and whole-rows paths, K a power of two or not."""
+    results = {}
+    torch.manual_seed(6)
+    saved_down, saved_prefetch = gemv.GEMV_CONFIG["down"], gemv._prefetch
+    gemv.GEMV_CONFIG["down"] = LOOPED
+    try:
+        for path in ("tiled", "whole_rows"):
+            if path == "whole_rows":
+                gemv._prefetch = lambda on, cfg, k, block_n, weights=1: triton.next_power_of_2(k)
+            for kind, k, ns in (("qkv", 4096, (8, 4, 4)), ("qkv", 600, (6, 2, 4)), ("down", 1000, (13,))):
+                x = (torch.randn(1, 1, k) * 3).to(DT)
+                nw = (1 + 0.3 * torch.randn(k)).to(DT)
+                eps = 1e-5
+                xn = _rms_norm_eager(x, nw, eps).double()
+                ws = [(torch.randn(n, k) / k**0.5).to(DT) for n in ns]
+                outs = gemv.gemv3(x, ws, kind=kind, norm=(nw, eps))
+                errs = [rel_err(out, F.linear(xn, w.double())) for out, w in zip(outs, ws, strict=True)]
+                results[f"gemv_norm/{path}/{kind}/K{k}"] = {"err_ulp": max(errs)}
+            k, n = 600, 13
+            x, nw = (torch.randn(1, 1, k) * 3).to(DT), (1 + 0.3 * torch.randn(k)).to(DT)
+            g, u = (torch.randn(n, k) / k**0.5 * 3).to(DT), (torch.randn(n, k) / k**0.5).to(DT)
+            xn = _rms_norm_eager(x, nw, 1e-6).double()
+            gate, up = F.linear(xn, g.double()).to(DT), F.linear(xn, u.double()).to(DT)
+            eager = (F.silu(gate.float()).to(DT).float() * up.float()).to(DT)
+            out = gemv.gemv_silu_mul(x, g, u, norm=(nw, 1e-6))
+            results[f"gemv_norm/{path}/silu_mul/K{k}"] = {"err_ulp": rel_err(out, eager)}
+    finally:
+        gemv.GEMV_CONFIG["down"], gemv._prefetch = saved_down, saved_prefetch
+    return results
+
+
+def check_argmax() -> dict:
+    """``kernels.argmax`` against ``torch.argmax``: several slices and a partial one, ties (the
+    first index wins), a row of -inf, NaNs (the first NaN wins), float16 and float32."""
+    from kernels.argmax import argmax_triton
+
+    gen = torch.Generator().manual_seed(9)
+    rows = {}
+    x = torch.randn(10_001, generator=gen)
+    rows["random"] = x
+    tie = x.clone()
+    tie[[77, 4_000, 9_999]] = 50.0  # the largest three times, across slices
+    rows["tie_across_slices"] = tie
+    late = x.clone()
+    late[10_000] = 60.0  # in the partial last slice
+    rows["in_partial_slice"] = late
+    rows["all_minus_inf"] = torch.full((5_000,), float("-inf"))
+    nan = x.clone()
+    nan[[3_000, 6_000]] = float("nan")
+    rows["nan"] = nan
+    results = {}
+    for name, row in rows.items():
+        for dtype in (torch.float32, DT):
+            cast = row.to(dtype)
+            results[f"argmax/{name}/{dtype}"] = {
+                "got": argmax_triton(cast),
+                "torch": int(torch.argmax(cast)),
+            }
+    return results
+
+
 def check_rope() -> dict:
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
@@ -391,6 +461,8 @@ KERNEL_CHECKS = {
     "gemv_whole_rows": check_gemv_whole_rows,
     "eligible": check_eligible,
     "gemv_silu_mul": check_gemv_silu_mul,
+    "gemv_norm": check_gemv_norm,
+    "argmax": check_argmax,
     "rope": check_rope,
     "write_slot": check_write_slot,
     "merge": check_merge,

@@ -85,6 +85,23 @@ def test_gemv_takes_one_contiguous_row_and_matching_weights(results):
     }
 
 
+def test_gemv_takes_the_rms_norm_before_it_as_the_model_computes_it(results):
+    """The decode step's norms in the Q/K/V and gate/up launches (``norm=``): the model's RMSNorm
+    (float32 statistics, two roundings) then the product, on every path of the kernels."""
+    cases = _group(results, "gemv_norm")
+    assert len(cases) == 8  # tiled and whole rows: Q/K/V at two K, a looped product, SiLU-mul
+    for name, r in cases.items():
+        assert r["err_ulp"] <= 2 * ULP, name
+
+
+def test_argmax_is_torchs(results):
+    """Greedy decoding's argmax (``kernels.argmax``): torch.argmax's index, ties and NaNs included."""
+    cases = _group(results, "argmax")
+    assert len(cases) == 10
+    for name, r in cases.items():
+        assert r["got"] == r["torch"], name
+
+
 def test_gemv_silu_mul_rounds_as_eager(results):
     for name, r in _group(results, "gemv_silu_mul").items():
         assert r["err_ulp"] <= 2 * ULP, name
@@ -151,7 +168,7 @@ def test_fused_wrappers_decode_as_eager(results, arch):
         "gemv3+residual": steps * 2 * layers,  # O and down, each with its layer's residual
         "gemv_silu_mul": steps * layers,
         "rope_pair": steps * layers,
-        "rms_norm": steps * (2 * layers + 1),
+        "rms_norm": steps,  # the final norm: each layer's two are in its products' launches
     }
 
 
