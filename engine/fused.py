@@ -38,6 +38,12 @@ _KIND = "_starcli_gemv_kind"
 _RESIDUAL = "_starcli_residual"  # set by _layer_forward for the projection's next call only
 _NORM = "_starcli_norm"  # set by _layer_forward on an MLP: the norm its next call applies first
 _QKV_OF = "_starcli_qkv"  # an attention module's _QKV
+# Which decode-step RMSNorms run inside the weight product that reads them (``kernels.gemv``'s
+# ``norm=``) rather than as a kernel of their own. Q/K/V's launch (1,536 programs at the 8B shape)
+# takes its norm for free; gate/up's (7,168 programs of two rows) paid 0.22 ms a step for the
+# norm's weights and statistics in every program, four times the norm kernel it replaced
+# (H200, 2026-12-02, docs/benchmarks.md): off.
+NORM_IN_LAUNCH = {"qkv": True, "gate_up": False}
 
 
 def _on_gpu(x: torch.Tensor) -> bool:
@@ -137,14 +143,23 @@ def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.
     try:
         setattr(o_proj, _RESIDUAL, residual)
         x = residual
-        if qkv is not None and _norm_of(self.input_layernorm, x) is not None and qkv.takes(x):
+        if (
+            NORM_IN_LAUNCH["qkv"]
+            and qkv is not None
+            and _norm_of(self.input_layernorm, x) is not None
+            and qkv.takes(x)
+        ):
             qkv.norm = self.input_layernorm
         else:
             x = self.input_layernorm(x)
         hidden_states, _ = self.self_attn(hidden_states=x, **kwargs)
         setattr(down, _RESIDUAL, hidden_states)
         norm = self.post_attention_layernorm
-        if getattr(self.mlp, _MARK, False) and _norm_of(norm, hidden_states) is not None:
+        if (
+            NORM_IN_LAUNCH["gate_up"]
+            and getattr(self.mlp, _MARK, False)
+            and _norm_of(norm, hidden_states) is not None
+        ):
             if _mlp_takes(self.mlp, hidden_states):
                 setattr(self.mlp, _NORM, norm)
                 return self.mlp(hidden_states)

@@ -123,12 +123,13 @@ def _whole_rows(w_ptr, row0, n, K: tl.constexpr, stride_w, BLOCK_N: tl.constexpr
 
 
 @triton.jit
-def _row(x_ptr, K: tl.constexpr, KP: tl.constexpr, NORM_W=None, eps=0.0, KN: tl.constexpr = 0):
+def _row(x_ptr, K: tl.constexpr, KP: tl.constexpr, NORM_W=None, eps=0.0):
     """The input row as one ``KP``-wide tile, RMS-normalised first with ``NORM_W``."""
     cols = tl.arange(0, KP)
     x = tl.load(x_ptr + cols, mask=cols < K, other=0.0)
-    if NORM_W is not None:
-        x = _normed(x, cols, K, NORM_W, _rstd(x_ptr, K, KN, eps))
+    if NORM_W is not None:  # the whole row is here: its statistics need no second read
+        xf = x.to(tl.float32)
+        x = _normed(x, cols, K, NORM_W, tl.math.rsqrt(tl.sum(xf * xf, axis=0) / K + eps))
     return x
 
 
@@ -165,7 +166,7 @@ def _gemv3_kernel(
         rows_w = _whole_rows(w, row0, n, K, sw, BLOCK_N, KP)
         if PDL:
             gdc_wait()
-        out = _times_x(rows_w, _row(X, K, KP, NORM_W, eps, KN))
+        out = _times_x(rows_w, _row(X, K, KP, NORM_W, eps))
     else:
         if PDL:
             gdc_wait()
@@ -202,7 +203,7 @@ def _gemv_silu_kernel(
         wu = _whole_rows(WU, row0, N, K, su, BLOCK_N, KP)
         if PDL:
             gdc_wait()
-        x = _row(X, K, KP, NORM_W, eps, KN)
+        x = _row(X, K, KP, NORM_W, eps)
         g = _times_x(wg, x).to(dt).to(tl.float32)
         u = _times_x(wu, x).to(dt).to(tl.float32)
     else:

@@ -64,7 +64,15 @@ def check_wrappers() -> dict:
         _count_calls(fused, name, counts)
     wrappers.F = types.SimpleNamespace(linear=F.linear)  # counted for engine.fused's calls only
     _count_calls(wrappers.F, "linear", counts)
-    for arch, cls in (("llama", LlamaForCausalLM), ("qwen2", Qwen2ForCausalLM)):
+    committed = dict(wrappers.NORM_IN_LAUNCH)
+    cases = (
+        ("llama", LlamaForCausalLM, False),
+        ("qwen2", Qwen2ForCausalLM, False),
+        ("llama", LlamaForCausalLM, True),
+    )
+    for arch, cls, all_norms in cases:
+        # the committed choice of which norms run inside the products, then every one inside
+        wrappers.NORM_IN_LAUNCH.update(dict.fromkeys(committed, True) if all_norms else committed)
         torch.manual_seed(8)
         # Qwen2 with its LM head tied to the embedding, as the small Qwen2 models have it.
         tied = {"tie_word_embeddings": arch == "qwen2"}
@@ -85,12 +93,16 @@ def check_wrappers() -> dict:
                 orders = _projection_orders(model.model.layers[0].self_attn, config.hidden_size)
             finally:  # the modeling module's rotary function back, for whatever runs next
                 modeling.apply_rotary_pos_emb = modeling.apply_rotary_pos_emb.__wrapped__
-        results[f"wrappers/{arch}/decode"] = {
+        wrappers.NORM_IN_LAUNCH.update(committed)
+        results[f"wrappers/{arch}{'/norms_in' if all_norms else ''}/decode"] = {
             "err_ulp": max(rel_err(a, b) for a, b in zip(out, eager, strict=True)),
             "calls": calls,
             "layers": config.num_hidden_layers,
             "steps": STEPS,
             "tied": model.lm_head.weight is model.model.embed_tokens.weight,
+            "norms_in_launch": sum(
+                dict.fromkeys(committed, True).values() if all_norms else committed.values()
+            ),
         }
         results.update({f"wrappers/{arch}/order/{name}": r for name, r in orders.items()})
     return results

@@ -173,3 +173,46 @@ def test_a_chain_of_dependent_launches_under_pdl_reads_each_result_after_it_is_w
         assert _err(out, plain.double()) > 0.5  # the replay does follow its input
     finally:
         pdl.PDL_CONFIG.update(saved)
+
+
+@pytest.mark.parametrize("pdl_on", [False, True])
+def test_a_norm_in_the_products_launch_equals_the_norm_kernel_then_the_product(pdl_on):
+    """``norm=``: the decode step's RMSNorms inside the Q/K/V and gate/up launches, at the 8B
+    shape, on both the tiled path (PDL off) and the whole-rows path (PDL on, Hopper)."""
+    from kernels import pdl
+    from kernels.fused import rms_norm, silu_mul
+    from kernels.gemv import gemv3, gemv_silu_mul
+
+    if pdl_on and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("PDL needs compute capability 9.0")
+    torch.manual_seed(5)
+    x = torch.randn(1, 1, 4096, device="cuda", dtype=torch.bfloat16) * 3
+    nw = torch.rand(4096, device="cuda", dtype=torch.bfloat16) + 0.5
+    ws = [torch.randn(n, 4096, device="cuda", dtype=torch.bfloat16) * 0.02 for n in (4096, 1024, 1024)]
+    gate, up = (torch.randn(14336, 4096, device="cuda", dtype=torch.bfloat16) * 0.02 for _ in range(2))
+    saved = dict(pdl.PDL_CONFIG)
+    try:
+        pdl.PDL_CONFIG["on"] = pdl_on
+        xn = rms_norm(x, nw, 1e-5)
+        for out, ref in zip(gemv3(x, ws, norm=(nw, 1e-5)), gemv3(xn, ws), strict=True):
+            assert (out == ref).float().mean() > 0.95  # one rounding step apart where a sum differs
+            assert _err(out, ref.double()) < 1e-2
+        out = gemv_silu_mul(x, gate, up, norm=(nw, 1e-5))
+        ref = silu_mul(F.linear(xn, gate), F.linear(xn, up))
+        assert (out == ref).float().mean() > 0.9
+        assert _err(out, ref.double()) < 1e-2
+    finally:
+        pdl.PDL_CONFIG.update(saved)
+
+
+def test_argmax_over_a_vocabulary_is_torchs():
+    from kernels.argmax import argmax
+
+    g = torch.Generator(device="cuda").manual_seed(7)
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.randn(128256, device="cuda", generator=g).to(dtype)
+        assert argmax(x) == int(torch.argmax(x))
+        x[[5, 70_000, 128_255]] = 30.0  # ties across slices: the first index
+        assert argmax(x) == int(torch.argmax(x)) == 5
+        x[99_000] = float("nan")
+        assert argmax(x) == int(torch.argmax(x)) == 99_000

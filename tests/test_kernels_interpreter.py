@@ -153,7 +153,7 @@ def test_decode_attention_joined_and_separate(results):
         assert r["err"] <= ATTENTION_ERR and r["lse_err"] <= lse_err, name
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "llama/norms_in"])
 def test_fused_wrappers_decode_as_eager(results, arch):
     """engine.fused's hook-up (Q/K/V from one launch, O/down/LM head, gate/up/SiLU, RoPE, norms,
     the decoder layers' residual adds in the O and down launches) gives eager transformers'
@@ -162,13 +162,15 @@ def test_fused_wrappers_decode_as_eager(results, arch):
     r = results[f"wrappers/{arch}/decode"]
     assert r["err_ulp"] <= 4 * ULP
     assert r["tied"] == (arch == "qwen2")
+    assert r["norms_in_launch"] == (2 if arch.endswith("norms_in") else 1)
     layers, steps = r["layers"], r["steps"]
     assert r["calls"] == {  # no F.linear from the wrappers: K and V came from Q's launch
         "gemv3": steps * (3 * layers + 1),  # Q/K/V, O and down per layer, the LM head
         "gemv3+residual": steps * 2 * layers,  # O and down, each with its layer's residual
         "gemv_silu_mul": steps * layers,
         "rope_pair": steps * layers,
-        "rms_norm": steps,  # the final norm: each layer's two are in its products' launches
+        # the final norm, and each layer's norms not taken into its products' launches
+        "rms_norm": steps * (layers * (2 - r["norms_in_launch"]) + 1),
     }
 
 
