@@ -11,7 +11,8 @@ variants interleaved over ``--repeats`` rounds so that the device's drift falls 
 - ``down_triton``: the MLP's down projection on the looped Triton GEMV (its residual add in the
   same launch) instead of cuBLAS;
 - ``norms_apart``: every RMSNorm a kernel of its own (``engine.fused.NORM_IN_LAUNCH`` all off);
-- ``norms_in``: both of a layer's RMSNorms inside the products that read them (all on).
+- ``norms_in``: both of a layer's RMSNorms inside the products that read them (all on);
+- ``rope_apart``: RoPE and the KV write as kernels of their own (``engine.fused.ROPE_IN_LAUNCH`` off).
 
     python bench/decode_ablation.py --length 131072 --kv-dtypes model fp8 --out docs/x.json
 """
@@ -48,7 +49,7 @@ def variant(name: str, model):
     from kernels.pdl import PDL_CONFIG
 
     saved = (engine.api.decode_loop, dict(gemv.GEMV_CONFIG["down"]), dict(PDL_CONFIG))
-    norms = dict(engine.fused.NORM_IN_LAUNCH)
+    norms, rope = dict(engine.fused.NORM_IN_LAUNCH), engine.fused.ROPE_IN_LAUNCH
     layers = [m for m in model.modules() if type(m).__name__ in engine.fused.LAYER_CLASSES]
     try:
         if name == "checks_first":
@@ -60,6 +61,8 @@ def variant(name: str, model):
             gemv.GEMV_CONFIG["down"] = dict(DOWN_LOOPED)
         elif name == "pdl_off":
             PDL_CONFIG["on"] = False
+        elif name == "rope_apart":
+            engine.fused.ROPE_IN_LAUNCH = False
         elif name in ("norms_apart", "norms_in"):
             engine.fused.NORM_IN_LAUNCH.update(dict.fromkeys(norms, name == "norms_in"))
         yield
@@ -68,6 +71,7 @@ def variant(name: str, model):
         gemv.GEMV_CONFIG["down"] = saved[1]
         PDL_CONFIG.update(saved[2])
         engine.fused.NORM_IN_LAUNCH.update(norms)
+        engine.fused.ROPE_IN_LAUNCH = rope
         for layer in layers:
             if "forward" not in layer.__dict__:
                 setattr(layer, engine.fused._MARK, False)

@@ -164,6 +164,9 @@ class StarCache(Cache):
         # token writes and the tail length after it, as device tensors the graph advances itself.
         self.graph_slot: torch.Tensor | None = None
         self.graph_kv_len: torch.Tensor | None = None
+        # The layer whose decode K/V the model's Q/K/V launch has already written at graph_slot
+        # (engine.fused), so that update() skips its own write; set and cleared around that layer.
+        self.written_slot: int | None = None
         self.ring_layout = None  # engine.plan.ZigzagLayout while ring mode encodes the context
         # Phase 1 with a shared anchor: rank 0 sends while it encodes block 0, the others receive.
         self.anchor_send: AnchorShare | None = None
@@ -318,6 +321,8 @@ class StarCache(Cache):
         if not self.comm.is_host:
             return key_states, value_states
         if self.graph_slot is not None:  # graph replay: write at a device index, return the buffer
+            if self.written_slot == layer_idx:  # the Q/K/V launch wrote it (engine.fused._plan_rope)
+                return layer.tail_k, layer.tail_v
             if not _write_slot(layer.tail_k, layer.tail_v, self.graph_slot, key_states, value_states):
                 layer.tail_k.index_copy_(2, self.graph_slot, key_states)
                 layer.tail_v.index_copy_(2, self.graph_slot, value_states)

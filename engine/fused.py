@@ -44,6 +44,13 @@ _QKV_OF = "_starcli_qkv"  # an attention module's _QKV
 # norm's weights and statistics in every program, four times the norm kernel it replaced
 # (H200, 2026-12-02, docs/benchmarks.md): off.
 NORM_IN_LAUNCH = {"qkv": True, "gate_up": False}
+# Q and K rotated in the Q/K/V launch, K and V written there to the cache's tail slot under a CUDA
+# graph (``kernels.gemv``'s ``rope=``/``dest=``): the RoPE and KV-write kernels, two dependent
+# launches a layer that nothing could start ahead of, leave the decode step.
+ROPE_IN_LAUNCH = True
+# (q, k) data pointers of the Q/K/V launch's rotated outputs, for the modeling code's call of
+# ``apply_rotary_pos_emb`` that follows: it hands them back unchanged (and clears this).
+_rotated: tuple[int, int] | None = None
 
 
 def _on_gpu(x: torch.Tensor) -> bool:
@@ -140,6 +147,7 @@ def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.
         return type(self).forward(self, hidden_states, *args, **kwargs)
     residual = hidden_states.contiguous()
     qkv: _QKV | None = getattr(self.self_attn, _QKV_OF, None)
+    written = None
     try:
         setattr(o_proj, _RESIDUAL, residual)
         x = residual
@@ -152,6 +160,9 @@ def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.
             qkv.norm = self.input_layernorm
         else:
             x = self.input_layernorm(x)
+        written = _plan_rope(self, qkv, x, kwargs) if qkv is not None and qkv.takes(x) else None
+        if written is not None:
+            written[0].written_slot = written[1]  # the cache's own write of this layer's K/V is done
         hidden_states, _ = self.self_attn(hidden_states=x, **kwargs)
         setattr(down, _RESIDUAL, hidden_states)
         norm = self.post_attention_layernorm
@@ -169,7 +180,46 @@ def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.
         setattr(down, _RESIDUAL, None)
         setattr(self.mlp, _NORM, None)
         if qkv is not None:
-            qkv.norm = None
+            qkv.norm = qkv.rope = None
+        if written is not None:
+            written[0].written_slot = None
+
+
+def _plan_rope(layer: torch.nn.Module, qkv: _QKV, x: torch.Tensor, kwargs: dict):
+    """Hand the token's RoPE (and, where the cache writes K/V at a CUDA graph's slot, that write)
+    to the layer's Q/K/V launch when it can take them (``ROPE_IN_LAUNCH``; a rotary function this
+    module installed, to hand the rotated Q/K back; no Q/K norm between projection and rotation,
+    as Qwen3 has; whole heads). Returns (cache, layer index) when the cache's write is taken."""
+    attn = layer.self_attn
+    modeling = sys.modules.get(type(attn).__module__)
+    rotary = getattr(modeling, "apply_rotary_pos_emb", None)
+    embeddings = kwargs.get("position_embeddings")
+    if not (ROPE_IN_LAUNCH and getattr(rotary, _MARK, False) and embeddings is not None):
+        return None
+    if hasattr(attn, "q_norm") or hasattr(attn, "k_norm"):
+        return None
+    cos, sin = embeddings
+    head_dim = getattr(attn, "head_dim", None)
+    if not (
+        cos.dim() == 3 and cos.shape[:2] == (1, 1) and cos.shape[-1] == head_dim and sin.shape == cos.shape
+    ):
+        return None
+    from kernels.gemv import dest_fits, rope_fits
+
+    rope = (cos.reshape(-1), sin.reshape(-1))
+    weights = [m.weight for m in qkv.mods]
+    if not rope_fits(x, weights, rope):
+        return None
+    cache = kwargs.get("star_cache")
+    idx = getattr(attn, "layer_idx", None)
+    dest = None
+    if getattr(cache, "graph_slot", None) is not None and cache.phase == "query" and cache.comm.is_host:
+        tail = cache.layers[idx]
+        candidate = (tail.tail_k, tail.tail_v, cache.graph_slot)
+        if tail.tail_k is not None and dest_fits(x, weights, candidate, head_dim):
+            dest = candidate
+    qkv.rope = (rope, dest)
+    return (cache, idx) if dest is not None else None
 
 
 def _fuse_layer(module: torch.nn.Module) -> int:
@@ -198,6 +248,9 @@ class _QKV:
         # checked ``takes``); K's and V's calls on that same input get the normalised products.
         self.norm: torch.nn.Module | None = None
         self.normed: tuple[torch.Tensor, torch.Tensor] | None = None  # (input, its norm) if unfused
+        # The token's rotary cos/sin and, under a CUDA graph, the cache slot K and V go to, for the
+        # next Q call (set by _layer_forward, which has checked ``takes`` and the shapes).
+        self.rope: tuple[tuple[torch.Tensor, torch.Tensor], tuple | None] | None = None
 
     def takes(self, x: torch.Tensor) -> bool:
         """Whether Q/K/V over ``x`` are one ``gemv3`` launch."""
@@ -212,20 +265,30 @@ class _QKV:
         )
 
     def project(self, which: int, x: torch.Tensor) -> torch.Tensor:
+        global _rotated
         mod = self.mods[which]
         if which == 0:
             self.pending = self.normed = None
             norm, self.norm = self.norm, None
+            rope, self.rope = self.rope, None
             if self.takes(x):
                 from kernels.gemv import gemv3
 
                 biases = [m.bias for m in self.mods]
                 weights = None if norm is None else (norm.weight, norm.variance_epsilon)
                 q, k, v = gemv3(
-                    x, [m.weight for m in self.mods], None if biases[0] is None else biases, norm=weights
+                    x,
+                    [m.weight for m in self.mods],
+                    None if biases[0] is None else biases,
+                    norm=weights,
+                    rope=None if rope is None else rope[0],
+                    dest=None if rope is None else rope[1],
                 )
+                _rotated = None if rope is None else (q.data_ptr(), k.data_ptr())
                 self.pending = (x, k, v)
                 return q
+            if rope is not None:
+                raise RuntimeError("rotary embedding planned for a Q/K/V launch that did not happen")
             if norm is not None:  # not one launch after all: normalise here, for K and V too
                 self.normed = (x, norm(x))
                 x = self.normed[1]
@@ -269,6 +332,11 @@ def _fuse_linear(module: torch.nn.Module, kind: str = "linear") -> int:
 
 def _wrap_rope(original):
     def apply_rotary_pos_emb(q, k, cos, sin, *args, **kwargs):
+        global _rotated
+        if _rotated is not None:  # rotated already, in the Q/K/V launch (_QKV.project)
+            done, _rotated = _rotated, None
+            if done == (q.data_ptr(), k.data_ptr()):
+                return q, k
         unsqueeze_dim = kwargs.get("unsqueeze_dim", args[0] if args else 1)
         extra = len(args) > 1 or any(key != "unsqueeze_dim" for key in kwargs)
         ok = not extra and unsqueeze_dim == 1 and q.dim() == 4 and k.dim() == 4 and cos.dim() == 3

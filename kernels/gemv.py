@@ -49,7 +49,7 @@ GEMV_CONFIG: dict[str, dict[str, int]] = {
 def _dot_rows(
     x_ptr,
     w_ptr,
-    row0,
+    rows,
     n,
     K: tl.constexpr,
     stride_w,
@@ -61,11 +61,10 @@ def _dot_rows(
     NORM_W=None,
     rstd=1.0,
 ):
-    """float32 ``w[row0 : row0 + BLOCK_N] @ x`` (rows past ``n`` give 0). A loop over K of
+    """float32 ``w[rows] @ x`` for ``BLOCK_N`` row indices (rows past ``n`` give 0). A loop over K of
     multiply-adds; ``UNROLL``: the loop unrolled (``K`` is a constant), so that every tile's loads
     are issued before the first product waits on one (the faster on an H200 at 4096-wide K).
     ``NORM_W``: ``x`` is first RMS-normalised (``_normed``, ``rstd`` from ``_rstd``)."""
-    rows = row0 + tl.arange(0, BLOCK_N)
     acc = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
     if UNROLL:
         for k0 in tl.static_range(0, K, BLOCK_K):
@@ -113,10 +112,9 @@ def _normed(x, cols, K: tl.constexpr, NORM_W, rstd):
 
 
 @triton.jit
-def _whole_rows(w_ptr, row0, n, K: tl.constexpr, stride_w, BLOCK_N: tl.constexpr, KP: tl.constexpr):
-    """``w[row0 : row0 + BLOCK_N]`` whole, one tile of ``KP`` (K rounded up to a power of two)
-    columns: a PDL launch issues every weight load before it waits for its input."""
-    rows = row0 + tl.arange(0, BLOCK_N)
+def _whole_rows(w_ptr, rows, n, K: tl.constexpr, stride_w, KP: tl.constexpr):
+    """``w[rows]`` whole, one tile of ``KP`` (K rounded up to a power of two) columns: a PDL launch
+    issues every weight load before it waits for its input."""
     cols = tl.arange(0, KP)
     ok = (rows < n)[:, None] & (cols < K)[None, :]
     return tl.load(w_ptr + rows[:, None].to(tl.int64) * stride_w + cols[None, :], mask=ok, other=0.0)
@@ -143,13 +141,40 @@ def _times_x(w, x):
 # starts 16-byte aligned and loads 16 bytes at a time. Left unspecialised, as they were until
 # 2026-12-02, every weight element was a load of its own (the sm_90 PTX: 64 two-byte loads a tile
 # where 8 of 16 bytes do).
+@triton.jit
+def _rotated(out, head, j0, COS, SIN, HALF: tl.constexpr, HB: tl.constexpr, dt: tl.constexpr):
+    """Rotary embedding of one program's rows of Q or K: ``out`` holds the (float32) products of
+    rows ``head*D + j0 + [0, HB)`` then their partners ``+ HALF``. Each product is rounded to the
+    model's dtype first (the projection's output), then rotated as ``kernels.fused.rope_pair``
+    rotates it (each product with cos/sin rounded, then the sum). Returns both halves and their
+    index within the head."""
+    pair = tl.reshape(out.to(dt).to(tl.float32), (2, HB))
+    first = tl.arange(0, 2)[:, None] == 0
+    x1 = tl.sum(tl.where(first, pair, 0.0), 0)
+    x2 = tl.sum(tl.where(first, 0.0, pair), 0)
+    d = j0 + tl.arange(0, HB)
+    c1 = tl.load(COS + d).to(tl.float32)
+    c2 = tl.load(COS + HALF + d).to(tl.float32)
+    s1 = tl.load(SIN + d).to(tl.float32)
+    s2 = tl.load(SIN + HALF + d).to(tl.float32)
+    y1 = (x1 * c1).to(dt).to(tl.float32) + (-(x2 * s1)).to(dt).to(tl.float32)
+    y2 = (x2 * c2).to(dt).to(tl.float32) + (x1 * s2).to(dt).to(tl.float32)
+    return y1.to(dt), y2.to(dt), d
+
+
 @triton.jit(do_not_specialize=["N1", "N2", "N3"])
 def _gemv3_kernel(
     X, W1, W2, W3, B1, B2, B3, Y1, Y2, Y3, N1, N2, N3, K: tl.constexpr, sw1, sw2, sw3,
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN: tl.constexpr,
     UNROLL: tl.constexpr, STAGES: tl.constexpr, RES=None, PDL: tl.constexpr = False,
     KP: tl.constexpr = 0, NORM_W=None, eps=0.0, KN: tl.constexpr = 0,
+    HALF: tl.constexpr = 0, HB: tl.constexpr = 1, COS=None, SIN=None,
+    DK=None, DV=None, SLOT=None, sdk_h=0, sdk_l=0, sdv_h=0, sdv_l=0,
 ):  # fmt: skip
+    """``HALF`` > 0 (half the head dimension): the first two weights are Q and K, rotated in this
+    launch (``COS``/``SIN``: the token's [2 * HALF] vectors), each program taking ``HB`` (half of
+    ``BLOCK_N``) rows of a head and their rotation partners ``HALF`` further. ``DK``/``DV``: K and V are also
+    written into a cache's [heads, slots, D] buffers at the device index ``SLOT``."""
     if PDL:  # kernels.pdl: the next kernel may launch; this one's input is read after the wait
         gdc_launch_dependents()
     tile = tl.program_id(0)
@@ -157,13 +182,25 @@ def _gemv3_kernel(
     t2 = tl.cdiv(N2, BLOCK_N)
     # Which of the (up to) three weights this program's rows belong to.
     if tile < t1:
-        w, bias, y, n, sw, row0 = W1, B1, Y1, N1, sw1, tile * BLOCK_N
+        w, bias, y, n, sw, local = W1, B1, Y1, N1, sw1, tile
     elif tile < t1 + t2:
-        w, bias, y, n, sw, row0 = W2, B2, Y2, N2, sw2, (tile - t1) * BLOCK_N
+        w, bias, y, n, sw, local = W2, B2, Y2, N2, sw2, tile - t1
     else:
-        w, bias, y, n, sw, row0 = W3, B3, Y3, N3, sw3, (tile - t1 - t2) * BLOCK_N
+        w, bias, y, n, sw, local = W3, B3, Y3, N3, sw3, tile - t1 - t2
+    r = tl.arange(0, BLOCK_N)
+    rotate = False
+    head = 0
+    j0 = 0
+    if HALF > 0:
+        rotate = tile < t1 + t2
+        head = local // (HALF // HB)
+        j0 = (local % (HALF // HB)) * HB
+    if rotate:  # half the rows from each half of a head: every row's rotation partner is here
+        rows = head * (2 * HALF) + j0 + (r % HB) + (r // HB) * HALF
+    else:
+        rows = local * BLOCK_N + r
     if KP > 0:  # the weights loaded whole before the wait (``_prefetch``)
-        rows_w = _whole_rows(w, row0, n, K, sw, BLOCK_N, KP)
+        rows_w = _whole_rows(w, rows, n, K, sw, KP)
         if PDL:
             gdc_wait()
         out = _times_x(rows_w, _row(X, K, KP, NORM_W, eps))
@@ -173,16 +210,33 @@ def _gemv3_kernel(
         rstd = 1.0
         if NORM_W is not None:
             rstd = _rstd(X, K, KN, eps)
-        out = _dot_rows(X, w, row0, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
-    rows = row0 + tl.arange(0, BLOCK_N)
+        out = _dot_rows(X, w, rows, n, K, sw, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
     ok = rows < n
+    dt = y.dtype.element_ty
     if HAS_BIAS:
         # F.linear rounds the product to the output dtype only after adding the bias
         out += tl.load(bias + rows, mask=ok, other=0.0).to(tl.float32)
     if RES is not None:  # the decoder layer's ``residual + linear(x)``: the product rounded first
         res = tl.load(RES + rows, mask=ok, other=0.0).to(tl.float32)
-        out = out.to(y.dtype.element_ty).to(tl.float32) + res
-    tl.store(y + rows, out.to(y.dtype.element_ty), mask=ok)
+        out = out.to(dt).to(tl.float32) + res
+    if HALF > 0:
+        if rotate:
+            y1, y2, d = _rotated(out, head, j0, COS, SIN, HALF, HB, dt)
+            first = head * (2 * HALF) + d
+            tl.store(y + first, y1)
+            tl.store(y + first + HALF, y2)
+            if DK is not None:
+                if tile >= t1:  # K: its cache slot too
+                    dst = DK + head.to(tl.int64) * sdk_h + tl.load(SLOT).to(tl.int64) * sdk_l + d
+                    tl.store(dst, y1)
+                    tl.store(dst + HALF, y2)
+        else:
+            tl.store(y + rows, out.to(dt), mask=ok)
+            if DV is not None:  # V: its cache slot too
+                dst = DV + (rows // (2 * HALF)).to(tl.int64) * sdv_h + tl.load(SLOT).to(tl.int64) * sdv_l
+                tl.store(dst + rows % (2 * HALF), out.to(dt), mask=ok)
+    else:
+        tl.store(y + rows, out.to(dt), mask=ok)
 
 
 @triton.jit(do_not_specialize=["N"])
@@ -194,13 +248,13 @@ def _gemv_silu_kernel(
 ):  # fmt: skip
     if PDL:
         gdc_launch_dependents()
-    row0 = tl.program_id(0) * BLOCK_N
+    rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     dt = Y.dtype.element_ty
     # Each product rounded to the model's dtype (the Linear's output), then SiLU rounded, then the
     # product rounded: eager ``act_fn(gate_proj(x)) * up_proj(x)``.
     if KP > 0:
-        wg = _whole_rows(WG, row0, N, K, sg, BLOCK_N, KP)
-        wu = _whole_rows(WU, row0, N, K, su, BLOCK_N, KP)
+        wg = _whole_rows(WG, rows, N, K, sg, KP)
+        wu = _whole_rows(WU, rows, N, K, su, KP)
         if PDL:
             gdc_wait()
         x = _row(X, K, KP, NORM_W, eps)
@@ -212,12 +266,11 @@ def _gemv_silu_kernel(
         rstd = 1.0
         if NORM_W is not None:
             rstd = _rstd(X, K, KN, eps)
-        g = _dot_rows(X, WG, row0, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
-        u = _dot_rows(X, WU, row0, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
+        g = _dot_rows(X, WG, rows, N, K, sg, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
+        u = _dot_rows(X, WU, rows, N, K, su, BLOCK_N, BLOCK_K, EVEN, UNROLL, STAGES, NORM_W, rstd)
         g = g.to(dt).to(tl.float32)
         u = u.to(dt).to(tl.float32)
     act = (g / (1.0 + tl.exp(-g))).to(dt).to(tl.float32)
-    rows = row0 + tl.arange(0, BLOCK_N)
     tl.store(Y + rows, (act * u).to(dt), mask=rows < N)
 
 
@@ -260,6 +313,60 @@ def norm_fits(x: torch.Tensor, norm: Norm) -> bool:
     )
 
 
+Rope = tuple[torch.Tensor, torch.Tensor]  # one token's rotary cos and sin, [D] each
+Dest = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # cache K, V [1, Hkv, slots, D]; the slot
+
+
+def rope_fits(x: torch.Tensor, weights: list[torch.Tensor], rope: Rope, kind: str = "qkv") -> bool:
+    """Whether ``gemv3`` can rotate Q and K in its launch: Q, K and V given, whole heads of an even
+    size ``D`` that the launch shape's row pairs tile, cos/sin contiguous [D] in ``x``'s dtype, and
+    the launch shape not on cuBLAS."""
+    cos, sin = rope
+    cfg = GEMV_CONFIG[kind]
+    d = cos.shape[-1] if cos.dim() == 1 else -1
+    block_n = cfg.get("block_n", 0)
+    return (
+        len(weights) == 3
+        and not cfg.get("cublas")
+        and d > 0
+        and d % 2 == 0
+        and block_n % 2 == 0
+        and (d // 2) % (block_n // 2) == 0
+        and all(w.shape[0] % d == 0 for w in weights)
+        and all(
+            t.shape == (d,) and t.is_contiguous() and t.dtype == x.dtype and t.device == x.device
+            for t in rope
+        )
+        and sin.shape == cos.shape
+    )
+
+
+def dest_fits(x: torch.Tensor, weights: list[torch.Tensor], dest: Dest, d: int) -> bool:
+    """Whether ``dest``'s buffers take this launch's K and V at its slot: batch 1, the K/V heads of
+    ``weights`` of size ``d``, a contiguous last dim, ``x``'s dtype and device."""
+    dk, dv, slot = dest
+    return (
+        all(t.dim() == 4 and t.shape[0] == 1 and t.shape[3] == d and t.stride(3) == 1 for t in (dk, dv))
+        and dk.shape[1] * d == weights[1].shape[0]
+        and dv.shape[1] * d == weights[2].shape[0]
+        and all(t.dtype == x.dtype and t.device == x.device for t in (dk, dv))
+        and slot.numel() == 1
+        and slot.dtype in (torch.int32, torch.int64)
+        and slot.device == x.device
+    )
+
+
+def _rope_args(rope: Rope | None, dest: Dest | None, block_n: int) -> dict:
+    if rope is None:
+        return {}
+    args = {"HALF": rope[0].shape[0] // 2, "HB": block_n // 2, "COS": rope[0], "SIN": rope[1]}
+    if dest is not None:
+        dk, dv, slot = dest
+        args.update(DK=dk, DV=dv, SLOT=slot, sdk_h=dk.stride(1), sdk_l=dk.stride(2))
+        args.update(sdv_h=dv.stride(1), sdv_l=dv.stride(2))
+    return args
+
+
 def _norm_args(norm: Norm | None, k: int) -> dict:
     if norm is None:
         return {}
@@ -285,12 +392,18 @@ def gemv3(
     kind: str = "qkv",
     residual: torch.Tensor | None = None,
     norm: Norm | None = None,
+    rope: Rope | None = None,
+    dest: Dest | None = None,
 ) -> list[torch.Tensor]:
     """``[x @ w.T (+ b) for w in weights]`` for one row ``x`` [..., K] and one to three weights
     [N_i, K], in one launch; each result has ``x``'s leading shape and ``N_i`` last.
     ``residual`` (one weight only; contiguous, the output's shape and dtype): ``residual + x @ w.T``
     in the same launch, rounded as eager's two steps are. ``norm`` (an RMSNorm's weight [K] and
-    epsilon): ``x`` is normalised first, in the same launch (``norm_fits``)."""
+    epsilon): ``x`` is normalised first, in the same launch (``norm_fits``). ``rope`` (the token's
+    cos and sin, [D] each; Q, K and V given, ``rope_fits``): Q and K come out rotated, as
+    ``kernels.fused.rope_pair`` rotates them; ``dest`` (a cache's K and V [1, Hkv, slots, D] and a
+    one-element device index): K and V are also written at that slot, as ``kernels.fused.write_slot``
+    writes them."""
     if not 1 <= len(weights) <= 3:
         raise ValueError("gemv3 takes one to three weights")
     if residual is not None and (len(weights) != 1 or residual.numel() != weights[0].shape[0]):
@@ -300,6 +413,12 @@ def gemv3(
     if has_bias and any(b is None for b in biases):
         raise ValueError("either every weight has a bias or none does")
     cfg = GEMV_CONFIG[kind]
+    if (rope is not None or dest is not None) and not (
+        rope is not None and rope_fits(x, weights, rope, kind)
+    ):
+        raise ValueError("rotary embedding in the Q/K/V launch: see rope_fits for the shapes it takes")
+    if dest is not None and not dest_fits(x, weights, dest, rope[0].shape[0]):
+        raise ValueError("K/V cache slot in the Q/K/V launch: see dest_fits for the buffers it takes")
     if cfg.get("cublas"):  # the kind's products are faster as cuBLAS's one-row GEMMs
         x = _apply_norm(x, norm)
         outs = [torch.nn.functional.linear(x, w, b) for w, b in zip(weights, biases, strict=True)]
@@ -333,6 +452,7 @@ def gemv3(
         PDL=on,
         KP=_prefetch(on, cfg, k, block_n),
         **_norm_args(norm, k),
+        **_rope_args(rope, dest, block_n),
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
         **launch_options(on),

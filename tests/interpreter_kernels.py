@@ -198,6 +198,52 @@ def check_gemv_norm() -> dict:
     return results
 
 
+def check_gemv_rope() -> dict:
+    """Q and K rotated in the Q/K/V launch (``rope=``), K and V written at a cache slot (``dest=``):
+    the same as the projections, transformers' ``apply_rotary_pos_emb`` and a slot write, on the
+    tiled and whole-rows paths, heads of 16 and 64, with a bias (Qwen2's) and without."""
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    results = {}
+    torch.manual_seed(7)
+    saved = gemv._prefetch
+    try:
+        for path in ("tiled", "whole_rows"):
+            if path == "whole_rows":
+                gemv._prefetch = lambda on, cfg, k, block_n, weights=1: triton.next_power_of_2(k)
+            for d, hq, hkv, k, bias in ((16, 4, 2, 96, False), (64, 4, 2, 256, True)):
+                x = torch.randn(1, 1, k, dtype=DT)
+                ws = [(torch.randn(h * d, k) / k**0.5).to(DT) for h in (hq, hkv, hkv)]
+                bs = [torch.randn(h * d).to(DT) for h in (hq, hkv, hkv)] if bias else None
+                angle = torch.randn(d // 2) * 3
+                cos = torch.cat([angle.cos()] * 2).to(DT)
+                sin = torch.cat([angle.sin()] * 2).to(DT)
+                cache_k, cache_v = torch.zeros(1, hkv, 7, d, dtype=DT), torch.zeros(1, hkv, 7, d, dtype=DT)
+                slot = torch.tensor([3])
+                q, kk, v = gemv.gemv3(x, ws, bs, rope=(cos, sin), dest=(cache_k, cache_v, slot))
+                plain = [
+                    F.linear(x.float(), w.float(), None if b is None else b.float()).to(DT)
+                    for w, b in zip(ws, bs or [None] * 3, strict=True)
+                ]
+                heads = [p.view(1, 1, -1, d).transpose(1, 2) for p in plain]
+                ref_q, ref_k = apply_rotary_pos_emb(heads[0], heads[1], cos[None, None], sin[None, None])
+                others = torch.ones(7, dtype=torch.bool)
+                others[3] = False
+                results[f"gemv_rope/{path}/D{d}"] = {
+                    "q_err_ulp": rel_err(q.view(1, 1, hq, d).transpose(1, 2), ref_q),
+                    "k_err_ulp": rel_err(kk.view(1, 1, hkv, d).transpose(1, 2), ref_k),
+                    "v_err_ulp": rel_err(v, plain[2]),
+                    "slot_k_err_ulp": rel_err(cache_k[:, :, 3], ref_k[:, :, 0]),
+                    "slot_v_err_ulp": rel_err(cache_v[:, :, 3], heads[2][:, :, 0]),
+                    "other_slots_untouched": bool(
+                        (cache_k[:, :, others] == 0).all() and (cache_v[:, :, others] == 0).all()
+                    ),
+                }
+    finally:
+        gemv._prefetch = saved
+    return results
+
+
 def check_argmax() -> dict:
     """``kernels.argmax`` against ``torch.argmax``: several slices and a partial one, ties (the
     first index wins), a row of -inf, NaNs (the first NaN wins), float16 and float32."""
@@ -463,6 +509,7 @@ KERNEL_CHECKS = {
     "gemv_silu_mul": check_gemv_silu_mul,
     "gemv_norm": check_gemv_norm,
     "argmax": check_argmax,
+    "gemv_rope": check_gemv_rope,
     "rope": check_rope,
     "write_slot": check_write_slot,
     "merge": check_merge,

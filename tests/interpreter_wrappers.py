@@ -100,6 +100,7 @@ def check_wrappers() -> dict:
             "layers": config.num_hidden_layers,
             "steps": STEPS,
             "tied": model.lm_head.weight is model.model.embed_tokens.weight,
+            "rope_in_launch": wrappers.ROPE_IN_LAUNCH,
             "norms_in_launch": sum(
                 dict.fromkeys(committed, True).values() if all_norms else committed.values()
             ),

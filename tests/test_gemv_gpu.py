@@ -216,3 +216,42 @@ def test_argmax_over_a_vocabulary_is_torchs():
         assert argmax(x) == int(torch.argmax(x)) == 5
         x[99_000] = float("nan")
         assert argmax(x) == int(torch.argmax(x)) == 99_000
+
+
+@pytest.mark.parametrize("pdl_on", [False, True])
+def test_rope_and_the_cache_write_in_the_qkv_launch_equal_the_kernels_they_replace(pdl_on):
+    """``rope=``/``dest=`` at the 8B shape: Q/K/V products, then ``rope_pair`` and ``write_slot``
+    into a tail at a device slot, in one launch (the tiled path, and the whole-rows path of PDL)."""
+    from kernels import pdl
+    from kernels.fused import rope_pair, write_slot
+    from kernels.gemv import gemv3
+
+    if pdl_on and torch.cuda.get_device_capability()[0] < 9:
+        pytest.skip("PDL needs compute capability 9.0")
+    torch.manual_seed(6)
+    bf = dict(device="cuda", dtype=torch.bfloat16)
+    x = torch.randn(1, 1, 4096, **bf)
+    ws = [torch.randn(n, 4096, **bf) * 0.02 for n in (4096, 1024, 1024)]
+    angle = torch.randn(64, device="cuda") * 100
+    cos, sin = (torch.cat([f(angle)] * 2).to(torch.bfloat16) for f in (torch.cos, torch.sin))
+    slot = torch.tensor([37], device="cuda")
+    saved = dict(pdl.PDL_CONFIG)
+    try:
+        pdl.PDL_CONFIG["on"] = pdl_on
+        tails = [torch.zeros(1, 8, 100, 128, **bf) for _ in range(4)]
+        q, k, v = gemv3(x, ws, rope=(cos, sin), dest=(tails[0], tails[1], slot))
+        rq, rk, rv = gemv3(x, ws)
+        rq, rk = rope_pair(
+            rq.view(1, 1, 32, 128).transpose(1, 2),
+            rk.view(1, 1, 8, 128).transpose(1, 2),
+            cos[None, None],
+            sin[None, None],
+        )
+        assert write_slot(tails[2], tails[3], slot, rk, rv.view(1, 1, 8, 128).transpose(1, 2))
+    finally:
+        pdl.PDL_CONFIG.update(saved)
+    assert torch.equal(q.view(1, 1, 32, 128).transpose(1, 2), rq)
+    assert torch.equal(k.view(1, 1, 8, 128).transpose(1, 2), rk)
+    assert torch.equal(v, rv)
+    assert torch.equal(tails[0], tails[2]) and torch.equal(tails[1], tails[3])
+    assert tails[0][:, :, 37].abs().sum() > 0

@@ -94,6 +94,17 @@ def test_gemv_takes_the_rms_norm_before_it_as_the_model_computes_it(results):
         assert r["err_ulp"] <= 2 * ULP, name
 
 
+def test_gemv_rotates_q_and_k_and_writes_the_cache_slot_as_the_model_would(results):
+    """``rope=``/``dest=``: Q and K rotated in the Q/K/V launch and K/V written at a cache slot, as
+    the projections, transformers' ``apply_rotary_pos_emb`` and a slot write give them."""
+    cases = _group(results, "gemv_rope")
+    assert len(cases) == 4  # tiled and whole rows, heads of 16 and 64 (with a bias)
+    for name, r in cases.items():
+        assert r["other_slots_untouched"], name
+        for key in ("q_err_ulp", "k_err_ulp", "v_err_ulp", "slot_k_err_ulp", "slot_v_err_ulp"):
+            assert r[key] <= ULP, (name, key)
+
+
 def test_argmax_is_torchs(results):
     """Greedy decoding's argmax (``kernels.argmax``): torch.argmax's index, ties and NaNs included."""
     cases = _group(results, "argmax")
@@ -163,12 +174,12 @@ def test_fused_wrappers_decode_as_eager(results, arch):
     assert r["err_ulp"] <= 4 * ULP
     assert r["tied"] == (arch == "qwen2")
     assert r["norms_in_launch"] == (2 if arch.endswith("norms_in") else 1)
+    assert r["rope_in_launch"]  # engine.fused.ROPE_IN_LAUNCH: Q and K rotated in their launch
     layers, steps = r["layers"], r["steps"]
-    assert r["calls"] == {  # no F.linear from the wrappers: K and V came from Q's launch
+    assert r["calls"] == {  # no F.linear from the wrappers: K and V came from Q's launch; no RoPE kernel
         "gemv3": steps * (3 * layers + 1),  # Q/K/V, O and down per layer, the LM head
         "gemv3+residual": steps * 2 * layers,  # O and down, each with its layer's residual
         "gemv_silu_mul": steps * layers,
-        "rope_pair": steps * layers,
         # the final norm, and each layer's norms not taken into its products' launches
         "rms_norm": steps * (layers * (2 - r["norms_in_launch"]) + 1),
     }
