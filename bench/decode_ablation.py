@@ -12,7 +12,9 @@ variants interleaved over ``--repeats`` rounds so that the device's drift falls 
   same launch) instead of cuBLAS;
 - ``norms_apart``: every RMSNorm a kernel of its own (``engine.fused.NORM_IN_LAUNCH`` all off);
 - ``norms_in``: both of a layer's RMSNorms inside the products that read them (all on);
-- ``rope_apart``: RoPE and the KV write as kernels of their own (``engine.fused.ROPE_IN_LAUNCH`` off).
+- ``rope_apart``: RoPE and the KV write as kernels of their own (``engine.fused.ROPE_IN_LAUNCH`` off);
+- ``tail_apart``: an fp8 context's tail in a split-KV launch of its own
+  (``kernels.triton_attention.TAIL_IN_LAUNCH`` off).
 
     python bench/decode_ablation.py --length 131072 --kv-dtypes model fp8 --out docs/x.json
 """
@@ -46,6 +48,7 @@ def variant(name: str, model):
     import engine.fused
     import engine.generate
     from kernels import gemv
+    from kernels import triton_attention as tri
     from kernels.pdl import PDL_CONFIG
 
     saved = (engine.api.decode_loop, dict(gemv.GEMV_CONFIG["down"]), dict(PDL_CONFIG))
@@ -63,6 +66,8 @@ def variant(name: str, model):
             PDL_CONFIG["on"] = False
         elif name == "rope_apart":
             engine.fused.ROPE_IN_LAUNCH = False
+        elif name == "tail_apart":
+            tri.TAIL_IN_LAUNCH = False
         elif name in ("norms_apart", "norms_in"):
             engine.fused.NORM_IN_LAUNCH.update(dict.fromkeys(norms, name == "norms_in"))
         yield
@@ -72,6 +77,7 @@ def variant(name: str, model):
         PDL_CONFIG.update(saved[2])
         engine.fused.NORM_IN_LAUNCH.update(norms)
         engine.fused.ROPE_IN_LAUNCH = rope
+        tri.TAIL_IN_LAUNCH = True
         for layer in layers:
             if "forward" not in layer.__dict__:
                 setattr(layer, engine.fused._MARK, False)

@@ -93,7 +93,17 @@ def _kv_tile(
     return m_new, l_i, acc * alpha[:, None] + pv
 
 
-@triton.jit(do_not_specialize=["kv_len_static", "len_offset", "chunk", "split_offset", "LQ"])
+@triton.jit(
+    do_not_specialize=[
+        "kv_len_static",
+        "len_offset",
+        "chunk",
+        "split_offset",
+        "LQ",
+        "tail_from",
+        "tail_chunk",
+    ]
+)
 def _split_kv_kernel(
     Q,
     K,
@@ -133,7 +143,22 @@ def _split_kv_kernel(
     V_KEYS: tl.constexpr,
     SCALE_BLOCK: tl.constexpr,
     PDL: tl.constexpr = False,
+    TK=None,
+    TV=None,
+    TAIL_LEN=None,
+    tail_from=0,
+    tail_chunk=0,
+    stk_b=0,
+    stk_h=0,
+    stk_n=0,
+    stv_b=0,
+    stv_h=0,
+    stv_n=0,
 ):
+    """``TK``/``TV`` (the decode step's tail, K/V in the query's dtype, ``TAIL_LEN`` keys): the
+    programs from split ``tail_from`` on attend to the tail, ``tail_chunk`` keys each, while the
+    others take the (fp8) context: one launch where two followed each other, one dependent step
+    fewer a layer (``decode_attention``)."""
     if PDL:  # kernels.pdl: every read below may depend on the kernel before
         gdc_launch_dependents()
         gdc_wait()
@@ -151,16 +176,54 @@ def _split_kv_kernel(
     q_ptr = Q + b * sq_b + (h * G + g)[:, None] * sq_h + t[:, None] * sq_l + d[None, :]
     q = tl.load(q_ptr, mask=row_ok[:, None], other=0.0)
 
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D], tl.float32)
+    v_top = tl.full([], 1.0, tl.float32)
+    in_tail = False
+    if TK is not None:
+        in_tail = pid_s >= tail_from
+    if in_tail:
+        t_start = (pid_s - tail_from) * tail_chunk
+        t_end = tl.minimum(t_start + tail_chunk, tl.load(TAIL_LEN).to(tl.int32))
+        tk_base = TK + b * stk_b + h * stk_h
+        tv_base = TV + b * stv_b + h * stv_h
+        t_scale = tl.full([BLOCK_M], 1.0, tl.float32) * scale_log2
+        for n in range(t_start, t_end, BLOCK_N):
+            m_i, l_i, acc = _kv_tile(
+                q, t_scale, m_i, l_i, acc, tk_base, tv_base, tk_base, tv_base, n, t_end, stk_n, stv_n, 1,
+                1.0, False, D, BLOCK_N, False, False, True,
+            )  # fmt: skip
+    else:
+        m_i, l_i, acc, v_top = _context_part(
+            q, m_i, l_i, acc, v_top, K, V, KV_LEN, K_SCALE, V_SCALE, kv_len_static, len_offset, chunk,
+            scale_log2, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sv_d, ss_b, ss_h, b, h, pid_s,
+            HAS_LEN, QUANT, F16, BLOCK_M, BLOCK_N, D, K_ROWS, V_KEYS, SCALE_BLOCK,
+        )  # fmt: skip
+
+    has_keys = l_i > 0
+    out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
+    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
+    base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
+    tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
+    tl.store(L_PART + base + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _context_part(
+    q, m_i, l_i, acc, v_top, K, V, KV_LEN, K_SCALE, V_SCALE, kv_len_static, len_offset, chunk,
+    scale_log2, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sv_d, ss_b, ss_h, b, h, pid_s,
+    HAS_LEN: tl.constexpr, QUANT: tl.constexpr, F16: tl.constexpr, BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr, D: tl.constexpr, K_ROWS: tl.constexpr, V_KEYS: tl.constexpr,
+    SCALE_BLOCK: tl.constexpr,
+):  # fmt: skip
+    """The keys of split ``pid_s`` into the running (max, sum, output), and the values' scale."""
     if HAS_LEN:  # the keys before ``len_offset`` (a context ahead of the tail) plus the tail's
         kv_len = tl.load(KV_LEN).to(tl.int32) + len_offset
     else:
         kv_len = kv_len_static
     start = pid_s * chunk
     end = tl.minimum(start + chunk, kv_len)
-
-    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, D], tl.float32)
     k_base = K + b * sk_b + h * sk_h
     v_base = V + b * sv_b + h * sv_h
     ks_base = K_SCALE + b * ss_b + h * ss_h  # fp8 KV (kernels.quant): one scale per token
@@ -185,7 +248,6 @@ def _split_kv_kernel(
     # without dots is not pipelined otherwise): two loads a program at 128K keys, not 31 waited on
     # one by one; within the spread of the kernel's time (84.2 µs against 84.8-86.2,
     # docs/benchmarks.md).
-    v_top = 1.0
     if QUANT:
         top = tl.zeros([SCALE_BLOCK], tl.float32)
         for n in tl.range(start, end, SCALE_BLOCK, num_stages=2):
@@ -216,13 +278,7 @@ def _split_kv_kernel(
                 qd, row_scale, m_i, l_i, acc, k_base, v_base, ks_base, vs_base, n, end, sk_n, sv_n, sv_d,
                 v_inv, QUANT, D, BLOCK_N, K_ROWS, V_KEYS, True,
             )  # fmt: skip
-
-    has_keys = l_i > 0
-    out = acc * (v_top / tl.where(has_keys, l_i, 1.0))[:, None]
-    lse = tl.where(has_keys, (m_i + tl.log2(tl.where(has_keys, l_i, 1.0))) * 0.6931471805599453, m_i)
-    base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
-    tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
-    tl.store(L_PART + base + rows, lse, mask=row_ok)
+    return m_i, l_i, acc, v_top
 
 
 @triton.jit(do_not_specialize=["P", "R", "H", "LQ"])
@@ -436,7 +492,11 @@ def _launch_shape(q: torch.Tensor, b: int, hkv: int, lk: int, splits: int | None
     return block_m, block_n, m_tiles, splits, chunk, warps, stages
 
 
-def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, len_offset=0) -> None:
+def _launch(
+    q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, len_offset=0, tail=None
+) -> None:
+    """One split-KV launch; ``tail`` (K, V, device length, splits, chunk): the decode step's tail
+    in extra programs of the same launch (``_split_kv_kernel``'s ``TK``)."""
     block_m, block_n, m_tiles, splits, chunk, warps, stages = shape
     b, hq, lq, d = q.shape
     hkv = k.shape[1]
@@ -450,6 +510,13 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
     if scales is not None and (k_scale.stride() != v_scale.stride() or k_scale.stride(-1) != 1):
         raise ValueError("fp8 KV scales must be [B, Hkv, Lk] with the same strides, last dim contiguous")
     on = pdl(q)
+    extra = {}
+    if tail is not None:
+        tk, tv, tail_len, tail_splits, tail_chunk = tail
+        extra = dict(TK=tk, TV=tv, TAIL_LEN=tail_len, tail_from=splits, tail_chunk=tail_chunk)
+        extra.update(stk_b=tk.stride(0), stk_h=tk.stride(1), stk_n=tk.stride(2))
+        extra.update(stv_b=tv.stride(0), stv_h=tv.stride(1), stv_n=tv.stride(2))
+        splits += tail_splits
     _split_kv_kernel[(m_tiles, b * hkv, splits)](
         q,
         k,
@@ -489,6 +556,7 @@ def _launch(q, k, v, o_part, l_part, offset, shape, scale, kv_len, scales=None, 
         F16=bool(FP8_DECODE_CONFIG.get("f16", True)),
         SCALE_BLOCK=FP8_DECODE_CONFIG.get("scale_block", 1024),
         PDL=on,
+        **extra,
         num_warps=warps,
         num_stages=stages,
         **({"maxnreg": cfg["maxnreg"]} if cfg.get("maxnreg") and block_m <= 16 else {}),
@@ -598,11 +666,39 @@ def decode_attention(
     m_rows = (hq // hkv) * lq
     o_part = torch.empty((total, b, hkv, m_rows, d), dtype=torch.float32, device=q.device)
     l_part = torch.empty((total, b, hkv, m_rows), dtype=torch.float32, device=q.device)
-    offset = 0
-    for (k, v, length, scales, ahead), shape in zip(parts, shapes, strict=True):
-        _launch(q, k, v, o_part, l_part, offset, shape, scale, length, scales, ahead)
-        offset += shape[3]
+    if _tail_joins(parts, shapes):  # an fp8 context and its tail: one launch (TAIL_IN_LAUNCH)
+        (k, v, _, scales, _), (tk, tv, tail_len, _, _) = parts
+        tail = (tk, tv, tail_len, shapes[1][3], shapes[1][4])
+        _launch(q, k, v, o_part, l_part, 0, shapes[0], scale, None, scales, 0, tail)
+    else:
+        offset = 0
+        for (k, v, length, scales, ahead), shape in zip(parts, shapes, strict=True):
+            _launch(q, k, v, o_part, l_part, offset, shape, scale, length, scales, ahead)
+            offset += shape[3]
     return merge_stacked(o_part.view(total, b, hq, lq, d), l_part.view(total, b, hq, lq), out_dtype=q.dtype)
+
+
+# The decode step's tail attended by extra programs of the fp8 context's launch, not a launch of
+# its own that waited for the context's to end: one dependent step a layer fewer (H200, 2026-12-02,
+# docs/benchmarks.md).
+TAIL_IN_LAUNCH = True
+
+
+def _tail_joins(parts: list, shapes: list) -> bool:
+    """Whether ``decode_attention``'s two parts, an fp8 context then a tail of device length, can
+    share a launch: same row tiling and key tile size (their launch shapes' ``block_m``/``block_n``)."""
+    if not (TAIL_IN_LAUNCH and len(parts) == 2):
+        return False
+    (_, _, ctx_len, ctx_scales, _), (_, _, tail_len, tail_scales, ahead) = parts
+    same = shapes[0][:3] == shapes[1][:3] and shapes[0][5:] == shapes[1][5:]
+    return (
+        ctx_scales is not None
+        and ctx_len is None
+        and tail_scales is None
+        and tail_len is not None
+        and not ahead
+        and same
+    )
 
 
 def _joined(ctx_k, ctx_v, tail_k, tail_v) -> bool:

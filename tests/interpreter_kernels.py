@@ -497,8 +497,23 @@ def check_decode() -> dict:
         scale,
     )
     results["decode/fp8_context"] = _attention_result(*out, *ref)
-    out = tri.decode_attention(q, k8, _keys_major(v8), tail_k.clone(), tail_v.clone(), n, scale, (ks, vs))
-    results["decode/fp8_context_v_keys_major"] = _attention_result(*out, *ref)
+    launches = []
+    plain = tri._launch
+    tri._launch = lambda *args, **kwargs: launches.append(1) or plain(*args, **kwargs)
+    try:
+        out = tri.decode_attention(q, k8, _keys_major(v8), tail_k.clone(), tail_v.clone(), n, scale, (ks, vs))
+        results["decode/fp8_context_v_keys_major"] = {
+            **_attention_result(*out, *ref),
+            "launches": len(launches),
+        }
+        tri.TAIL_IN_LAUNCH, launches[:] = False, []  # the tail in a launch of its own, as before
+        out = tri.decode_attention(q, k8, _keys_major(v8), tail_k.clone(), tail_v.clone(), n, scale, (ks, vs))
+        results["decode/fp8_context_tail_apart"] = {
+            **_attention_result(*out, *ref),
+            "launches": len(launches),
+        }
+    finally:
+        tri._launch, tri.TAIL_IN_LAUNCH = plain, True
     return results
 
 
