@@ -180,19 +180,17 @@ def _split_kv_kernel(
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D], tl.float32)
     v_top = tl.full([], 1.0, tl.float32)
-    in_tail = False
-    if TK is not None:
-        in_tail = pid_s >= tail_from
-    if in_tail:
-        t_start = (pid_s - tail_from) * tail_chunk
-        t_end = tl.minimum(t_start + tail_chunk, tl.load(TAIL_LEN).to(tl.int32))
-        tk_base = TK + b * stk_b + h * stk_h
-        tv_base = TV + b * stv_b + h * stv_h
-        t_scale = tl.full([BLOCK_M], 1.0, tl.float32) * scale_log2
-        for n in range(t_start, t_end, BLOCK_N):
-            m_i, l_i, acc = _kv_tile(
-                q, t_scale, m_i, l_i, acc, tk_base, tv_base, tk_base, tv_base, n, t_end, stk_n, stv_n, 1,
-                1.0, False, D, BLOCK_N, False, False, True,
+    if TK is not None:  # (a constexpr test outside: Triton compiles both sides of a runtime one)
+        if pid_s >= tail_from:
+            m_i, l_i, acc = _tail_part(
+                q, m_i, l_i, acc, TK, TV, TAIL_LEN, (pid_s - tail_from) * tail_chunk, tail_chunk, scale_log2,
+                stk_b, stk_h, stk_n, stv_b, stv_h, stv_n, b, h, BLOCK_M, BLOCK_N, D,
+            )  # fmt: skip
+        else:
+            m_i, l_i, acc, v_top = _context_part(
+                q, m_i, l_i, acc, v_top, K, V, KV_LEN, K_SCALE, V_SCALE, kv_len_static, len_offset, chunk,
+                scale_log2, sk_b, sk_h, sk_n, sv_b, sv_h, sv_n, sv_d, ss_b, ss_h, b, h, pid_s,
+                HAS_LEN, QUANT, F16, BLOCK_M, BLOCK_N, D, K_ROWS, V_KEYS, SCALE_BLOCK,
             )  # fmt: skip
     else:
         m_i, l_i, acc, v_top = _context_part(
@@ -207,6 +205,26 @@ def _split_kv_kernel(
     base = ((split_offset + pid_s) * tl.num_programs(1) + pid_bh) * m_rows
     tl.store(O_PART + (base + rows)[:, None] * D + d[None, :], out, mask=row_ok[:, None])
     tl.store(L_PART + base + rows, lse, mask=row_ok)
+
+
+@triton.jit
+def _tail_part(
+    q, m_i, l_i, acc, TK, TV, TAIL_LEN, start, chunk, scale_log2, stk_b, stk_h, stk_n, stv_b, stv_h, stv_n,
+    b, h, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, D: tl.constexpr,
+):  # fmt: skip
+    """The tail keys ``[start, start + chunk)`` below its device length, in the query's dtype."""
+    end = tl.minimum(start + chunk, tl.load(TAIL_LEN).to(tl.int32))
+    k_base = TK + b * stk_b + h * stk_h
+    v_base = TV + b * stv_b + h * stv_h
+    row_scale = tl.full([BLOCK_M], 1.0, tl.float32) * scale_log2
+    # Not pipelined: a few tiles at most, and the context loop's pipeline buffers must stay the
+    # launch's only large shared memory (with this loop's too, one program an SM would fit, not two).
+    for n in tl.range(start, end, BLOCK_N, num_stages=1):
+        m_i, l_i, acc = _kv_tile(
+            q, row_scale, m_i, l_i, acc, k_base, v_base, k_base, v_base, n, end, stk_n, stv_n, 1, 1.0,
+            False, D, BLOCK_N, False, False, True,
+        )  # fmt: skip
+    return m_i, l_i, acc
 
 
 @triton.jit
