@@ -5,7 +5,10 @@ The modeling code stays the model's own: norm and MLP modules of the known Llama
 get a ``forward`` on the instance that calls the same submodules and parameters, and the modeling
 module's ``apply_rotary_pos_emb`` is wrapped. For one decode token the projections (Q/K/V in one
 launch, O, down, the LM head) and the MLP's gate/up/SiLU (one launch) go through
-``kernels.gemv``, which streams the weights faster than cuBLAS's one-row GEMMs. Every wrapper
+``kernels.gemv``, which streams the weights faster than cuBLAS's one-row GEMMs; a decoder
+layer's residual adds, its input RMSNorm (``NORM_IN_LAUNCH``) and the rotation of Q and K, with the
+token's K/V write into a CUDA graph's cache slot (``ROPE_IN_LAUNCH``), ride in those launches
+(``_layer_forward``): a decode layer is 7 kernels (with attention and its merge). Every wrapper
 checks its inputs and hands anything it was not written for (CPU tensors, float32, odd head
 sizes, another ``unsqueeze_dim``, several tokens) to the original code, so CPU runs and the
 exactness tests see eager transformers unchanged.

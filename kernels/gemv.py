@@ -12,6 +12,10 @@ fused where the model computes them from the same input:
 - ``gemv_silu_mul``: ``silu(x @ gate.T) * (x @ up.T)``, the MLP's first half, in one launch, with
   the two results rounded to the model's dtype before the product as eager transformers does.
 
+What sits right before or after a product can ride in its launch: the RMSNorm of its input
+(``norm=``), a residual add (``residual=``), and for Q/K/V the rotary embedding and the token's
+K/V write into a cache slot (``rope=``, ``dest=``), each rounded where the model's own code rounds.
+
 Fewer launches counted as much as faster ones: a decode step is ~450 memory-bound kernels in a CUDA
 graph, each boundary costing about a microsecond, and the whole step at 128K went from 10.46 ms
 (cuBLAS) to 9.48 with these (docs/benchmarks.md). Sums are in float32 as cuBLAS's, in another

@@ -21,6 +21,9 @@ import torch
 
 # The switch, decided here once (bench/decode_ablation.py turns it off to measure its worth).
 PDL_CONFIG = {"on": True}
+# Triton reads TRITON_INTERPRET when it is imported, so the value cannot change afterwards: read
+# once, not at every launch.
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
 @functools.cache
@@ -31,7 +34,7 @@ def _capable(index: int) -> bool:
 def pdl(t: torch.Tensor) -> bool:
     """Whether launches over ``t``'s device use PDL: a CUDA device of compute capability 9 or more,
     the switch on, and not Triton's interpreter."""
-    if not (PDL_CONFIG["on"] and t.is_cuda) or os.environ.get("TRITON_INTERPRET") == "1":
+    if not (PDL_CONFIG["on"] and t.is_cuda) or _INTERPRETED:
         return False
     return _capable(t.device.index if t.device.index is not None else torch.cuda.current_device())
 
