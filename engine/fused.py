@@ -142,9 +142,11 @@ def _linear_forward(self, x: torch.Tensor) -> torch.Tensor:
 def _layer_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """A Llama-family decoder layer's own forward, except that for one decode token on the GPU
     its two residual adds are made by the O and down projections' launches (``_linear_forward``
-    takes the residual from the module), and its two RMSNorms by the Q/K/V and the gate/up launches
-    that read their outputs (``_QKV``, ``_mlp_forward``): four kernels a layer fewer, the same
-    roundings. A product that would not take its norm gets the norm applied first, as before."""
+    takes the residual from the module); its input RMSNorm, the rotation of Q and K and (under a
+    CUDA graph) the cache write of K and V are made by the Q/K/V launch (``_QKV``, ``_plan_rope``),
+    and the post-attention RMSNorm by gate/up's where ``NORM_IN_LAUNCH`` says so (``_mlp_forward``):
+    up to six kernels a layer fewer, the same roundings. A product that would not take its norm
+    gets the norm applied first, as before."""
     o_proj, down = self.self_attn.o_proj, self.mlp.down_proj
     if args or not (_fusable(hidden_states) and hidden_states.numel() == hidden_states.shape[-1]):
         return type(self).forward(self, hidden_states, *args, **kwargs)
