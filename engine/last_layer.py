@@ -6,9 +6,10 @@ from the layer's input (its norm and two projections); the layer's attention out
 the final norm only feed the block's logits, which phase 1 discards. So in phases ``anchor`` and
 ``block`` (``StarCache.output_unused``) the attention function returns without attending
 (``engine.attention``), and for the Llama-family layers of ``engine.fused.LAYER_CLASSES`` this
-module's forward stops the layer after its attention module has written K and V: no O projection
-of real work, no MLP. At 32 layers that is 1/32 of phase 1's attention and most of 1/32 of its
-matmuls (docs/benchmarks.md); the cache is bit for bit the same (tests/test_last_layer.py).
+module's forward stops the layer after its attention module has written K and V (its O projection
+runs on a zero output; no MLP). At 32 layers that is 1/32 of phase 1's attention and most of 1/32
+of its matmuls (docs/benchmarks.md). Nothing on the way to K and V changes, so neither does the
+cache (tests/test_last_layer.py checks it against the paper's phase 1 on the dense model).
 
 Other layer classes still skip the attention itself; their MLP then runs on a zero output.
 """
@@ -26,7 +27,9 @@ _MARK = "_starcli_kv_only"
 
 def _kv_only_forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     forward = getattr(self, _MARK)
-    cache = kwargs.get("star_cache") or current_attention_kwargs().get("star_cache")
+    cache = kwargs.get("star_cache")
+    if cache is None:  # a model whose layers drop the attention kwargs (as engine.attention reads)
+        cache = current_attention_kwargs().get("star_cache")
     output_unused = getattr(cache, "output_unused", None)
     if args or output_unused is None or not output_unused(self.self_attn.layer_idx):
         return forward(hidden_states, *args, **kwargs)
