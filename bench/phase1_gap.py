@@ -1,9 +1,9 @@
 """Where phase 1 loses to its floor (issue 16): one GPU, Star's phase 1 at the 8B shape (random
 weights), with the GPU's own clocks and power beside every part.
 
-- ``rates``: the ceilings ``bench/speed.py`` divides by (short bursts: ten calls each);
-- ``sustained``: the same 8192³ product and 16K causal attention run back to back for seconds,
-  rate per window, to see whether the rate a burst reaches holds over a phase 1's length;
+- ``rates``: the ceilings ``bench/speed.py`` divides by: short bursts (ten calls each), and the
+  8192³ product and 16K causal attention held back to back for ``--sustain-s`` seconds, rate per
+  window, to see whether the rate a burst reaches holds over a phase 1's length;
 - ``phase1``: timed encodes of ``--length`` tokens in ``--block`` blocks;
 - ``profile``: one more encode under the profiler: kernel time by kind (matmul, attention, other),
   busy time against the span (launch gaps), the matmuls by shape; every attention call's shapes,
@@ -106,40 +106,6 @@ class Clocks:
                 "reasons": dict(Counter(r[4] for r in rows)),
             }
         return out
-
-
-def sustained(seconds: float, window: int = 20) -> dict:
-    """The floor's two kernels back to back for ``seconds`` each: rate per window of calls."""
-    from kernels.cuda_attention import dense_cuda
-
-    n = 8192
-    a, b = _randn(n, n), _randn(n, n)
-    q, k, v = (_randn(1, 32, 16384, 128) for _ in range(3))
-    kinds = {
-        "matmul": (lambda: torch.matmul(a, b), 2 * n**3),
-        "causal_attn_16k": (lambda: dense_cuda(q, k, v, 0.088, True), 4 * 32 * 128 * 16384 * 16385 / 2),
-    }
-    out = {}
-    for name, (fn, flops) in kinds.items():
-        fn()
-        torch.cuda.synchronize()
-        rates, began = [], time.perf_counter()
-        while time.perf_counter() - began < seconds:
-            start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(window):
-                fn()
-            stop.record()
-            stop.synchronize()
-            rates.append(window * flops / start.elapsed_time(stop) / 1e9)
-        out[name] = {
-            "first_tflops": rates[0],
-            "median_tflops": sorted(rates)[len(rates) // 2],
-            "last_tflops": rates[-1],
-            "min_tflops": min(rates),
-            "windows": rates,
-        }
-    return out
 
 
 class AttentionLog:
@@ -325,11 +291,8 @@ def main() -> None:
     }
     with clocks.part("idle"):
         time.sleep(1.0)
-    with clocks.part("rates"):
-        report["rates"] = {k: v for k, v in measure_rates().items() if k != "decode_sweep"}
-    with clocks.part("sustained"):
-        report["sustained"] = sustained(args.sustain_s)
-    torch.cuda.empty_cache()
+    with clocks.part("rates"):  # bursts, then each held for --sustain-s seconds
+        report["rates"] = {k: v for k, v in measure_rates(args.sustain_s).items() if k != "decode_sweep"}
 
     n, block = args.length, args.block
     model = build_model(n + 4096)

@@ -52,6 +52,8 @@ def table(report: dict) -> str:
             notes.append(
                 f"delta γ={r['delta_stride']}" + (f": phase 1 {ratio:.3f}× plain star" if ratio else "")
             )
+        if r.get("phase1_floor_sustained_s"):
+            notes.append(f"phase-1 floor at sustained rates {_fmt(r['phase1_floor_sustained_s'])}")
         if r.get("repeat"):
             notes.append(f"repeat {r['repeat']}")
         if r["mode"] != "global":
