@@ -248,21 +248,24 @@ def profile_encode(encode) -> dict:
 
 
 VARIANTS = {  # each sets every knob it or another variant touches, so their order does not matter
-    "base": {"chunk": 8192, "blas": None},
-    "mlp_chunk_16k": {"chunk": 16384, "blas": None},
-    "cublaslt": {"chunk": 8192, "blas": "cublaslt"},
+    "base": {"chunk": 8192, "blas": None, "adds_in_place": True},
+    "mlp_chunk_16k": {"chunk": 16384, "blas": None, "adds_in_place": True},
+    "cublaslt": {"chunk": 8192, "blas": "cublaslt", "adds_in_place": True},
+    "adds_apart": {"chunk": 8192, "blas": None, "adds_in_place": False},  # engine.fused.ADDS_IN_PLACE
 }
 _MODEL: list = []
 _BLAS: list = []
 
 
 def apply_variant(name: str) -> None:
+    from engine import fused
     from engine.chunked import chunk_mlps
 
     if not _BLAS:
         _BLAS.append(torch.backends.cuda.preferred_blas_library())  # the default, kept for "base"
     setting = VARIANTS[name]
     chunk_mlps(_MODEL[0], setting["chunk"])
+    fused.ADDS_IN_PLACE = setting["adds_in_place"]
     torch.backends.cuda.preferred_blas_library(setting["blas"] or _BLAS[0])
 
 

@@ -42,6 +42,13 @@ def _chunked_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     return out
 
 
+def chunk_tokens(module: torch.nn.Module) -> int | None:
+    """The slice of tokens ``chunk_mlps`` gave this MLP, or None (it runs whole). A caller that
+    runs the MLP's steps itself (``engine.fused``'s layer over several tokens) slices by it too."""
+    entry = getattr(module, _MARK, None)
+    return entry[1] if entry else None
+
+
 def chunk_mlps(model: torch.nn.Module, tokens: int) -> int:
     """Make every dense MLP of ``model`` run over at most ``tokens`` tokens at a time, around
     whatever ``forward`` it has now (idempotent: a forward replaced since, e.g. by

@@ -19,10 +19,11 @@ def main() -> None:
     # The launch shape asks the device for its SM count when no split count is given.
     torch.cuda.get_device_properties = lambda device=None: type("Props", (), {"multi_processor_count": 4})()
     from tests.interpreter_kernels import KERNEL_CHECKS
-    from tests.interpreter_wrappers import check_wrappers
+    from tests.interpreter_wrappers import check_layer_tokens, check_wrappers
 
     results = {}
-    for group, check in {**KERNEL_CHECKS, "wrappers": check_wrappers}.items():
+    checks = {**KERNEL_CHECKS, "wrappers": check_wrappers, "layer_tokens": check_layer_tokens}
+    for group, check in checks.items():
         try:
             results.update(check())
         except Exception as exc:  # one kernel's failure must not hide the others' results

@@ -128,3 +128,52 @@ def _projection_orders(attn: torch.nn.Module, hidden: int) -> dict:
             worst = max(worst, rel_err(mod(inp), F.linear(inp.double(), mod.weight.double(), bias)))
         results[order] = {"err_ulp": worst}
     return results
+
+
+def check_layer_tokens() -> dict:
+    """``engine.fused``'s decoder layer over several tokens (a prefill of 9, the MLP over slices of
+    4): logits against eager transformers' (the same model before fusing), the O and down
+    products added in place (counted), and the layer-0 input, which the embedding made and no
+    fused layer owns, left as it was."""
+    from engine.chunked import chunk_mlps
+
+    wrappers._on_gpu = lambda x: True
+    results = {}
+    calls = {"into": 0}
+    original = wrappers._add_product_into
+
+    def counted(into, x, linear):
+        calls["into"] += 1
+        return original(into, x, linear)
+
+    for arch, cls in (("llama", LlamaForCausalLM), ("qwen2", Qwen2ForCausalLM)):
+        torch.manual_seed(9)
+        config = tiny_config(arch, vocab=96, num_hidden_layers=3, initializer_range=0.1)
+        model = cls(config).eval().to(DT)
+        ids = torch.randint(0, 96, (1, 9))
+        modeling = sys.modules[type(model.model.layers[0].self_attn).__module__]
+        embedded: list = []
+        hook = model.model.embed_tokens.register_forward_hook(
+            lambda module, args, out, kept=embedded: kept.append((out, out.clone()))
+        )
+        with torch.no_grad():
+            eager = call_model(model, ids, torch.arange(9)[None], DynamicCache()).logits
+            wrappers.fuse_pointwise(model)
+            chunk_mlps(model, 4)
+            wrappers._add_product_into = counted
+            calls["into"] = 0
+            try:
+                out = call_model(model, ids, torch.arange(9)[None], DynamicCache()).logits
+            finally:
+                wrappers._add_product_into = original
+                modeling.apply_rotary_pos_emb = modeling.apply_rotary_pos_emb.__wrapped__
+                hook.remove()
+        layers = config.num_hidden_layers
+        results[f"layer_tokens/{arch}"] = {
+            "err_ulp": rel_err(out, eager),
+            "adds_in_place": calls["into"],
+            # O of every layer but the first (its input is the embedding's), down over 3 slices
+            "expected": (layers - 1) + layers * 3,
+            "embedding_kept": bool(torch.equal(embedded[-1][0], embedded[-1][1])),
+        }
+    return results

@@ -148,3 +148,56 @@ def test_write_slot_equals_index_copy_into_a_context_view():
     assert write_slot(tail_k, tail_v, slot, k, v)
     assert torch.equal(buf_k, ref_k) and torch.equal(buf_v, ref_v)
     assert not write_slot(tail_k, tail_v, slot, k.float(), v.float())  # other dtypes: the caller copies
+
+
+def test_fused_layers_over_tokens_add_in_place_as_eager():
+    """Several tokens through engine.fused's layer (the O and down products added to the residual
+    stream in place, the MLP over slices of 128 of 300 tokens): eager transformers' logits, and
+    the embedding's output, which no fused layer made, left as it was."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama import modeling_llama as ml
+
+    import engine.fused as wrappers
+    from engine.chunked import chunk_mlps
+
+    torch.manual_seed(1)
+    config = LlamaConfig(
+        hidden_size=512,
+        intermediate_size=1024,
+        num_hidden_layers=3,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        vocab_size=1000,
+    )
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, 1000, (1, 300), device="cuda")
+    saved = ml.apply_rotary_pos_emb
+    ml.apply_rotary_pos_emb = _original_rope()
+    try:
+        with torch.no_grad():
+            ref = model(ids).logits.float()
+    finally:
+        ml.apply_rotary_pos_emb = saved
+    wrappers.fuse_pointwise(model)
+    chunk_mlps(model, 128)
+    calls = {"into": 0}
+    original = wrappers._add_product_into
+
+    def counted(into, x, linear):
+        calls["into"] += 1
+        return original(into, x, linear)
+
+    kept = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, a, out: kept.append((out, out.clone())))
+    wrappers._add_product_into = counted
+    try:
+        with torch.no_grad():
+            out = model(ids).logits.float()
+    finally:
+        wrappers._add_product_into = original
+        ml.apply_rotary_pos_emb = saved
+        hook.remove()
+    assert calls["into"] == 2 + 3 * 3  # O of layers 1 and 2; down over 3 slices in each layer
+    assert torch.equal(kept[0][0], kept[0][1])
+    assert _rel(out, ref) < 1e-2

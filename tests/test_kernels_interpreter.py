@@ -189,6 +189,18 @@ def test_fused_wrappers_decode_as_eager(results, arch):
 
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_fused_layer_over_tokens_adds_in_place_as_eager(results, arch):
+    """A decoder layer over several tokens (engine.fused._layer_tokens): eager transformers' logits;
+    the O and down products added to the residual stream in place (the MLP over slices of tokens);
+    the embedding's output, which no fused layer made, not written."""
+    _group(results, "layer_tokens")
+    r = results[f"layer_tokens/{arch}"]
+    assert r["err_ulp"] <= 4 * ULP
+    assert r["adds_in_place"] == r["expected"]
+    assert r["embedding_kept"]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
 @pytest.mark.parametrize("order", ["k_q_v", "q_v_k", "q_then_kv_of_other", "q_k_v_twice"])
 def test_qkv_projections_in_any_order(results, arch, order):
     assert results[f"wrappers/{arch}/order/{order}"]["err_ulp"] <= ULP
