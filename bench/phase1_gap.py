@@ -201,7 +201,8 @@ def kind(name: str) -> str:
 
 def profile_encode(encode) -> dict:
     """One encode under the profiler: kernel time by kind, the union of kernel intervals against
-    the span, the matmuls by shape (from the ops' recorded input shapes) and the top kernels."""
+    the span, the matmuls by shape (from the ops' recorded input shapes; ``addmm_`` too, the O and
+    down products added into the residual stream in place) and the top kernels."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
@@ -226,8 +227,9 @@ def profile_encode(encode) -> dict:
             busy += t - end
             end = t
     mm = {}
+    products = ("aten::mm", "aten::addmm", "aten::addmm_")
     for e in events:
-        if e.device_type == DeviceType.CPU and e.name in ("aten::mm", "aten::addmm") and e.input_shapes:
+        if e.device_type == DeviceType.CPU and e.name in products and e.input_shapes:
             shapes = [s for s in e.input_shapes if isinstance(s, list) and len(s) == 2]
             if len(shapes) < 2:
                 continue
