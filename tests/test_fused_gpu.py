@@ -23,6 +23,34 @@ def _original_rope():
     return getattr(ml.apply_rotary_pos_emb, "__wrapped__", ml.apply_rotary_pos_emb)
 
 
+def _model_and_eager_logits(seed: int, layers: int):
+    """A tiny random bf16 Llama on the GPU, 300 random token ids, and the logits transformers'
+    own eager layers give for them (its RoPE unwrapped if an earlier test fused it)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama import modeling_llama as ml
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        hidden_size=512,
+        intermediate_size=1024,
+        num_hidden_layers=layers,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        head_dim=64,
+        vocab_size=1000,
+    )
+    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
+    ids = torch.randint(0, 1000, (1, 300), device="cuda")
+    saved = ml.apply_rotary_pos_emb
+    ml.apply_rotary_pos_emb = _original_rope()
+    try:
+        with torch.no_grad():
+            ref = model(ids).logits.float()
+    finally:
+        ml.apply_rotary_pos_emb = saved
+    return model, ids, ref
+
+
 @pytest.mark.parametrize("shape", [(3, 777, 4096), (1, 1, 4096), (2, 5, 8, 128), (4, 576)])
 def test_rms_norm_matches_eager(shape):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
@@ -81,31 +109,12 @@ def test_rope_matches_eager_and_keeps_layout(b, length, hq, hkv, d):
 
 
 def test_fused_model_matches_eager_model():
-    from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama import modeling_llama as ml
 
     import kernels.fused as kf
     from engine.fused import fuse_pointwise
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=512,
-        intermediate_size=1024,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        head_dim=64,
-        vocab_size=1000,
-    )
-    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
-    ids = torch.randint(0, 1000, (1, 300), device="cuda")
-    saved = ml.apply_rotary_pos_emb
-    ml.apply_rotary_pos_emb = _original_rope()
-    try:
-        with torch.no_grad():
-            ref = model(ids).logits.float()
-    finally:
-        ml.apply_rotary_pos_emb = saved
+    model, ids, ref = _model_and_eager_logits(0, 2)
     counts = fuse_pointwise(model)
     assert counts["norm"] == 5 and counts["mlp"] == 2
     assert getattr(ml.apply_rotary_pos_emb, "_starcli_fused", False)
@@ -154,31 +163,13 @@ def test_fused_layers_over_tokens_add_in_place_as_eager():
     """Several tokens through engine.fused's layer (the O and down products added to the residual
     stream in place, the MLP over slices of 128 of 300 tokens): eager transformers' logits, and
     the embedding's output, which no fused layer made, left as it was."""
-    from transformers import LlamaConfig, LlamaForCausalLM
     from transformers.models.llama import modeling_llama as ml
 
     import engine.fused as wrappers
     from engine.chunked import chunk_mlps
 
-    torch.manual_seed(1)
-    config = LlamaConfig(
-        hidden_size=512,
-        intermediate_size=1024,
-        num_hidden_layers=3,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        head_dim=64,
-        vocab_size=1000,
-    )
-    model = LlamaForCausalLM(config).to("cuda", torch.bfloat16).eval()
-    ids = torch.randint(0, 1000, (1, 300), device="cuda")
-    saved = ml.apply_rotary_pos_emb
-    ml.apply_rotary_pos_emb = _original_rope()
-    try:
-        with torch.no_grad():
-            ref = model(ids).logits.float()
-    finally:
-        ml.apply_rotary_pos_emb = saved
+    model, ids, ref = _model_and_eager_logits(1, 3)
+    saved = ml.apply_rotary_pos_emb  # put back at the end: fusing replaces it
     wrappers.fuse_pointwise(model)
     chunk_mlps(model, 128)
     calls = {"into": 0}
