@@ -1,8 +1,9 @@
 """Does the layout of Q/K/V change phase 1's attention rate (issue 16)? The anchor (unmasked) and
 causal cuDNN calls of one 16K block at the 8B heads, with K/V as the model hands them over
 ([B, L, H, D] viewed as [B, H, L, D]), as the cache holds them (head-major with room for 128K), or
-contiguous head-major: rate over a burst of 20 calls, and held back to back for 2.5 s (median of
-20-call windows). Results in ``$OUT/probe-layout.json`` (docs/probe-attention-layout-s12.json).
+contiguous head-major: the median of a burst of ten calls, and the rate held back to back for
+2.5 s (median of 20-call windows), as ``bench.speed`` measures the rates its floors divide by.
+Results in ``$OUT/probe-layout.json`` (docs/probe-attention-layout-s12.json).
 
     OUT=docs python bench/probe_attention_layout.py
 """
@@ -18,50 +19,37 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.speed import _median_ms, _randn, sustained_tflops  # noqa: E402
 from kernels.cuda_attention import _cudnn  # noqa: E402
 
 L, HQ, HKV, D, CAP = 16384, 32, 8, 128, 131144
-dev, dt = "cuda", torch.bfloat16
 SCALE = D**-0.5
 
 
-def bshd(h):  # [1, L, h, D] viewed as [1, h, L, D]
-    return torch.randn(1, L, h, D, device=dev, dtype=dt).transpose(1, 2)
+def bshd(h: int) -> torch.Tensor:
+    """As the model hands K/V over: ``[1, L, h, D]`` viewed as ``[1, h, L, D]``."""
+    return _randn(1, L, h, D).transpose(1, 2)
 
 
-def bhsd(h):
-    return torch.randn(1, h, L, D, device=dev, dtype=dt)
+def bhsd(h: int) -> torch.Tensor:
+    return _randn(1, h, L, D)
 
 
-def cache(h):
-    return torch.randn(1, h, CAP, D, device=dev, dtype=dt)[:, :, :L]
+def cache(h: int) -> torch.Tensor:
+    """As the cache holds them: head-major, room for 128K tokens, the first ``L`` used."""
+    return _randn(1, h, CAP, D)[:, :, :L]
 
 
-def timed(fn, n):
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t) / n
-
-
-def rate(fn, flops):
-    for _ in range(3):
-        fn()
-    burst = timed(fn, 20)
-    wins = []
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 2.5:
-        wins.append(timed(fn, 20))
-    wins.sort()
-    held = wins[len(wins) // 2]
-    time.sleep(1.0)
+def rate(fn, flops: float) -> dict:
+    """The burst and held rates ``bench/speed.py`` measures its floors' ceilings with."""
+    burst_ms = _median_ms(fn)
+    held = sustained_tflops(fn, flops, seconds=2.5)
+    time.sleep(1.0)  # let the clock recover before the next layout
     return {
-        "burst_ms": burst * 1e3,
-        "burst_tflops": flops / burst / 1e12,
-        "held_ms": held * 1e3,
-        "held_tflops": flops / held / 1e12,
+        "burst_ms": burst_ms,
+        "burst_tflops": flops / burst_ms / 1e9,
+        "held_tflops": held["median_tflops"],
+        "held_first_tflops": held["first_tflops"],
     }
 
 
